@@ -1,0 +1,181 @@
+"""Save and load bundles: model + fitted preprocessing + schema + output heads + golden examples.
+
+`save` writes the bundle into a staging folder and moves it into place only when complete; `load` checks
+every file's sha256, refuses newer formats and never unpickles. A `.zip` of the folder is accepted
+wherever a bundle path is.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import torch
+
+from torchpredict.device import resolve_device
+from torchpredict.errors import BundleError, TorchPredictError
+from torchpredict.golden import GoldenExamples
+from torchpredict.inference import forward, to_tensors
+from torchpredict.interpretation import head_from_dict, select_output
+from torchpredict.manifest import (
+    Manifest,
+    check_hashes,
+    load_json,
+    opened,
+    read_manifest_at,
+    relative_files,
+    write_json,
+    write_manifest,
+)
+from torchpredict.predictor import DEFAULT_BATCH_SIZE, Predictor
+from torchpredict.preprocessing import Preprocessor
+from torchpredict.schema import as_table
+from torchpredict.storage import load_model, store_model
+
+__all__ = ["load", "save"]
+
+SCHEMA_FILE = "schema.json"
+PREPROCESSING_FILE = "preprocessing.json"
+DEFAULT_EXAMPLE_ROWS = 8
+
+
+def save(path: str | Path, model: torch.nn.Module, *, preprocessor: Preprocessor, heads: Any, examples: Any,
+         name: str | None = None, model_version: str = "1", storage: str = "auto", factory: str | None = None,
+         factory_kwargs: dict | None = None, example_rows: int = DEFAULT_EXAMPLE_ROWS,
+         overwrite: bool = False) -> Path:
+    """Save a trained model with its fitted preprocessing and output heads as a bundle.
+
+    examples: training rows (any table-like); the first example_rows become the golden examples and the
+    sample inputs for torch.export. storage: "auto" (torch.export, falling back to weights + factory),
+    "export" or "weights". A path ending in .zip writes a zipped bundle.
+
+    >>> torchpredict.save("wine.tpk", model, preprocessor=pre,
+    ...                   heads=MulticlassClassification(target="cultivar"), examples=X_train)  # doctest: +SKIP
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise BundleError(f"bundle '{path}' already exists; pass overwrite=True (CLI --overwrite) to replace it")
+    if not path.parent.is_dir():
+        raise BundleError(f"cannot save bundle '{path}': folder '{path.parent}' does not exist")
+    head_list = list(heads) if isinstance(heads, (list, tuple)) else [heads]
+    if not head_list:
+        raise BundleError("heads must name at least one output head, e.g. Regression(target='y')")
+    golden_inputs = _golden_inputs(preprocessor, examples, example_rows)
+    with tempfile.TemporaryDirectory(prefix=".tp-save-", dir=path.parent) as tmp:
+        staging = Path(tmp) / "bundle"
+        staging.mkdir()
+        options = {"name": name or path.stem.split(".")[0], "model_version": str(model_version),
+                   "storage": storage, "factory": factory, "factory_kwargs": factory_kwargs}
+        manifest = _write_contents(staging, _cpu_eval(model), preprocessor, head_list, golden_inputs, options)
+        write_manifest(staging, manifest)
+        _publish(staging, path, overwrite)
+    return path
+
+
+def _golden_inputs(preprocessor: Preprocessor, examples: Any, rows: int) -> pa.Table:
+    if rows < 1:
+        raise BundleError(f"example_rows must be >= 1, got {rows}")
+    table = as_table(examples)
+    wanted = [name for name in preprocessor.schema_.names if name in table.column_names]
+    table = table.select(wanted).slice(0, rows)
+    if table.num_rows == 0:
+        raise BundleError("examples must hold at least one row")
+    return preprocessor.schema_.validate(table).table
+
+
+def _cpu_eval(model: torch.nn.Module) -> torch.nn.Module:
+    tensors = [*model.parameters(), *model.buffers()]
+    if any(t.device.type != "cpu" for t in tensors):
+        model = copy.deepcopy(model).cpu()
+    return model.eval()
+
+
+def _write_contents(staging: Path, model: torch.nn.Module, preprocessor: Preprocessor, heads: list,
+                    golden_inputs: pa.Table, options: dict[str, Any]) -> Manifest:
+    tensors = to_tensors(preprocessor.transform(golden_inputs), torch.device("cpu"))
+    raw = forward(model, tensors)
+    for head in heads:  # a head that cannot read the model's output fails now, not on the first request
+        head.interpret(select_output(raw, head.output))
+    entry = store_model(model, tensors, staging, factory=options["factory"],
+                        factory_kwargs=options["factory_kwargs"], method=options["storage"])
+    examples_entry = GoldenExamples.record(golden_inputs, raw).write(staging)
+    write_json(staging / SCHEMA_FILE, preprocessor.schema_.to_dict())
+    write_json(staging / PREPROCESSING_FILE, preprocessor.to_dict())
+    return Manifest(name=options["name"], model_version=options["model_version"],
+                    created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), producer=_producer(),
+                    model=entry, heads=[head.to_dict() for head in heads], examples=examples_entry)
+
+
+def _producer() -> dict[str, str]:
+    from torchpredict import __version__
+
+    return {"torchpredict": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def _publish(staging: Path, path: Path, overwrite: bool) -> None:
+    """Move the finished bundle into place, so a crash never leaves a half-written bundle at path."""
+    if path.suffix == ".zip":
+        archive = staging.with_suffix(".zip")
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+            for rel in relative_files(staging):
+                zf.write(staging / rel, rel)
+        staging = archive
+    if overwrite and path.exists():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    os.replace(staging, path)
+
+
+def load(path: str | Path, *, device: str | torch.device = "auto", batch_size: int = DEFAULT_BATCH_SIZE,
+         verify: bool = False) -> Predictor:
+    """Load a bundle as a Predictor on a device ("auto", "cpu", "cuda", "cuda:N", "mps").
+
+    Every file's sha256 is checked; the model is in eval mode and runs under inference_mode.
+    verify=True re-runs the golden examples and raises BundleError if they deviate.
+
+    >>> predictor = torchpredict.load("wine.tpk", device="cpu")    # doctest: +SKIP
+    """
+    origin = str(path)
+    target = resolve_device(device)
+    with opened(Path(path)) as root:
+        manifest = read_manifest_at(root, origin)
+        check_hashes(root, manifest, origin)
+        _require_files(manifest, origin, [PREPROCESSING_FILE, manifest.model.get("file", "model")])
+        preprocessor, heads, golden = _read_parts(root, manifest, origin)
+        model = load_model(root, manifest.model, target)
+    predictor = Predictor(model=model, preprocessor=preprocessor, heads=heads, model_entry=manifest.model,
+                          device=target, batch_size=batch_size, manifest=manifest, golden=golden)
+    if verify:
+        report = predictor.verify()
+        if not report.passed:
+            raise BundleError(f"bundle '{origin}': golden examples do not reproduce on {target}: {report.describe()}")
+    return predictor
+
+
+def _require_files(manifest: Manifest, origin: str, names: Sequence[str]) -> None:
+    for name in names:
+        if name not in manifest.files:
+            raise BundleError(f"bundle '{origin}': manifest does not list '{name}'")
+
+
+def _read_parts(root: Path, manifest: Manifest, origin: str) -> tuple[Preprocessor, list, GoldenExamples]:
+    """The JSON parts of a bundle; anything malformed becomes a BundleError naming the bundle."""
+    try:
+        preprocessor = Preprocessor.from_dict(load_json(root, PREPROCESSING_FILE, origin))
+        heads = [head_from_dict(head) for head in manifest.heads]
+        golden = GoldenExamples.read(root, manifest.examples)
+    except BundleError:
+        raise
+    except TorchPredictError as exc:
+        raise BundleError(f"bundle '{origin}': {exc}") from None
+    except (KeyError, TypeError, ValueError, OSError, pa.ArrowException) as exc:
+        raise BundleError(f"bundle '{origin}': malformed contents ({type(exc).__name__}: {exc})") from None
+    return preprocessor, heads, golden

@@ -1,0 +1,418 @@
+"""Import models saved the usual ways, so `pack` can turn them into bundles.
+
+Training scripts save state dicts (bare, wrapped in {"model": ...}, prefixed by DDP's `module.` or
+torch.compile's `_orig_mod.`), TorchScript archives and full-model pickles whose classes may live in the
+script's `__main__`, often with storages tagged for a GPU. Each becomes a CPU nn.Module in eval mode here.
+Unpickling runs code from the file, so it only happens when the caller says they trust the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import importlib.util
+import pickle
+import re
+import sys
+import types
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchpredict.errors import ModelLoadError
+
+__all__ = [
+    "build_model",
+    "error_summary",
+    "is_file_ref",
+    "load_checkpoint",
+    "load_source",
+    "load_state",
+    "resolve_factory",
+]
+
+_STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict")
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+_REF_FORMS = "'package.module:callable' or 'path/to/file.py:callable'"
+_MAIN_FIX = (
+    "pass source='train.py' (CLI --source train.py) pointing at the file that defines it, "
+    "or save model.state_dict() instead"
+)
+
+
+# --- factories ---------------------------------------------------------------------------------------
+
+
+def resolve_factory(ref: str) -> Callable[..., Any]:
+    """Find the callable a factory reference names, without running any `__main__` block.
+
+    `ref` is "package.module:callable" (imported) or "path/to/file.py:callable" (the file is executed
+    as a module named other than __main__, so its `if __name__ == "__main__":` block does not run).
+    Standard-library callables are refused: a factory builds a model, and a reference read from a
+    bundle must not be able to name `os:system`.
+
+    >>> resolve_factory("torch.nn:Linear")(3, 2)
+    Linear(in_features=3, out_features=2, bias=True)
+    """
+    target, _, attribute = ref.rpartition(":") if isinstance(ref, str) else ("", "", "")
+    if not target or not attribute:
+        raise ModelLoadError(f"factory {ref!r} must look like {_REF_FORMS}")
+    module = _module_for(ref, target)
+    found = _attribute(ref, module, attribute)
+    if not callable(found):
+        raise ModelLoadError(f"factory {ref!r} names a {type(found).__name__}, which is not callable")
+    return found
+
+
+def is_file_ref(ref: str) -> bool:
+    """Whether a factory reference names a source file rather than an importable module."""
+    target = ref.rpartition(":")[0]
+    return target.endswith(".py") or "/" in target or "\\" in target
+
+
+def build_model(factory: str, factory_kwargs: Mapping[str, Any] | None = None) -> nn.Module:
+    """Call the factory `factory` names with `factory_kwargs` and check that it built an nn.Module."""
+    build = resolve_factory(factory)
+    try:
+        model = build(**dict(factory_kwargs or {}))
+    except Exception as exc:
+        raise ModelLoadError(f"factory {factory!r} failed: {error_summary(exc)}") from exc
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(f"factory {factory!r} returned {type(model).__name__}, expected an nn.Module")
+    return model
+
+
+def _module_for(ref: str, target: str) -> types.ModuleType:
+    if is_file_ref(ref):
+        path = Path(target)
+        if not path.is_file():
+            raise ModelLoadError(f"factory {ref!r}: file '{target}' does not exist")
+        return load_source(path)
+    if target.split(".")[0] in sys.stdlib_module_names:
+        raise ModelLoadError(
+            f"factory {ref!r}: '{target}' is a standard-library module; a factory must be a class or "
+            "function of your own code that builds the nn.Module"
+        )
+    try:
+        return importlib.import_module(target)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"factory {ref!r}: cannot import module '{target}': {error_summary(exc)}"
+        ) from exc
+
+
+def _attribute(ref: str, module: types.ModuleType, dotted: str) -> Any:
+    found: Any = module
+    for part in dotted.split("."):
+        if not hasattr(found, part):
+            raise ModelLoadError(f"factory {ref!r}: module '{module.__name__}' has no attribute '{dotted}'")
+        found = getattr(found, part)
+    return found
+
+
+def load_source(path: Path) -> types.ModuleType:
+    """Execute a training script as a module (not __main__), so its classes and functions can be used.
+
+    The script's directory is on sys.path while it runs, as it would be under `python train.py`.
+    """
+    resolved = Path(path).resolve()
+    if not resolved.is_file():
+        raise ModelLoadError(f"source '{path}' does not exist")
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:12]
+    stem = re.sub(r"\W", "_", resolved.stem)
+    name = f"torchpredict_source_{stem}_{digest}"
+    spec = importlib.util.spec_from_file_location(name, resolved)
+    if spec is None or spec.loader is None:
+        raise ModelLoadError(f"source '{path}' is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickle look classes up here
+    sys.path.insert(0, str(resolved.parent))
+    try:
+        spec.loader.exec_module(module)
+    except (Exception, SystemExit) as exc:
+        sys.modules.pop(name, None)
+        raise ModelLoadError(
+            f"running '{path}' (without its __main__ block) failed: {error_summary(exc)}"
+        ) from exc
+    finally:
+        with contextlib.suppress(ValueError):  # the script may have edited sys.path itself
+            sys.path.remove(str(resolved.parent))
+    return module
+
+
+# --- state dicts ----------------------------------------------------------------------------------------
+
+
+def load_state(model: nn.Module, state: Mapping[str, Any], *, what: str) -> None:
+    """Strictly load `state` into `model`, after stripping DDP/compile prefixes and re-tying tied weights.
+
+    `what` names the source in messages, e.g. "checkpoint 'model.pt'".
+    """
+    expected = model.state_dict()
+    state = _fill_tied(_strip_wrapper_prefixes(dict(state), expected), expected)
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    if missing or unexpected:
+        parts = [f"missing keys {_few(missing)}"] if missing else []
+        parts += [f"unexpected keys {_few(unexpected)}"] if unexpected else []
+        raise ModelLoadError(f"{what} does not match the model: {'; '.join(parts)}")
+    _check_shapes(expected, state, what)
+    model.load_state_dict(state, strict=True)
+
+
+def _strip_wrapper_prefixes(state: dict[str, Any], expected: Mapping[str, Any]) -> dict[str, Any]:
+    stripped = True
+    while stripped and state:
+        stripped = False
+        for prefix in _WRAPPER_PREFIXES:
+            if _all_start_with(state, prefix) and not _all_start_with(expected, prefix):
+                state = {key[len(prefix) :]: value for key, value in state.items()}
+                stripped = True
+    return state
+
+
+def _all_start_with(keys: Iterable[str], prefix: str) -> bool:
+    return all(key.startswith(prefix) for key in keys)
+
+
+def _fill_tied(state: dict[str, Any], expected: Mapping[str, Any]) -> dict[str, Any]:
+    """Formats that store a tied tensor once (safetensors.save_model) omit its other names; restore them."""
+    groups: dict[tuple, list[str]] = {}
+    for key, tensor in expected.items():
+        if isinstance(tensor, torch.Tensor) and tensor.numel() > 0:
+            identity = (
+                tensor.untyped_storage().data_ptr(),
+                tensor.storage_offset(),
+                tensor.shape,
+                tensor.stride(),
+            )
+            groups.setdefault(identity, []).append(key)
+    for names in groups.values():
+        present = [name for name in names if name in state]
+        for name in names:
+            if present and name not in state:
+                state[name] = state[present[0]]
+    return state
+
+
+def _check_shapes(expected: Mapping[str, Any], state: Mapping[str, Any], what: str) -> None:
+    for key, tensor in expected.items():
+        got = state[key]
+        if isinstance(tensor, torch.Tensor) and isinstance(got, torch.Tensor) and got.shape != tensor.shape:
+            raise ModelLoadError(
+                f"{what} does not match the model: '{key}' has shape {list(got.shape)} in the checkpoint, "
+                f"{list(tensor.shape)} in the model"
+            )
+
+
+def _few(keys: list[str], shown: int = 5) -> str:
+    listed = ", ".join(f"'{key}'" for key in keys[:shown])
+    return listed if len(keys) <= shown else f"{listed} and {len(keys) - shown} more"
+
+
+def error_summary(exc: BaseException) -> str:
+    """One readable line for an exception: its type and the first line of its message, capped."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = " ".join(lines[0].split()) if lines else ""
+    text = text if len(text) <= 300 else text[:300] + "…"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# --- checkpoints ----------------------------------------------------------------------------------------
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    factory: str | None = None,
+    factory_kwargs: Mapping[str, Any] | None = None,
+    trust_pickle: bool = False,
+    source: str | Path | None = None,
+) -> nn.Module:
+    """Build a CPU nn.Module in eval mode from a checkpoint file, whatever device it was saved on.
+
+    Args:
+        factory: "package.module:callable" or "file.py:callable" building the architecture, needed for
+            state dicts (.safetensors, .pt/.pth/.bin holding tensors).
+        trust_pickle: allow unpickling a full model saved with `torch.save(model)`; this runs code from
+            the file, so only for files you trust.
+        source: the training script that defined pickled `__main__` classes (its __main__ block is not run).
+
+    >>> model = load_checkpoint("model.pt", factory="mypkg.models:make_net")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"checkpoint '{path}' does not exist or is not a file")
+    loaded = _read(path, trust_pickle=trust_pickle, source=source)
+    if not isinstance(loaded, nn.Module):
+        loaded = _from_state(path, loaded, factory, factory_kwargs)
+    return loaded.cpu().eval()
+
+
+def _read(path: Path, *, trust_pickle: bool, source: str | Path | None) -> Any:
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    if _is_torchscript(path):
+        return _read_torchscript(path)
+    return _read_torch_save(path, trust_pickle=trust_pickle, source=source)
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    import safetensors.torch
+
+    try:
+        return safetensors.torch.load_file(path, device="cpu")
+    except Exception as exc:
+        raise ModelLoadError(
+            f"checkpoint '{path}' is not a readable safetensors file: {error_summary(exc)}"
+        ) from exc
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile:
+        return False
+    return any(name.endswith("/constants.pkl") or "/code/" in name for name in names)
+
+
+def _read_torchscript(path: Path) -> nn.Module:
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise ModelLoadError(
+            f"checkpoint '{path}' is not a readable TorchScript archive: {error_summary(exc)}"
+        ) from exc
+
+
+def _read_torch_save(path: Path, *, trust_pickle: bool, source: str | Path | None) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        classes = _pickled_classes(path, exc)
+        if not classes:
+            raise _unreadable(path, exc) from exc
+        if not trust_pickle:
+            raise ModelLoadError(_refusal(path, classes)) from None
+    except Exception as exc:
+        raise _unreadable(path, exc) from exc
+    return _read_trusted(path, source)
+
+
+def _unreadable(path: Path, exc: BaseException) -> ModelLoadError:
+    return ModelLoadError(
+        f"checkpoint '{path}' is not a readable PyTorch checkpoint (corrupt?): {error_summary(exc)}"
+    )
+
+
+def _pickled_classes(path: Path, exc: pickle.UnpicklingError) -> list[str]:
+    """The globals that stopped the weights-only unpickler: empty when the file is simply corrupt."""
+    if "Unsupported global" not in str(exc):
+        return []
+    try:
+        classes = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # a legacy (non-zip) file: read the names from torch's message instead
+        classes = re.findall(r"Unsupported global: GLOBAL (\S+)", str(exc))
+    return sorted(set(classes), key=lambda name: (name.startswith("torch."), name))  # the user's own first
+
+
+def _refusal(path: Path, classes: list[str]) -> str:
+    main = [name for name in classes if name.startswith("__main__.")]
+    hint = "; its __main__ classes also need source='train.py' (CLI --source train.py)" if main else ""
+    return (
+        f"checkpoint '{path}' pickles Python objects ({_few(classes, 4)}); unpickling runs code from the "
+        "file, so it is refused: pass trust_pickle=True (CLI --trust-pickle) only if you trust the file, "
+        f"or save model.state_dict() and load it with factory='package.module:make_model'{hint}"
+    )
+
+
+def _read_trusted(path: Path, source: str | Path | None) -> Any:
+    module = load_source(Path(source)) if source is not None else None
+    shim = _main_redirecting_pickle(path, module, source)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=shim)
+    except ModelLoadError:
+        raise
+    except ModuleNotFoundError as exc:
+        raise ModelLoadError(
+            f"checkpoint '{path}' pickles classes from module '{exc.name}', which is not importable here; "
+            "install it or put its directory on PYTHONPATH, or save model.state_dict() instead"
+        ) from exc
+    except Exception as exc:
+        raise ModelLoadError(f"checkpoint '{path}' could not be unpickled: {error_summary(exc)}") from exc
+
+
+def _main_redirecting_pickle(
+    path: Path, source_module: types.ModuleType | None, source: Any
+) -> types.ModuleType:
+    """A pickle module whose Unpickler resolves `__main__.X` in the training script, never in our __main__."""
+
+    def main_class(name: str) -> Any:
+        if source_module is None:
+            raise ModelLoadError(
+                f"checkpoint '{path}' pickles class __main__.{name} from the training script; {_MAIN_FIX}"
+            )
+        if not hasattr(source_module, name):
+            raise ModelLoadError(
+                f"checkpoint '{path}' pickles class __main__.{name}, but '{source}' defines no '{name}'"
+            )
+        return getattr(source_module, name)
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module_name: str, name: str) -> Any:
+            if module_name == "__main__":
+                return main_class(name)
+            return super().find_class(module_name, name)
+
+    shim = types.ModuleType("torchpredict_pickle")
+    shim.__dict__.update({key: value for key, value in vars(pickle).items() if not key.startswith("__")})
+    shim.Unpickler = Unpickler  # type: ignore[attr-defined]
+    return shim
+
+
+def _from_state(
+    path: Path, loaded: Any, factory: str | None, factory_kwargs: Mapping[str, Any] | None
+) -> nn.Module:
+    state = _unwrap_state(path, loaded)
+    if isinstance(state, nn.Module):
+        return state
+    if factory is None:
+        raise ModelLoadError(
+            f"checkpoint '{path}' holds a state dict ({len(state)} tensors) but no architecture; pass "
+            "factory='package.module:make_model' (CLI --factory) naming a callable that builds the model"
+        )
+    model = build_model(factory, factory_kwargs)
+    load_state(model, state, what=f"checkpoint '{path}'")
+    return model
+
+
+def _unwrap_state(path: Path, loaded: Any) -> Mapping[str, Any] | nn.Module:
+    if isinstance(loaded, Mapping):
+        for key in _STATE_DICT_KEYS:
+            inner = loaded.get(key)
+            if isinstance(inner, nn.Module) or (isinstance(inner, Mapping) and _is_state(inner)):
+                return inner
+        if _is_state(loaded):
+            return loaded
+    raise ModelLoadError(
+        f"checkpoint '{path}' holds {_describe(loaded)}, not a model or a state dict; expected tensors by "
+        f"parameter name, or a dict with a {', '.join(map(repr, _STATE_DICT_KEYS))} entry holding them"
+    )
+
+
+def _is_state(candidate: Mapping[str, Any]) -> bool:
+    return bool(candidate) and all(isinstance(value, torch.Tensor) for value in candidate.values())
+
+
+def _describe(loaded: Any) -> str:
+    if isinstance(loaded, Mapping):
+        return f"a dict with keys {_few([str(key) for key in loaded])}"
+    return f"a {type(loaded).__name__}"

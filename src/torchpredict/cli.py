@@ -1,0 +1,276 @@
+"""The `torchpredict` command: predict, inspect, verify, pack, demo.
+
+The only place that turns flags and the environment into arguments, and the only place that maps
+errors to exit codes: 0 ok, 2 bad usage or bad input (one readable line), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torchpredict import __version__
+from torchpredict.errors import TorchPredictError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return args.run(args)
+    except TorchPredictError as exc:
+        if args.debug:
+            raise
+        _say(f"error: {exc}")
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        _say(f"internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)")
+        return EXIT_INTERNAL
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _names(text: str) -> list[str]:
+    """'a,b , c' -> ['a', 'b', 'c'] for comma-separated column lists."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="torchpredict", description="Predict with a trained PyTorch model, "
+                                     "correctly: one bundle of model, fitted preprocessing, schema and outputs.")
+    parser.add_argument("--version", action="version", version=f"torchpredict {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_predict(sub, common)
+    _add_inspect(sub, common)
+    _add_verify(sub, common)
+    _add_pack(sub, common)
+    _add_demo(sub, common)
+    return parser
+
+
+def _add_predict(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("predict", parents=[common], help="predict for a CSV/TSV/Parquet/JSONL file",
+                       description="Predict for every row of INPUT and write the predictions.")
+    p.add_argument("bundle", help="bundle folder or .zip")
+    p.add_argument("input", help="input file (.csv, .tsv, .parquet, .jsonl)")
+    p.add_argument("-o", "--output", default="-", help="output file; '-' or absent writes CSV to stdout")
+    p.add_argument("--format", help="input format when the extension does not say it")
+    p.add_argument("--output-format", help="output format when the extension does not say it")
+    p.add_argument("--keep", type=_names, default=[], help="comma-separated input columns to copy to the output")
+    p.add_argument("--batch-size", type=int, default=1024, help="rows per forward pass (default 1024)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(run=_run_predict)
+
+
+def _add_inspect(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("inspect", parents=[common], help="describe a bundle (reads JSON only, never weights)")
+    p.add_argument("bundle")
+    p.add_argument("--json", action="store_true", help="print the manifest and schema as JSON")
+    p.set_defaults(run=_run_inspect)
+
+
+def _add_verify(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("verify", parents=[common], help="re-run the bundle's golden examples on this machine")
+    p.add_argument("bundle")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(run=_run_verify)
+
+
+def _add_pack(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("pack", parents=[common], help="make a bundle from a checkpoint trained without torchpredict",
+                       description="Import a checkpoint (state_dict + --factory, TorchScript, or a full-model "
+                       "pickle with --trust-pickle) and fit its preprocessing on the training data.")
+    p.add_argument("checkpoint", help=".pt/.pth/.safetensors state_dict, TorchScript file, or model pickle")
+    p.add_argument("-o", "--output", required=True, help="bundle folder (or .zip) to write")
+    p.add_argument("--train", required=True, help="the training data file the model was trained on")
+    p.add_argument("--target", type=_names, default=[], help="target column(s) in --train")
+    p.add_argument("--task", default="regression", help="regression | binary | multiclass | multilabel | raw")
+    p.add_argument("--factory", help="'package.module:function' or 'file.py:function' building the model")
+    p.add_argument("--factory-kwargs", type=json.loads, default=None, help="JSON object of factory arguments")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow unpickling a full-model checkpoint: runs code from the file; trusted files only")
+    p.add_argument("--source", help="training script defining classes pickled from __main__ (not run)")
+    for step, text in (("standardize", "standardize with the training mean/std ('*' = all numeric)"),
+                       ("minmax", "scale to [0, 1] with the training min/max"),
+                       ("impute", "fill missing values with the training mean"),
+                       ("one-hot", "one-hot encode (unknown categories -> all zeros)")):
+        p.add_argument(f"--{step}", type=_names, default=[], help=f"comma-separated columns to {text}")
+    p.add_argument("--keep", type=_names, default=[], help="passthrough columns (ids) copied to every output")
+    p.add_argument("--scale-target", action="store_true", help="the regression target was standardized")
+    p.add_argument("--labels", type=_names, default=None, help="class labels in the model's output order")
+    p.add_argument("--name", help="bundle name (default: the output file name)")
+    p.add_argument("--storage", default="auto", choices=["auto", "export", "weights"])
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(run=_run_pack)
+
+
+def _add_demo(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("demo", parents=[common], help="train a small model on scikit-learn's wine data, "
+                       "pack it and predict a file")
+    p.add_argument("--output", default="demo-output", help="folder for the bundle and files (default demo-output)")
+    p.set_defaults(run=_run_demo)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from torchpredict.bundle import load
+
+    predictor = load(args.bundle, device=args.device, batch_size=args.batch_size)
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stats = _stream_predictions(predictor, args)
+    if not args.quiet:
+        seconds = time.perf_counter() - started
+        where = "stdout" if args.output == "-" else args.output
+        _say(f"predicted {stats.rows:,} rows in {seconds:.2f} s ({stats.rows / max(seconds, 1e-9):,.0f} rows/s) "
+             f"-> {where}")
+        if stats.out_of_range:
+            _say(f"note: {stats.describe_out_of_range()}")
+    return EXIT_OK
+
+
+def _stream_predictions(predictor: Any, args: argparse.Namespace) -> Any:
+    import pyarrow as pa
+    from tqdm import tqdm
+
+    from torchpredict.files import iter_batches
+    from torchpredict.predictor import RunStats
+
+    column_types = {c.name: pa.string() for c in predictor.schema.columns if c.dtype == "string"}
+    batches = iter_batches(args.input, format=args.format, column_types=column_types)
+    stats = RunStats()
+    show = not args.quiet and sys.stderr.isatty()
+    with tqdm(total=None, unit=" rows", disable=not show, file=sys.stderr) as bar:
+        outputs = predictor.predict_batches(batches, keep=args.keep, stats=stats)
+        _write_all(outputs, args, bar)
+    return stats
+
+
+def _write_all(outputs: Any, args: argparse.Namespace, bar: Any) -> None:
+    import pyarrow.csv as pacsv
+
+    from torchpredict.files import TableWriter
+
+    writer = None
+    try:
+        for batch in outputs:
+            if writer is None:
+                writer = (pacsv.CSVWriter(sys.stdout.buffer, batch.schema) if args.output == "-"
+                          else TableWriter(args.output, batch.schema, format=args.output_format))
+            writer.write(batch)
+            bar.update(batch.num_rows)
+    except BaseException:
+        if isinstance(writer, TableWriter):
+            writer.abort()
+        raise
+    if writer is None:
+        from torchpredict.errors import InputError
+
+        raise InputError(f"input '{args.input}' holds no rows; nothing to predict")
+    if isinstance(writer, TableWriter):
+        writer.commit()
+    elif writer is not None:
+        writer.close()
+        sys.stdout.flush()
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    from torchpredict.manifest import read_json, read_manifest
+
+    manifest = read_manifest(args.bundle)
+    schema = read_json(args.bundle, "schema.json")
+    if args.json:
+        print(json.dumps({"manifest": manifest.to_dict(), "schema": schema}, indent=2))
+        return EXIT_OK
+    print(_describe(manifest, schema))
+    return EXIT_OK
+
+
+def _describe(manifest: Any, schema: dict) -> str:
+    lines = [f"bundle {manifest.name!r} (model version {manifest.model_version}, format "
+             f"{manifest.format_version}, created {manifest.created_at})",
+             f"  written by torchpredict {manifest.producer.get('torchpredict', '?')}, "
+             f"torch {manifest.producer.get('torch', '?')}, python {manifest.producer.get('python', '?')}",
+             f"  model: {manifest.model.get('format')} ({manifest.model.get('file')})", "  inputs:"]
+    for column in schema.get("columns", []):
+        nullable = ", nullable" if column.get("nullable") else ""
+        lines.append(f"    {column['name']}: {column['dtype']}{nullable} [{column.get('role', 'feature')}]"
+                     f"{_stats_text(column.get('stats'))}")
+    lines.append("  outputs:")
+    for head in manifest.heads:
+        params, state = head.get("params", {}), head.get("state", {})
+        labels = params.get("labels") or state.get("labels_")
+        lines.append(f"    {head.get('type')}: target {params.get('target')!r}"
+                     + (f", labels {labels}" if labels else ""))
+    lines.append(f"  golden examples: {manifest.examples.get('rows')} rows")
+    return "\n".join(lines)
+
+
+def _stats_text(stats: dict | None) -> str:
+    if not stats:
+        return ""
+    if stats.get("categories") is not None:
+        return f" categories {len(stats['categories'])}"
+    if stats.get("min") is None:
+        return ""
+    return f" range [{stats['min']:.4g}, {stats['max']:.4g}] mean {stats['mean']:.4g}"
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from torchpredict.bundle import load
+    from torchpredict.errors import BundleError
+
+    predictor = load(args.bundle, device=args.device)
+    report = predictor.verify()
+    if not report.passed:
+        raise BundleError(f"bundle '{args.bundle}' on {predictor.device}: {report.describe()}")
+    print(f"bundle '{args.bundle}' on {predictor.device}: {report.describe()}")
+    return EXIT_OK
+
+
+def _run_pack(args: argparse.Namespace) -> int:
+    from torchpredict.packing import pack
+
+    target = args.target[0] if len(args.target) == 1 else args.target
+    path = pack(args.checkpoint, args.output, train=args.train, target=target, task=args.task,
+                factory=args.factory, factory_kwargs=args.factory_kwargs, trust_pickle=args.trust_pickle,
+                source=args.source, standardize=args.standardize, minmax=args.minmax, impute=args.impute,
+                one_hot=args.one_hot, passthrough=args.keep, scale_target=args.scale_target, labels=args.labels,
+                name=args.name, storage=args.storage, overwrite=args.overwrite)
+    print(f"wrote bundle '{path}'")
+    return EXIT_OK
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from torchpredict.demo import run_demo
+
+    run_demo(Path(args.output))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

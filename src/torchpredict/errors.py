@@ -1,0 +1,50 @@
+"""One tree of errors; each subclasses a builtin so callers can catch either.
+
+Messages say what, where (file, column, row), expected vs got, and the fix when it is obvious.
+The CLI maps these to exit codes and the server to HTTP statuses, each in exactly one place.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BundleError",
+    "DeviceError",
+    "InputError",
+    "ModelLoadError",
+    "OutOfRangeWarning",
+    "PreprocessingError",
+    "SchemaError",
+    "TorchPredictError",
+]
+
+
+class TorchPredictError(Exception):
+    """Base of every error torchpredict raises on purpose."""
+
+
+class BundleError(TorchPredictError, ValueError):
+    """A bundle is missing, corrupt, tampered with, or of a format this version cannot read."""
+
+
+class SchemaError(TorchPredictError, ValueError):
+    """Input data does not match the bundle's input schema."""
+
+
+class PreprocessingError(TorchPredictError, ValueError):
+    """A preprocessing step cannot be fitted or applied (unfitted, unknown category, bad parameter)."""
+
+
+class ModelLoadError(TorchPredictError, RuntimeError):
+    """A model or checkpoint cannot be built, imported or run."""
+
+
+class DeviceError(TorchPredictError, RuntimeError):
+    """A requested device is malformed or not available on this machine."""
+
+
+class InputError(TorchPredictError, ValueError):
+    """An input or output file cannot be read or written (missing, unknown format, malformed)."""
+
+
+class OutOfRangeWarning(UserWarning):
+    """Input values fell outside what the model saw in training (predictions there are extrapolations)."""

@@ -1,0 +1,64 @@
+"""Run a model over model inputs in batches: eval mode, inference mode, on the bundle's device.
+
+Raw outputs come back on the CPU, keeping the model's structure (tensor, tuple or dict) so that each
+interpretation head can pick the output it reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["RawOutput", "flatten_outputs", "iter_forward", "to_tensors"]
+
+RawOutput = Any  # torch.Tensor | tuple[RawOutput, ...] | list[RawOutput] | dict[str, RawOutput]
+
+
+def to_tensors(inputs: Mapping[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    """Numpy model inputs to tensors on the device (one copy at most; none on the CPU when contiguous)."""
+    tensors = {}
+    for name, array in inputs.items():
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        tensors[name] = tensor.to(device, non_blocking=True) if device.type != "cpu" else tensor
+    return tensors
+
+
+def iter_forward(model: Callable[..., RawOutput], inputs: Mapping[str, np.ndarray], *,
+                 device: torch.device, batch_size: int) -> Iterator[RawOutput]:
+    """Yield the model's raw outputs (on the CPU) for consecutive slices of batch_size rows."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n_rows = len(next(iter(inputs.values()))) if inputs else 0
+    for start in range(0, n_rows, batch_size):
+        chunk = {name: array[start:start + batch_size] for name, array in inputs.items()}
+        yield forward(model, to_tensors(chunk, device))
+
+
+def forward(model: Callable[..., RawOutput], tensors: Mapping[str, torch.Tensor]) -> RawOutput:
+    """One forward pass without autograd, inputs passed positionally in schema order."""
+    with torch.inference_mode():
+        return _to_cpu(model(*tensors.values()))
+
+
+def _to_cpu(raw: RawOutput) -> RawOutput:
+    if isinstance(raw, torch.Tensor):
+        return raw.detach().cpu()
+    if isinstance(raw, dict):
+        return {key: _to_cpu(value) for key, value in raw.items()}
+    if isinstance(raw, (tuple, list)):
+        return type(raw)(_to_cpu(value) for value in raw)
+    return raw
+
+
+def flatten_outputs(raw: RawOutput, prefix: str = "output") -> dict[str, torch.Tensor]:
+    """Name every tensor in a raw output: 'output', 'output.0', 'output.logits', ... (for golden examples)."""
+    if isinstance(raw, torch.Tensor):
+        return {prefix: raw}
+    items = raw.items() if isinstance(raw, dict) else enumerate(raw)
+    flat: dict[str, torch.Tensor] = {}
+    for key, value in items:
+        flat.update(flatten_outputs(value, f"{prefix}.{key}"))
+    return flat

@@ -1,0 +1,371 @@
+"""How a model lives inside a bundle: a torch.export program, or safetensors weights plus a factory.
+
+`model.pt2` needs no Python class to load, so it is the default. Models torch.export cannot capture fall
+back to `weights.safetensors` and an importable "package.module:callable" that rebuilds the architecture.
+Both are checked against the eager model at save time. Loading never unpickles, and never runs the guard
+code an exported archive carries (`.module()` would exec it; see DESIGN §3), so `check_inputs` checks
+shapes instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils import _pytree as pytree
+
+from torchpredict.checkpoints import build_model, error_summary, is_file_ref, load_state
+from torchpredict.errors import ModelLoadError, SchemaError
+
+__all__ = ["EXPORT_FILE", "WEIGHTS_FILE", "check_inputs", "load_model", "store_model"]
+
+EXPORT_FILE = "model.pt2"
+WEIGHTS_FILE = "weights.safetensors"
+_FILES = {"export": EXPORT_FILE, "weights": WEIGHTS_FILE}
+_METHODS = ("auto", "export", "weights")
+_RTOL, _ATOL = 1e-4, 1e-5  # float32 noise between decomposed (exported) and eager kernels
+
+
+class _Mismatch(Exception):
+    """A stored model does not reproduce the eager outputs."""
+
+
+# --- store ------------------------------------------------------------------------------------------------
+
+
+def store_model(
+    model: nn.Module,
+    example_inputs: Mapping[str, torch.Tensor],
+    directory: str | Path,
+    *,
+    factory: str | None = None,
+    factory_kwargs: Mapping[str, Any] | None = None,
+    method: str = "auto",
+) -> dict[str, Any]:
+    """Write the model into `directory` and return the manifest's JSON-safe "model" entry.
+
+    method "auto" exports with a dynamic batch dimension and falls back to weights + `factory` (with a
+    warning) when export fails or the exported program does not reproduce eager outputs; "export" and
+    "weights" force one format. `example_inputs` are a few real rows, named in the order `forward` takes.
+
+    >>> entry = store_model(nn.Linear(3, 2), {"x": torch.randn(4, 3)}, tmp_dir)  # doctest: +SKIP
+    >>> entry["format"], entry["inputs"]  # doctest: +SKIP
+    ('export', [{'name': 'x', 'dtype': 'float32', 'shape': [3]}])
+    """
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, _METHODS))}, got {method!r}")
+    inputs = _example_tensors(example_inputs)
+    kwargs = _json_kwargs(factory_kwargs)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model = _on_cpu(model)
+    with _eval_mode(model):
+        expected = _eager_outputs(model, inputs)
+        entry: dict[str, Any] = {"format": "export", "file": EXPORT_FILE, "inputs": _input_specs(inputs)}
+        reason = _try_export(model, inputs, expected, directory, entry) if method != "weights" else None
+        if method != "weights" and reason is None:
+            return entry
+        _refuse_without_factory(method, reason, factory)
+        if reason is not None:
+            warnings.warn(
+                f"torch.export failed ({reason}); storing {WEIGHTS_FILE} + factory {factory!r}", stacklevel=2
+            )
+        entry.update(format="weights", file=WEIGHTS_FILE, factory=factory, factory_kwargs=kwargs)
+        entry.update({"fallback_reason": reason} if reason is not None else {})
+        _store_weights(model, inputs, expected, directory, entry)
+    return entry
+
+
+def _example_tensors(example_inputs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    if not isinstance(example_inputs, Mapping) or not example_inputs:
+        raise ValueError("example_inputs must be a non-empty dict of input name -> tensor [batch, ...]")
+    inputs = {str(name): torch.as_tensor(value).cpu() for name, value in example_inputs.items()}
+    for name, tensor in inputs.items():
+        if tensor.ndim == 0 or tensor.shape[0] == 0:
+            raise ValueError(
+                f"example input '{name}': expected shape [batch >= 1, ...], got {list(tensor.shape)}"
+            )
+    _check_same_batch(inputs, ValueError)
+    return inputs
+
+
+def _json_kwargs(factory_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    kwargs = dict(factory_kwargs or {})
+    try:
+        return json.loads(json.dumps(kwargs))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"factory_kwargs must be JSON-serialisable (str, int, float, bool, None, list, dict): {exc}"
+        ) from exc
+
+
+def _on_cpu(model: nn.Module) -> nn.Module:
+    """Bundles are stored from CPU tensors so they load anywhere; a GPU model is copied, not moved."""
+    tensors = [*model.parameters(), *model.buffers()]
+    if all(tensor.device.type == "cpu" for tensor in tensors):
+        return model
+    return copy.deepcopy(model).cpu()
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _eager_outputs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Outputs for the example batch and its first row, taken before any tracing touches the model."""
+    try:
+        with torch.no_grad():
+            return {"batch": model(*inputs.values()), "row": model(*_first_row(inputs).values())}
+    except Exception as exc:
+        raise ModelLoadError(f"the model fails on the example inputs: {_reason(exc)}") from exc
+
+
+def _first_row(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: tensor[:1] for name, tensor in inputs.items()}
+
+
+def _input_specs(inputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "dtype": _dtype_name(tensor.dtype), "shape": list(tensor.shape[1:])}
+        for name, tensor in inputs.items()
+    ]
+
+
+def _try_export(
+    model: nn.Module, inputs: dict[str, torch.Tensor], expected: dict[str, Any], directory: Path, entry: dict
+) -> str | None:
+    """Export, save and reload the program; return why it failed, or None when it reproduces eager."""
+    path = directory / EXPORT_FILE
+    try:
+        torch.export.save(_export(model, inputs), path)
+        _verify(load_model(directory, entry, torch.device("cpu")), inputs, expected, "exported program")
+    except Exception as exc:
+        path.unlink(missing_ok=True)
+        return _reason(exc)
+    return None
+
+
+def _export(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.export.ExportedProgram:
+    # torch.export specialises a dimension of size 1, so trace with at least two rows.
+    args = tuple(
+        tensor if tensor.shape[0] >= 2 else torch.cat([tensor, tensor]) for tensor in inputs.values()
+    )
+    batch = torch.export.Dim("batch", min=1)
+    # On failure torch prints the partial graph to stderr; the caller gets the reason in one line instead.
+    with contextlib.redirect_stderr(io.StringIO()):
+        return torch.export.export(model, args, dynamic_shapes=tuple({0: batch} for _ in args))
+
+
+def _verify(stored: nn.Module, inputs: dict[str, torch.Tensor], expected: dict[str, Any], what: str) -> None:
+    with torch.no_grad():
+        _compare(what, "the example batch", expected["batch"], stored(*inputs.values()))
+        _compare(what, "batch size 1", expected["row"], stored(*_first_row(inputs).values()))
+
+
+def _compare(what: str, where: str, expected: Any, got: Any) -> None:
+    expected_leaves, expected_spec = pytree.tree_flatten(expected)
+    got_leaves, got_spec = pytree.tree_flatten(got)
+    if expected_spec != got_spec:
+        raise _Mismatch(f"{what} returns {got_spec} but the model returns {expected_spec}")
+    for want, have in zip(expected_leaves, got_leaves, strict=True):
+        if not _close(want, have):
+            raise _Mismatch(f"{what} differs from the eager model at {where} ({_difference(want, have)})")
+
+
+def _close(want: Any, have: Any) -> bool:
+    if not isinstance(want, torch.Tensor) or not isinstance(have, torch.Tensor):
+        return want == have
+    if want.shape != have.shape or want.dtype != have.dtype:
+        return False
+    return bool(torch.allclose(want, have.to(want.device), rtol=_RTOL, atol=_ATOL, equal_nan=True))
+
+
+def _difference(want: Any, have: Any) -> str:
+    if not isinstance(want, torch.Tensor) or not isinstance(have, torch.Tensor):
+        return f"expected {want!r}, got {have!r}"
+    if want.shape != have.shape or want.dtype != have.dtype:
+        return f"expected {_tensor_text(want)}, got {_tensor_text(have)}"
+    return f"max abs diff {(want.double() - have.double().to(want.device)).abs().max().item():.3g}"
+
+
+def _tensor_text(tensor: torch.Tensor) -> str:
+    return f"{_dtype_name(tensor.dtype)}{_shape_text(list(tensor.shape))}"
+
+
+def _refuse_without_factory(method: str, reason: str | None, factory: str | None) -> None:
+    if method == "export":
+        raise ModelLoadError(f"torch.export could not store the model: {reason}")
+    fix = "pass factory='package.module:make_model' (and factory_kwargs), an importable callable building it"
+    if factory is None and reason is not None:
+        raise ModelLoadError(f"torch.export failed ({reason}); to store the weights instead, {fix}")
+    if factory is None:
+        raise ModelLoadError(f"method='weights' stores only the weights; {fix}")
+    if is_file_ref(factory):
+        raise ModelLoadError(
+            f"factory {factory!r} names a file, which does not travel with the bundle; move the model code "
+            "into an importable package and use 'package.module:callable'"
+        )
+
+
+def _store_weights(
+    model: nn.Module, inputs: dict[str, torch.Tensor], expected: dict[str, Any], directory: Path, entry: dict
+) -> None:
+    import safetensors.torch
+
+    path = directory / WEIGHTS_FILE
+    safetensors.torch.save_model(model, str(path))  # save_model, not save_file: it handles tied weights
+    try:
+        rebuilt = load_model(directory, entry, torch.device("cpu"))
+        with torch.no_grad():
+            got = rebuilt(*inputs.values())
+        what = f"the model rebuilt by factory {entry['factory']!r}"
+        _compare(what, "the example batch", expected["batch"], got)
+    except _Mismatch as exc:
+        path.unlink(missing_ok=True)
+        raise ModelLoadError(f"{exc}; the factory must rebuild the same architecture") from exc
+    except ModelLoadError:
+        path.unlink(missing_ok=True)
+        raise
+
+
+# --- load -------------------------------------------------------------------------------------------------
+
+
+def load_model(directory: str | Path, entry: Mapping[str, Any], device: torch.device | str) -> nn.Module:
+    """Build the stored model on `device`, in eval mode with gradients off, without unpickling anything.
+
+    An exported model is an fx.GraphModule: it is already in eval mode, and calling `.eval()` or
+    `.train()` on it raises NotImplementedError.
+    """
+    device = torch.device(device)
+    kind = entry.get("format")
+    if kind not in _FILES:
+        raise ModelLoadError(
+            f"model format {kind!r} is not one this torchpredict reads ({', '.join(map(repr, _FILES))})"
+        )
+    path = _model_file(directory, entry, kind)
+    model = _load_export(path, device) if kind == "export" else _load_weights(path, entry, device)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+def _model_file(directory: str | Path, entry: Mapping[str, Any], kind: str) -> Path:
+    name = entry.get("file", _FILES[kind])
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise ModelLoadError(f"model file must be a plain file name inside the bundle, got {name!r}")
+    path = Path(directory) / name
+    if not path.is_file():
+        raise ModelLoadError(f"model file '{name}' is missing from '{directory}'")
+    return path
+
+
+def _load_export(path: Path, device: torch.device) -> nn.Module:
+    try:
+        program = torch.export.load(path)
+        if device.type != "cpu":
+            from torch.export.passes import move_to_device_pass
+
+            program = move_to_device_pass(program, device)
+        # check_guards=False: the default exec()s `guards_code` strings from the archive at forward time.
+        module = program.module(check_guards=False)
+    except Exception as exc:
+        raise ModelLoadError(f"model file '{path.name}' could not be loaded: {_reason(exc)}") from exc
+    for submodule in module.modules():
+        submodule.training = False  # exported in eval mode; GraphModule refuses .eval()
+    return module
+
+
+def _load_weights(path: Path, entry: Mapping[str, Any], device: torch.device) -> nn.Module:
+    import safetensors.torch
+
+    factory = entry.get("factory")
+    if not isinstance(factory, str):
+        raise ModelLoadError(
+            f"model entry for '{path.name}' has no factory reference ('package.module:callable')"
+        )
+    model = build_model(factory, entry.get("factory_kwargs") or {}).to(device)
+    try:
+        state = safetensors.torch.load_file(path, device=str(device))
+    except Exception as exc:
+        raise ModelLoadError(f"weights file '{path.name}' could not be read: {_reason(exc)}") from exc
+    load_state(model, state, what=f"weights file '{path.name}'")
+    return model.eval()
+
+
+# --- inputs -----------------------------------------------------------------------------------------------
+
+
+def check_inputs(entry: Mapping[str, Any], inputs: Mapping[str, torch.Tensor]) -> None:
+    """Check names, order, dtypes and per-row shapes of model inputs against the entry (guards are off).
+
+    >>> entry = {"inputs": [{"name": "x", "dtype": "float32", "shape": [13]}]}
+    >>> check_inputs(entry, {"x": torch.zeros(5, 12)})
+    Traceback (most recent call last):
+    torchpredict.errors.SchemaError: model input 'x': expected shape [*, 13], got [5, 12]
+    """
+    specs = {spec["name"]: spec for spec in entry["inputs"]}
+    _check_names(list(specs), list(inputs))
+    for name, tensor in inputs.items():
+        _check_input(name, tensor, specs[name])
+    _check_same_batch(dict(inputs), SchemaError)
+
+
+def _check_names(wanted: list[str], given: list[str]) -> None:
+    missing = [name for name in wanted if name not in given]
+    unexpected = [name for name in given if name not in wanted]
+    if missing or unexpected:
+        parts = [f"missing {_quoted(missing)}"] if missing else []
+        parts += [f"unexpected {_quoted(unexpected)}"] if unexpected else []
+        raise SchemaError(f"model inputs: {'; '.join(parts)} (the model takes {_quoted(wanted)})")
+    if given != wanted:
+        raise SchemaError(f"model inputs must come in the order {_quoted(wanted)}, got {_quoted(given)}")
+
+
+def _check_input(name: str, tensor: torch.Tensor, spec: Mapping[str, Any]) -> None:
+    if _dtype_name(tensor.dtype) != spec["dtype"]:
+        raise SchemaError(f"model input '{name}': expected {spec['dtype']}, got {_dtype_name(tensor.dtype)}")
+    row_shape = list(spec["shape"])
+    if tensor.ndim != len(row_shape) + 1 or list(tensor.shape[1:]) != row_shape:
+        raise SchemaError(
+            f"model input '{name}': expected shape {_shape_text(['*', *row_shape])}, "
+            f"got {_shape_text(list(tensor.shape))}"
+        )
+
+
+def _check_same_batch(inputs: dict[str, torch.Tensor], error: type[Exception]) -> None:
+    sizes = {name: tensor.shape[0] for name, tensor in inputs.items()}
+    if len(set(sizes.values())) > 1:
+        listed = ", ".join(f"'{name}': {size}" for name, size in sizes.items())
+        raise error(f"model inputs must share one batch size, got {listed}")
+
+
+def _shape_text(shape: list[Any]) -> str:
+    return "[" + ", ".join(str(size) for size in shape) + "]"
+
+
+def _quoted(names: list[str]) -> str:
+    return ", ".join(f"'{name}'" for name in names)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, (_Mismatch, ModelLoadError)) else error_summary(exc)

@@ -1,0 +1,154 @@
+"""The CLI in a subprocess, as a user runs it: real bundles, real files, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import training_time_predictions
+from torchpredict.bundle import load
+from torchpredict.files import read_table, write_table
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "torchpredict", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+    )
+
+
+def _with_ids(table: pa.Table) -> pa.Table:
+    return table.add_column(0, "id", pa.array(range(100, 100 + table.num_rows), pa.int64()))
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet", "jsonl"])
+def test_predict_matches_training_time_predictions(wine, wine_bundle, tmp_path, suffix):
+    source = tmp_path / f"new.{suffix}"
+    write_table(_with_ids(wine["new"]), source)
+    output = tmp_path / f"predictions.{suffix}"
+    result = run_cli("predict", wine_bundle, source, "-o", output, "--keep", "id")
+    assert result.returncode == 0, result.stderr
+    assert f"predicted {wine['new'].num_rows} rows" in result.stderr
+    predictions = read_table(output)
+    expected = training_time_predictions(wine, wine["new"])
+    assert predictions.column_names == ["id", *expected]
+    assert predictions.column("id").to_pylist() == list(range(100, 100 + wine["new"].num_rows))
+    assert predictions.column("cultivar").to_pylist() == expected["cultivar"].to_pylist()
+    np.testing.assert_allclose(
+        predictions.column("cultivar_probability").to_numpy(),
+        expected["cultivar_probability"].to_numpy(),
+        rtol=1e-6,
+    )
+
+
+def test_predict_regression_parquet_is_bit_identical_to_the_python_api(diabetes, diabetes_bundle, tmp_path):
+    source = tmp_path / "test.parquet"
+    pq.write_table(diabetes["test"], source)
+    output = tmp_path / "out.parquet"
+    assert run_cli("predict", diabetes_bundle, source, "-o", output, "--quiet").returncode == 0
+    via_cli = pq.read_table(output).column("progression").to_numpy()
+    via_api = load(diabetes_bundle, device="cpu").predict(diabetes["test"]).column("progression").to_numpy()
+    expected = training_time_predictions(diabetes, diabetes["test"])["progression"].to_numpy()
+    assert np.array_equal(via_cli, via_api)
+    assert np.array_equal(via_cli, expected)
+
+
+def test_predict_writes_csv_to_stdout_without_an_output(diabetes_bundle, diabetes, tmp_path):
+    source = tmp_path / "test.csv"
+    write_table(diabetes["test"].slice(0, 3), source)
+    result = run_cli("predict", diabetes_bundle, source, "--quiet")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == '"progression"'
+    assert len(lines) == 4
+
+
+def test_missing_column_is_exit_2_with_one_readable_line(wine_bundle, wine, tmp_path):
+    source = tmp_path / "bad.csv"
+    write_table(wine["new"].drop_columns(["alcohol"]), source)
+    result = run_cli("predict", wine_bundle, source, "-o", tmp_path / "out.csv")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: ") and "'alcohol'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_wrong_value_names_the_column_row_and_value(wine_bundle, wine, tmp_path):
+    rows = wine["new"].slice(0, 5).to_pylist()
+    rows[3]["alcohol"] = "forty"
+    source = tmp_path / "bad.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = run_cli("predict", wine_bundle, source, "-o", tmp_path / "out.csv")
+    assert result.returncode == 2
+    assert "column 'alcohol'" in result.stderr and "'forty'" in result.stderr and "row 3" in result.stderr
+
+
+def test_missing_bundle_and_missing_input_are_exit_2(wine_bundle, tmp_path):
+    result = run_cli("predict", tmp_path / "nope.tpk", tmp_path / "in.csv")
+    assert result.returncode == 2
+    assert "bundle" in result.stderr and "does not exist" in result.stderr
+    result = run_cli("predict", wine_bundle, tmp_path / "in.csv")
+    assert result.returncode == 2
+    assert "input file" in result.stderr and "does not exist" in result.stderr
+
+
+def test_bad_usage_is_exit_2(wine_bundle):
+    assert run_cli().returncode == 2
+    assert run_cli("predict", wine_bundle).returncode == 2
+    result = run_cli("predict", wine_bundle, "x.csv", "--device", "tpu")
+    assert result.returncode == 2
+    assert "device must be" in result.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = run_cli("predict", tmp_path / "nope.tpk", tmp_path / "in.csv", "--debug")
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr
+
+
+def test_inspect_reads_the_bundle_description(wine_bundle):
+    result = run_cli("inspect", wine_bundle)
+    assert result.returncode == 0, result.stderr
+    assert "bundle 'wine'" in result.stdout
+    assert "alcohol: float" in result.stdout
+    assert "multiclass: target 'cultivar', labels" in result.stdout
+    described = json.loads(run_cli("inspect", wine_bundle, "--json").stdout)
+    assert described["manifest"]["format"] == "torchpredict.bundle"
+    assert [c["name"] for c in described["schema"]["columns"]][:2] == ["alcohol", "malic_acid"]
+
+
+def test_inspect_does_not_import_torch(wine_bundle):
+    code = (
+        "import sys; from torchpredict.cli import main; main(['inspect', sys.argv[1]]); "
+        "assert 'torch' not in sys.modules, 'inspect imported torch'"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(wine_bundle)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_verify_reports_the_largest_deviation(wine_bundle):
+    result = run_cli("verify", wine_bundle, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "ok: 8 golden rows, largest deviation" in result.stdout
+
+
+def test_demo_trains_packs_and_predicts(tmp_path):
+    result = run_cli("demo", "--output", tmp_path / "demo")
+    assert result.returncode == 0, result.stderr
+    assert "predictions.csv" in result.stdout
+    predictions = read_table(tmp_path / "demo" / "predictions.csv")
+    assert predictions.num_rows == 40
+    assert {"id", "cultivar", "cultivar_probability"} <= set(predictions.column_names)

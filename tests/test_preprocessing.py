@@ -1,0 +1,347 @@
+"""Preprocessing: training statistics reused at inference, a row equals its batch bitwise, JSON, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from sklearn.datasets import load_diabetes, load_wine
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+from torchpredict.errors import PreprocessingError
+from torchpredict.preprocessing import STEP_TYPES, Impute, MinMax, OneHot, Preprocessor, Standardize, Step
+
+
+@pytest.fixture(scope="module")
+def diabetes() -> pd.DataFrame:
+    return load_diabetes(as_frame=True).data
+
+
+@pytest.fixture(scope="module")
+def wine() -> pd.DataFrame:
+    return load_wine(as_frame=True).data
+
+
+def mixed() -> pa.Table:
+    """A hand-made table: numeric and categorical features with nulls, plus an id to pass through."""
+    return pa.table(
+        {
+            "age": [34.0, None, 51.0, 29.0, 46.0, 29.0],
+            "visits": pa.array([3, 1, 0, 7, 2, 2], pa.int64()),
+            "city": ["paris", "oslo", None, "lima", "oslo", "lima"],
+            "plan": pa.array([1, 2, 1, 3, 2, 2], pa.int32()),
+            "id": ["a", "b", "c", "d", "e", "f"],
+        }
+    )
+
+
+def mixed_preprocessor() -> Preprocessor:
+    steps = [
+        Impute(["age"], strategy="median"),
+        Impute(["city"], strategy="most_frequent"),
+        Standardize(["age"]),
+        MinMax(["visits"]),
+        OneHot(["city"]),
+        OneHot(["plan"], handle_unknown="ignore"),
+    ]
+    return Preprocessor(steps, passthrough=["id"])
+
+
+def via_json(obj: Step | Preprocessor) -> Step | Preprocessor:
+    return type(obj).from_dict(json.loads(json.dumps(obj.to_dict(), allow_nan=False)))
+
+
+# -- numbers ---------------------------------------------------------------------------------------
+
+
+def test_standardize_matches_scikit_learn(diabetes: pd.DataFrame) -> None:
+    out = Preprocessor([Standardize(list(diabetes.columns))]).fit_transform(diabetes)["x"]
+    expected = StandardScaler().fit_transform(diabetes.to_numpy())
+    assert out.dtype == np.float32 and out.shape == (442, 10)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_standardize_uses_the_training_mean_and_std_not_the_input_s(wine: pd.DataFrame) -> None:
+    pre = Preprocessor([Standardize(list(wine.columns))]).fit(wine)
+    shifted = wine.head(20) + 10.0
+    out = pre.transform(shifted)["x"]
+    train = wine.to_numpy()
+    expected = ((shifted.to_numpy() - train.mean(axis=0)) / train.std(axis=0)).astype(np.float32)
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    assert not np.allclose(out.mean(axis=0), 0.0, atol=0.1)  # the input's own statistics were not used
+
+
+def test_standardize_options_and_constant_columns() -> None:
+    step = Standardize(["a", "b"], with_mean=False).fit(pa.table({"a": [1.0, 3.0], "b": [5.0, 5.0]}))
+    assert step.mean_ == (0.0, 0.0) and step.scale_ == (1.0, 1.0)
+    assert Standardize(["a"], with_std=False).fit(pa.table({"a": [1.0, 3.0]})).scale_ == (1.0,)
+
+
+def test_minmax_matches_scikit_learn_and_clips(wine: pd.DataFrame) -> None:
+    cols = list(wine.columns)
+    pre = Preprocessor([MinMax(cols, feature_range=(-1, 1))]).fit(wine)
+    expected = MinMaxScaler(feature_range=(-1, 1)).fit(wine.to_numpy())
+    np.testing.assert_allclose(pre.transform(wine)["x"], expected.transform(wine.to_numpy()), atol=1e-6)
+    beyond = wine.head(2) * 100
+    clipped = Preprocessor([MinMax(cols, clip=True)]).fit(wine).transform(beyond)["x"]
+    assert clipped.min() >= 0.0 and clipped.max() == 1.0
+
+
+def test_impute_strategies() -> None:
+    table = pa.table({"a": [1.0, None, 2.0, 2.0, 10.0], "s": ["y", "x", None, "x", "y"]})
+    assert Impute(["a"]).fit(table).statistics_ == (3.75,)
+    assert Impute(["a"], strategy="median").fit(table).statistics_ == (2.0,)
+    assert Impute(["a", "s"], strategy="most_frequent").fit(table).statistics_ == (
+        2.0,
+        "x",
+    )  # tie -> smallest
+    filled = Impute(["a", "s"], strategy="constant", fill_value=0).fit(table).transform(table)
+    assert filled.column("a").to_pylist() == [1.0, 0.0, 2.0, 2.0, 10.0]
+    assert filled.column("s").to_pylist() == ["y", "x", "0", "x", "y"]
+    nan = pa.table({"a": np.array([1.0, np.nan, 3.0])})
+    assert Impute(["a"]).fit(nan).transform(nan).column("a").to_pylist() == [1.0, 2.0, 3.0]
+
+
+# -- categories ------------------------------------------------------------------------------------
+
+
+def test_onehot_sorted_string_categories_named_col_eq_cat_in_place() -> None:
+    table = pa.table({"n": [1.0, 2.0, 3.0], "city": ["oslo", "lima", "paris"], "z": [0.0, 0.0, 0.0]})
+    step = OneHot(["city"]).fit(table)
+    assert step.categories_ == (("lima", "oslo", "paris"),)
+    out = step.transform(table)
+    assert out.column_names == ["n", "city=lima", "city=oslo", "city=paris", "z"]
+    assert np.array_equal(np.column_stack([out.column(i) for i in (1, 2, 3)]), np.eye(3)[[1, 0, 2]])
+
+
+def test_onehot_of_a_numeric_column_keys_on_its_string_form() -> None:
+    table = pa.table({"plan": pa.array([10, 2, 1], pa.int32())})
+    step = OneHot(["plan"]).fit(table)
+    assert step.categories_ == (("1", "10", "2"),)  # sorted as strings
+    assert step.transform(table).column_names == ["plan=1", "plan=10", "plan=2"]
+
+
+def test_onehot_given_categories_keep_their_order() -> None:
+    table = pa.table({"c": ["b", "a"]})
+    for given in ([["b", "a", "c"]], {"c": ["b", "a", "c"]}):
+        step = OneHot(["c"], categories=given).fit(table)
+        assert step.transform(table).column_names == ["c=b", "c=a", "c=c"]
+
+
+def test_onehot_ignore_encodes_unknown_and_null_as_all_zeros() -> None:
+    step = OneHot(["c"], handle_unknown="ignore").fit(pa.table({"c": ["a", "b"]}))
+    out = step.transform(pa.table({"c": ["b", "zzz", None]}))
+    assert np.array_equal(np.column_stack(out.columns), [[0.0, 1.0], [0.0, 0.0], [0.0, 0.0]])
+
+
+# -- the preprocessor ------------------------------------------------------------------------------
+
+
+def test_preprocessor_records_schema_features_and_nullable_columns() -> None:
+    pre = mixed_preprocessor().fit(mixed())
+    assert [c.name for c in pre.schema_.features] == ["age", "visits", "city", "plan"]
+    assert [c.name for c in pre.schema_.passthrough] == ["id"]
+    assert {c.name for c in pre.schema_.columns if c.nullable} == {"age", "city", "plan"}
+    assert pre.feature_names_ == (
+        "age",
+        "visits",
+        "city=lima",
+        "city=oslo",
+        "city=paris",
+        "plan=1",
+        "plan=2",
+        "plan=3",
+    )
+    assert pre.n_features_ == 8
+    x = pre.transform(mixed())["x"]
+    assert x.dtype == np.float32 and x.shape == (6, 8)
+    assert x[2].tolist()[2:5] == [1.0, 0.0, 0.0]  # null city -> most frequent; tie 'lima'/'oslo' -> 'lima'
+
+
+def test_explicit_features_and_input_name(wine: pd.DataFrame) -> None:
+    pre = Preprocessor([Standardize(["hue"])], features=["hue", "proline"], input_name="features").fit(wine)
+    out = pre.transform(wine)
+    assert list(out) == ["features"] and out["features"].shape == (178, 2)
+    assert pre.feature_names_ == ("hue", "proline")
+
+
+def test_a_row_alone_gives_bit_identical_values_to_the_same_row_in_a_batch(diabetes: pd.DataFrame) -> None:
+    cases = [
+        (mixed_preprocessor(), mixed()),
+        (
+            Preprocessor([Standardize(list(diabetes.columns[:5])), MinMax(list(diabetes.columns[5:]))]),
+            diabetes,
+        ),
+    ]
+    for pre, data in cases:
+        table = pa.Table.from_pandas(data, preserve_index=False) if isinstance(data, pd.DataFrame) else data
+        batch = pre.fit(table).transform(table)["x"]
+        for i in range(0, table.num_rows, max(1, table.num_rows // 25)):
+            assert np.array_equal(pre.transform(table.slice(i, 1))["x"][0], batch[i])
+        order = np.arange(table.num_rows)[::-1]
+        assert np.array_equal(pre.transform(table.take(order))["x"], batch[order])
+
+
+def test_validated_then_transformed_equals_transformed() -> None:
+    pre = mixed_preprocessor().fit(mixed())
+    validated = pre.schema_.validate(mixed())
+    assert np.array_equal(pre.transform(validated.table)["x"], pre.transform(mixed())["x"])
+
+
+# -- JSON round trip -------------------------------------------------------------------------------
+
+
+def test_steps_round_trip_fitted_and_unfitted() -> None:
+    table = mixed()
+    steps = [
+        Standardize(["visits"], with_mean=False),
+        MinMax(["visits"], feature_range=(-1, 2), clip=True),
+        Impute(["age"], strategy="constant", fill_value=-1.5),
+        Impute(["city"], strategy="most_frequent"),
+        OneHot(["city", "plan"], handle_unknown="ignore"),
+        OneHot(["city"], categories=[["paris", "oslo", "lima"]], handle_unknown="ignore"),
+    ]
+    for step in steps:
+        assert via_json(step) == step and not via_json(step).fitted
+        step.fit(table)
+        again = via_json(step)
+        assert again == step and again.fitted and again != type(step)(step.columns)
+        assert step.transform(table).equals(again.transform(table))
+
+
+def test_preprocessor_round_trip_fitted_and_unfitted() -> None:
+    pre = mixed_preprocessor()
+    assert via_json(pre) == pre
+    pre.fit(mixed())
+    again = via_json(pre)
+    assert again == pre and again.schema_ == pre.schema_ and again.feature_names_ == pre.feature_names_
+    assert np.array_equal(again.transform(mixed())["x"], pre.transform(mixed())["x"])
+
+
+def test_step_types_come_only_from_the_registry() -> None:
+    assert {"standardize", "minmax", "impute", "onehot"} <= set(STEP_TYPES)
+    with pytest.raises(PreprocessingError, match=r"unknown preprocessing step type 'os:system'; known: "):
+        Step.from_dict({"type": "os:system", "columns": ["a"], "params": {}, "state": None})
+
+
+# -- errors ----------------------------------------------------------------------------------------
+
+
+def test_unfitted_step_and_preprocessor_refuse_to_transform() -> None:
+    message = r"^Standardize\(columns=\['age'\]\) is not fitted; call fit\(\.\.\.\) on training data first$"
+    with pytest.raises(PreprocessingError, match=message):
+        Standardize(["age"]).transform(mixed())
+    with pytest.raises(
+        PreprocessingError, match=r"OneHot\(columns=\['c'\], handle_unknown='ignore'\) is not"
+    ):
+        OneHot("c", handle_unknown="ignore").transform(mixed())
+    with pytest.raises(
+        PreprocessingError, match=r"^Preprocessor is not fitted; call fit\(\.\.\.\) on training"
+    ):
+        mixed_preprocessor().transform(mixed())
+    with pytest.raises(PreprocessingError, match=r"^Preprocessor is not fitted"):
+        _ = mixed_preprocessor().n_features_
+
+
+def test_unknown_category_names_column_value_row_and_known_categories() -> None:
+    pre = mixed_preprocessor().fit(mixed())
+    data = {"age": [30.0] * 3, "visits": [1] * 3, "city": ["oslo", "lima", "rome"], "plan": [1] * 3}
+    message = (
+        r"column 'city': unknown category 'rome' at row 2 \(1 row\(s\) unknown\); "
+        r"known categories: 'lima', 'oslo', 'paris'"
+    )
+    with pytest.raises(PreprocessingError, match=message):
+        pre.transform(data)
+    step = OneHot(["plan"]).fit(pa.table({"plan": [1, 2]}))
+    with pytest.raises(
+        PreprocessingError, match=r"column 'plan': unknown category 7 at row 1 .* known categories: '1', '2'"
+    ):
+        step.transform(pa.table({"plan": [2, 7]}))
+    with pytest.raises(PreprocessingError, match=r"column 'plan': unknown category null at row 0"):
+        step.transform(pa.table({"plan": pa.array([None, 1], pa.int64())}))
+
+
+def test_string_column_without_an_encoder() -> None:
+    with pytest.raises(
+        PreprocessingError,
+        match=r"column 'city' holds strings and no step encodes it; add OneHot\(\['city'\]\)",
+    ):
+        Preprocessor([Impute(["city"], strategy="most_frequent")], features=["visits", "city"]).fit(mixed())
+
+
+def test_missing_training_values_without_a_step_for_them() -> None:
+    with pytest.raises(
+        PreprocessingError, match=r"column 'age' has 1 missing value\(s\) .*; add Impute\(\['age'\]\)$"
+    ):
+        Preprocessor(features=["age"]).fit(mixed())
+    with pytest.raises(
+        PreprocessingError, match=r"add Impute\(\['city'\], strategy='most_frequent'\) or OneHot"
+    ):
+        Preprocessor([OneHot(["city"])], features=["city"]).fit(mixed())
+
+
+def test_transform_with_missing_columns() -> None:
+    pre = Preprocessor([Standardize(["visits"])], features=["visits", "plan"]).fit(mixed())
+    with pytest.raises(
+        PreprocessingError, match=r"missing column\(s\) 'plan'; check inputs with schema_.validate"
+    ):
+        pre.transform({"visits": [1]})
+
+
+def test_step_on_a_column_not_in_the_data_or_of_the_wrong_kind() -> None:
+    with pytest.raises(
+        PreprocessingError, match=r"Standardize\(columns=\['nope'\]\): column 'nope' is not in the data"
+    ):
+        Standardize(["nope"]).fit(mixed())
+    with pytest.raises(
+        PreprocessingError, match=r"column 'city' holds string values, not numbers; encode it with OneHot"
+    ):
+        MinMax(["city"]).fit(mixed())
+    with pytest.raises(
+        PreprocessingError, match=r"column 'city' is not numeric; use strategy='most_frequent'"
+    ):
+        Impute(["city"], strategy="median").fit(mixed())
+    with pytest.raises(PreprocessingError, match=r"fill_value 'x' is a string but column 'age' is numeric"):
+        Impute(["age"], strategy="constant", fill_value="x").fit(mixed())
+
+
+def test_nothing_to_fit_on() -> None:
+    empty = pa.table({"a": pa.array([None, None], pa.float64()), "s": pa.array([None, None], pa.string())})
+    for step in (
+        Standardize(["a"]),
+        MinMax(["a"]),
+        Impute(["a"]),
+        Impute(["s"], strategy="most_frequent"),
+        OneHot(["s"]),
+    ):
+        with pytest.raises(PreprocessingError, match=r"column '[as]' has no non-missing values to fit on"):
+            step.fit(empty)
+
+
+def test_non_scalar_columns_cannot_become_model_input() -> None:
+    with pytest.raises(PreprocessingError, match=r"column 'v' holds fixed_size_list.* one number per column"):
+        Preprocessor().fit({"v": np.ones((3, 2))})
+
+
+def test_bad_parameters() -> None:
+    with pytest.raises(PreprocessingError, match=r"Standardize needs at least one column"):
+        Standardize([])
+    with pytest.raises(
+        PreprocessingError, match=r"MinMax feature_range must have low < high, got \(1.0, 0.0\)"
+    ):
+        MinMax(["a"], feature_range=(1, 0))
+    with pytest.raises(PreprocessingError, match=r"Impute strategy must be one of 'mean', .* got 'mode'"):
+        Impute(["a"], strategy="mode")
+    with pytest.raises(PreprocessingError, match=r"Impute\(strategy='constant'\) needs a fill_value"):
+        Impute(["a"], strategy="constant")
+    with pytest.raises(
+        PreprocessingError, match=r"OneHot handle_unknown must be 'error' or 'ignore', got 'skip'"
+    ):
+        OneHot(["a"], handle_unknown="skip")
+    with pytest.raises(
+        PreprocessingError, match=r"OneHot categories must give a non-empty list for each of the 2"
+    ):
+        OneHot(["a", "b"], categories=[["x"]])

@@ -1,0 +1,301 @@
+"""Schema: training statistics, JSON round trip, and every validation error with its message."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from sklearn.datasets import load_diabetes, load_wine
+
+from torchpredict.errors import SchemaError
+from torchpredict.schema import MAX_CATEGORIES, Column, ColumnStats, Schema, as_table
+
+UNEXPECTED_HINT = "pass keep=[...] (CLI --keep) to copy them to the output, or drop them"
+
+
+@pytest.fixture(scope="module")
+def diabetes() -> pd.DataFrame:
+    return load_diabetes(as_frame=True).frame
+
+
+@pytest.fixture(scope="module")
+def wine() -> pd.DataFrame:
+    return load_wine(as_frame=True).data
+
+
+def mixed() -> pa.Table:
+    """A hand-made table: numeric and categorical features with nulls, plus an id to pass through."""
+    return pa.table(
+        {
+            "age": pa.array([34.0, None, 51.0, 29.0, 46.0], pa.float32()),
+            "visits": pa.array([3, 1, 0, 7, 2], pa.int64()),
+            "city": ["paris", "oslo", None, "lima", "oslo"],
+            "member": [True, False, True, True, False],
+            "id": ["a", "b", "c", "d", "e"],
+        }
+    )
+
+
+def mixed_schema() -> Schema:
+    features = ["age", "visits", "city", "member"]
+    return Schema.from_table(mixed(), features=features, passthrough=["id"], nullable={"age", "city"})
+
+
+def round_trip(schema: Schema) -> Schema:
+    return Schema.from_dict(json.loads(json.dumps(schema.to_dict(), allow_nan=False)))
+
+
+# -- statistics and round trip ---------------------------------------------------------------------
+
+
+def test_statistics_are_the_training_data_s(diabetes: pd.DataFrame) -> None:
+    schema = Schema.from_table(diabetes, features=list(diabetes.columns))
+    assert schema.names == tuple(diabetes.columns)
+    for col in schema.features:
+        x = diabetes[col.name].to_numpy()
+        assert (col.dtype, col.shape, col.nullable, col.role) == ("float64", (), False, "feature")
+        assert col.stats == ColumnStats(
+            x.min(), x.max(), pytest.approx(x.mean()), pytest.approx(x.std()), 0.0
+        )
+
+
+def test_mixed_table_records_dtypes_nulls_and_sorted_categories() -> None:
+    schema = mixed_schema()
+    by_name = {c.name: c for c in schema.columns}
+    assert [c.name for c in schema.features] == ["age", "visits", "city", "member"]
+    assert [c.name for c in schema.passthrough] == ["id"]
+    assert {n: c.dtype for n, c in by_name.items()} == {
+        "age": "float32",
+        "visits": "int64",
+        "city": "string",
+        "member": "bool",
+        "id": "string",
+    }
+    assert by_name["age"].nullable and by_name["age"].stats.missing_rate == pytest.approx(0.2)
+    assert by_name["city"].stats.categories == ("lima", "oslo", "paris")
+    assert by_name["visits"].stats == ColumnStats(0.0, 7.0, 2.6, pytest.approx(np.std([3, 1, 0, 7, 2])), 0.0)
+    assert by_name["id"].role == "passthrough" and by_name["id"].stats is None
+
+
+def test_json_round_trip(diabetes: pd.DataFrame) -> None:
+    for schema in (mixed_schema(), Schema.from_table(diabetes, features=["age", "bmi"])):
+        assert round_trip(schema) == schema
+    bare = Schema((Column("x", "float32", shape=(3,)), Column("id", "int64", role="passthrough")))
+    assert round_trip(bare) == bare
+
+
+def test_too_many_categories_are_not_recorded_nor_checked() -> None:
+    many = [f"c{i}" for i in range(MAX_CATEGORIES + 1)]
+    schema = Schema.from_table({"c": many}, features=["c"])
+    assert schema.columns[0].stats.categories is None
+    assert schema.validate({"c": ["new"]}).out_of_range == {}
+
+
+# -- validation: the happy path --------------------------------------------------------------------
+
+
+def test_validate_orders_casts_and_keeps(wine: pd.DataFrame) -> None:
+    data = wine.assign(id=np.arange(len(wine)), note="n")
+    schema = Schema.from_table(data, features=["alcohol", "proline", "hue"], passthrough=["id"])
+    shuffled = data[["note", "hue", "id", "proline", "alcohol"]]
+    validated = schema.validate(shuffled, keep=["note"])
+    assert validated.table.column_names == ["alcohol", "proline", "hue", "id", "note"]
+    assert validated.table.column("proline").to_numpy().tolist() == wine["proline"].tolist()
+    assert validated.out_of_range == {}
+
+
+def test_lossless_coercions_int_to_float_and_float64_to_float32() -> None:
+    schema = mixed_schema()
+    data = {"age": [30, 40], "visits": [1.0, 2.0], "city": ["oslo", "lima"], "member": [True, False]}
+    table = schema.validate(data).table
+    assert table.schema.field("age").type == pa.float32()
+    assert table.schema.field("visits").type == pa.int64()
+    assert table.column("visits").to_pylist() == [1, 2]
+    assert schema.validate({**data, "age": np.array([30.5, 40.25])}).table.column("age").to_pylist() == [
+        30.5,
+        40.25,
+    ]
+
+
+def test_out_of_range_counts_values_outside_training_min_max_and_unseen_categories() -> None:
+    data = {
+        "age": [10.0, 40.0, 99.0],
+        "visits": [3, 8, 0],
+        "city": ["oslo", "rome", None],
+        "member": [True] * 3,
+    }
+    assert mixed_schema().validate(data).out_of_range == {"age": 2, "visits": 1, "city": 1}
+
+
+def test_nullable_columns_accept_nulls_and_passthrough_is_never_checked() -> None:
+    data = {"age": [None], "visits": [1], "city": [None], "member": [True], "id": [12345]}
+    table = mixed_schema().validate(data).table
+    assert table.column("age").null_count == 1
+    assert table.column("id").to_pylist() == [12345]
+
+
+def test_categorical_pandas_columns_are_read_as_strings() -> None:
+    frame = pd.DataFrame({"city": pd.Categorical(["oslo", "lima"]), "visits": [1, 2]})
+    schema = Schema.from_table(frame, features=["city", "visits"])
+    assert schema.columns[0].dtype == "string"
+    assert schema.validate(frame).table.column("city").type == pa.string()
+
+
+def test_tensor_columns_record_and_check_their_per_row_shape() -> None:
+    schema = Schema.from_table({"img": np.arange(12.0).reshape(2, 2, 3)}, features=["img"])
+    assert (schema.columns[0].dtype, schema.columns[0].shape) == ("float64", (2, 3))
+    table = schema.validate({"img": [[[1, 2, 3], [4, 5, 6]]]}).table
+    assert table.column("img").type == pa.list_(pa.list_(pa.float64(), 3), 2)
+    assert round_trip(schema) == schema
+    with pytest.raises(
+        SchemaError, match=r"column 'img': expected per-row shape \(2, 3\), got a list of 2 at row 1"
+    ):
+        schema.validate({"img": [[[1, 2, 3], [4, 5, 6]], [[1, 2, 3], [4, 5]]]})
+    with pytest.raises(SchemaError, match=r"column 'img': expected per-row shape \(2, 3\), got float64"):
+        schema.validate({"img": [1.0]})
+    with pytest.raises(SchemaError, match=r"column 'img': 1 row\(s\) with missing values .* first at row 1"):
+        schema.validate({"img": [[[1, 2, 3], [4, 5, 6]], [[1, 2, 3], None]]})
+
+
+# -- validation errors -----------------------------------------------------------------------------
+
+
+def test_missing_columns_are_all_listed() -> None:
+    with pytest.raises(SchemaError, match=r"^missing column\(s\) 'age', 'member'$"):
+        mixed_schema().validate({"visits": [1], "city": ["oslo"]})
+
+
+def test_unexpected_columns_are_named_with_the_fix() -> None:
+    data = {"age": [1.0], "visits": [1], "city": ["oslo"], "member": [True], "foo": [1], "bar": [2]}
+    with pytest.raises(SchemaError) as info:
+        mixed_schema().validate(data)
+    assert str(info.value) == f"unexpected column(s) 'foo', 'bar'; {UNEXPECTED_HINT}"
+    assert mixed_schema().validate(data, keep=["foo", "bar"]).table.column_names[-2:] == ["foo", "bar"]
+
+
+def test_missing_and_unexpected_are_reported_separately_in_one_error() -> None:
+    with pytest.raises(
+        SchemaError, match=r"^missing column\(s\) 'age', 'member'; unexpected column\(s\) 'foo'"
+    ):
+        mixed_schema().validate({"visits": [1], "city": ["oslo"], "foo": [1]})
+
+
+def test_keep_names_a_column_that_is_not_there() -> None:
+    data = {"age": [1.0], "visits": [1], "city": ["oslo"], "member": [True]}
+    with pytest.raises(SchemaError, match=r"keep column\(s\) 'note' not in the input"):
+        mixed_schema().validate(data, keep=["note"])
+
+
+def test_duplicate_columns() -> None:
+    table = pa.Table.from_arrays([pa.array([1.0]), pa.array([2.0])], names=["age", "age"])
+    with pytest.raises(SchemaError, match=r"duplicate column\(s\) 'age'"):
+        mixed_schema().validate(table)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [{"age": 31}, {"age": 40.5}, {"age": None}, {"age": "forty"}],
+        {"age": [31, 40.5, None, "forty"]},
+        pd.DataFrame({"age": pd.Series([31, 40.5, None, "forty"], dtype=object)}),
+    ],
+    ids=["records", "dict", "pandas"],
+)
+def test_wrong_dtype_names_column_value_and_row(data: object) -> None:
+    schema = Schema((Column("age", "float32", nullable=True),))
+    with pytest.raises(
+        SchemaError, match=r"^column 'age': expected float32, got 'forty' \(string\) at row 3$"
+    ):
+        schema.validate(data)
+
+
+def test_string_numbers_are_not_coerced() -> None:
+    with pytest.raises(SchemaError, match=r"^column 'age': expected float32, got '3.5' \(string\) at row 0$"):
+        mixed_schema().validate({"age": ["3.5"], "visits": [1], "city": ["oslo"], "member": [True]})
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "message"),
+    [
+        ("visits", [1.0, 2.0, 3.5], r"column 'visits': expected int64, got 3.5 \(float64\) at row 2"),
+        ("age", [1.0, 1e300], r"column 'age': expected float32, got 1e\+300 \(float64\) at row 1"),
+        ("member", [1, 0], r"column 'member': expected bool, got 1 \(int64\) at row 0"),
+        ("city", [7, 8], r"column 'city': expected string, got 7 \(int64\) at row 0"),
+        ("age", [True], r"column 'age': expected float32, got True \(bool\) at row 0"),
+    ],
+)
+def test_lossy_or_wrong_kind_values_are_refused(column: str, values: list, message: str) -> None:
+    data = {"age": [1.0], "visits": [1], "city": ["oslo"], "member": [True]}
+    data = {k: v * len(values) for k, v in data.items()} | {column: values}
+    with pytest.raises(SchemaError, match=message):
+        mixed_schema().validate(data)
+
+
+def test_integer_overflow_is_refused() -> None:
+    schema = Schema.from_table({"n": pa.array([1, 2], pa.int32())}, features=["n"])
+    with pytest.raises(
+        SchemaError, match=r"column 'n': expected int32, got 1099511627776 \(int64\) at row 1"
+    ):
+        schema.validate({"n": [5, 2**40]})
+
+
+def test_nulls_in_a_non_nullable_column_name_column_first_row_and_count() -> None:
+    data = {"age": [1.0] * 4, "visits": [1, None, 3, None], "city": ["oslo"] * 4, "member": [True] * 4}
+    with pytest.raises(
+        SchemaError, match=r"column 'visits': 2 row\(s\) with missing values .*first at row 1"
+    ):
+        mixed_schema().validate(data)
+
+
+def test_nan_counts_as_missing() -> None:
+    schema = Schema.from_table({"x": [1.0, 2.0]}, features=["x"])
+    with pytest.raises(
+        SchemaError, match=r"column 'x': 1 row\(s\) .* first at row 2; the column is not nullable"
+    ):
+        schema.validate({"x": np.array([1.0, 2.0, np.nan])})
+
+
+# -- schema from training data: errors -------------------------------------------------------------
+
+
+def test_from_table_errors() -> None:
+    with pytest.raises(SchemaError, match=r"missing column\(s\) 'nope' in the training data"):
+        Schema.from_table(mixed(), features=["age", "nope"])
+    with pytest.raises(SchemaError, match=r"column\(s\) 'id' cannot be both features and passthrough"):
+        Schema.from_table(mixed(), features=["id"], passthrough=["id"])
+    with pytest.raises(SchemaError, match=r"column 'age': 1 row\(s\) .* first at row 1 in the training data"):
+        Schema.from_table(mixed(), features=["age"])
+    when = pa.array([0, 1], pa.timestamp("s"))
+    with pytest.raises(
+        SchemaError, match=r"column 'when': type timestamp\[s\] is not supported for features"
+    ):
+        Schema.from_table({"when": when}, features=["when"])
+    with pytest.raises(SchemaError, match=r"column 'seq': cannot infer a fixed per-row shape .*\[1, 2\]"):
+        Schema.from_table({"seq": [[1.0], [1.0, 2.0]]}, features=["seq"])
+
+
+# -- as_table --------------------------------------------------------------------------------------
+
+
+def test_as_table_accepts_every_documented_input(wine: pd.DataFrame) -> None:
+    small = wine.head(3)
+    expected = pa.Table.from_pandas(small, preserve_index=False)
+    assert as_table(small).equals(expected)
+    assert as_table(expected) is expected
+    assert as_table(expected.to_batches()[0]).equals(expected)
+    assert as_table({c: small[c].to_numpy() for c in small}).equals(expected)
+    assert as_table(small.to_dict("records")).equals(expected)
+
+
+def test_as_table_errors() -> None:
+    with pytest.raises(SchemaError, match=r"cannot read input of type int; pass a pyarrow Table"):
+        as_table(5)
+    with pytest.raises(SchemaError, match=r"cannot read the input as a table: .*expected length 2"):
+        as_table({"a": [1, 2], "b": [1]})
+    with pytest.raises(
+        SchemaError, match=r"column 'a': mixed value types: int64 values, then 'x' \(string\) at row 1"
+    ):
+        as_table([{"a": 1}, {"a": "x"}])
