@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import namedtuple
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +20,6 @@ from torchpredict.interpretation import (
     RawOutput,
     Regression,
     head_from_dict,
-    select_output,
 )
 
 
@@ -176,16 +174,6 @@ def test_multiclass_without_labels_is_an_error():
         head.column_names()
     with pytest.raises(PreprocessingError, match=pattern):
         head.encode_target(["a"])
-
-
-def test_classification_unknown_label_names_label_and_row():
-    head = MulticlassClassification("species", labels=["cat", "cow"])
-    with pytest.raises(PreprocessingError, match=r"unknown label 'dog' at row 2; known labels: \['cat'"):
-        head.encode_target(["cat", "cow", "dog"])
-    with pytest.raises(PreprocessingError, match=r"unknown label 3 at row 0"):
-        head.fit([3, 1])
-    with pytest.raises(PreprocessingError, match=r"unknown label 'dog' at row 1"):
-        BinaryClassification(labels=["cat", "cow"]).fit(["cat", "dog"])
 
 
 def test_multiclass_top_k_is_checked():
@@ -408,57 +396,6 @@ def test_raw_output_errors():
         RawOutput(shape=[3, 4])
 
 
-# --- select_output ----------------------------------------------------------------------------------------
-
-
-def test_select_output_from_tensor_tuple_list_dict_and_namedtuple():
-    a, b = torch.zeros(2, 3), torch.ones(2)
-    assert select_output(a, None) is a
-    assert select_output((a, b), 1) is b
-    assert select_output([a], None) is a
-    assert select_output({"logits": a, "aux": b}, "logits") is a
-    assert select_output({"only": b}, None) is b
-    assert select_output(namedtuple("Out", "logits aux")(a, b), "aux") is b
-    assert torch.equal(select_output(np.ones(3, dtype=np.float32), None), torch.ones(3))
-    assert MulticlassClassification(output="logits").select({"logits": a}) is a
-
-
-def test_select_output_errors_name_head_and_what_came_back():
-    a = torch.zeros(2)
-    with pytest.raises(
-        ModelLoadError,
-        match=r"^head 'species' reads output 'logits' but the model returned "
-        r"keys \['a', 'b'\]$",
-    ):
-        select_output({"a": a, "b": a}, "logits", head="species")
-    with pytest.raises(ModelLoadError, match=r"head 'y' reads output 2 but the model returned a tuple of 2 "):
-        select_output((a, a), 2, head="y")
-    with pytest.raises(
-        ModelLoadError,
-        match=r"reads the model's only output but the model returned a tuple "
-        r"of 2 output\(s\); set output=0\.\.1 to pick one",
-    ):
-        select_output((a, a), None, head="y")
-    with pytest.raises(
-        ModelLoadError,
-        match=r"reads the model's only output but the model returned keys "
-        r"\['a', 'b'\]; set output='<key>'",
-    ):
-        select_output({"a": a, "b": a}, None, head="y")
-    with pytest.raises(ModelLoadError, match=r"reads output 'a' but the model returned a single tensor"):
-        select_output(a, "a", head="y")
-    with pytest.raises(
-        ModelLoadError,
-        match=r"reads output 0 but the model returned a single tensor; "
-        r"use output=None",
-    ):
-        select_output(a, 0, head="y")
-    with pytest.raises(ModelLoadError, match=r"reads output 'a', which is a list, not a tensor"):
-        select_output({"a": [1, 2]}, "a", head="y")
-    with pytest.raises(PreprocessingError, match=r"output must be None, a tuple index >= 0 or a dict key"):
-        RawOutput(output=-1)
-
-
 # --- serialisation ----------------------------------------------------------------------------------------
 
 
@@ -514,22 +451,9 @@ def test_from_dict_errors():
         head_from_dict({"type": "raw", "params": {"width": 3}})
 
 
-# --- labels and parameters --------------------------------------------------------------------------------
+# --- parameters -------------------------------------------------------------------------------------------
 
 
-def test_label_values_are_checked():
-    assert MulticlassClassification().fit(np.array([1.0, 0.0, 2.0])).classes == (0, 1, 2)
-    with pytest.raises(PreprocessingError, match=r"y must hold ints or strings, got 0.5 \(float\) at row 1"):
-        MulticlassClassification().fit([1.0, 0.5])
-    with pytest.raises(PreprocessingError, match=r"y has 1 missing label\(s\) \(first at row 2\)"):
-        MulticlassClassification().fit(pa.array(["a", "b", None]))
-    with pytest.raises(PreprocessingError, match=r"labels must be all ints or all strings, got \[1, 'a'\]"):
-        MulticlassClassification(labels=[1, "a"])
-    with pytest.raises(PreprocessingError, match=r"labels must be distinct, got 'a' twice"):
-        MulticlassClassification(labels=["a", "b", "a"])
-    with pytest.raises(PreprocessingError, match=r"labels must not be empty"):
-        MultilabelClassification(labels=[])
-    with pytest.raises(PreprocessingError, match=r"labels must be a sequence of ints or strings, got 'abc'"):
-        MultilabelClassification(labels="abc")
+def test_from_logits_is_checked():
     with pytest.raises(PreprocessingError, match=r"from_logits must be True or False, got 1"):
         BinaryClassification(from_logits=1)

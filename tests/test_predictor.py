@@ -103,3 +103,11 @@ def test_errors_in_a_later_batch_name_the_row_of_the_whole_input(wine, wine_bund
     batches = [rows[:20], rows[20:]]
     with pytest.raises(SchemaError, match="'alcohol'.*row 25"):
         list(load(wine_bundle, device="cpu").predict_batches(batches))
+
+
+def test_no_rows_in_gives_no_rows_out_with_the_same_columns(wine, wine_bundle):
+    predictor = load(wine_bundle, device="cpu")
+    table = wine["new"].append_column("id", pa.array(np.arange(wine["new"].num_rows)))
+    empty = predictor.predict(table.slice(0, 0), keep=["id"])
+    assert empty.num_rows == 0
+    assert empty.column_names == predictor.predict(table.slice(0, 2), keep=["id"]).column_names

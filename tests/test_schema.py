@@ -11,7 +11,7 @@ import pytest
 from sklearn.datasets import load_diabetes, load_wine
 
 from torchpredict.errors import SchemaError
-from torchpredict.schema import MAX_CATEGORIES, Column, ColumnStats, Schema, as_table
+from torchpredict.schema import MAX_CATEGORIES, Column, ColumnStats, Schema
 
 UNEXPECTED_HINT = "pass keep=[...] (CLI --keep) to copy them to the output, or drop them"
 
@@ -275,27 +275,3 @@ def test_from_table_errors() -> None:
         Schema.from_table({"when": when}, features=["when"])
     with pytest.raises(SchemaError, match=r"column 'seq': cannot infer a fixed per-row shape .*\[1, 2\]"):
         Schema.from_table({"seq": [[1.0], [1.0, 2.0]]}, features=["seq"])
-
-
-# -- as_table --------------------------------------------------------------------------------------
-
-
-def test_as_table_accepts_every_documented_input(wine: pd.DataFrame) -> None:
-    small = wine.head(3)
-    expected = pa.Table.from_pandas(small, preserve_index=False)
-    assert as_table(small).equals(expected)
-    assert as_table(expected) is expected
-    assert as_table(expected.to_batches()[0]).equals(expected)
-    assert as_table({c: small[c].to_numpy() for c in small}).equals(expected)
-    assert as_table(small.to_dict("records")).equals(expected)
-
-
-def test_as_table_errors() -> None:
-    with pytest.raises(SchemaError, match=r"cannot read input of type int; pass a pyarrow Table"):
-        as_table(5)
-    with pytest.raises(SchemaError, match=r"cannot read the input as a table: .*expected length 2"):
-        as_table({"a": [1, 2], "b": [1]})
-    with pytest.raises(
-        SchemaError, match=r"column 'a': mixed value types: int64 values, then 'x' \(string\) at row 1"
-    ):
-        as_table([{"a": 1}, {"a": "x"}])

@@ -25,7 +25,7 @@ from torchpredict.device import resolve_device
 from torchpredict.errors import BundleError, TorchPredictError
 from torchpredict.golden import GoldenExamples
 from torchpredict.inference import forward, to_tensors
-from torchpredict.interpretation import head_from_dict, select_output
+from torchpredict.interpretation import head_from_dict
 from torchpredict.manifest import (
     Manifest,
     check_hashes,
@@ -36,10 +36,11 @@ from torchpredict.manifest import (
     write_json,
     write_manifest,
 )
+from torchpredict.outputs import select_output
 from torchpredict.predictor import DEFAULT_BATCH_SIZE, Predictor
 from torchpredict.preprocessing import Preprocessor
-from torchpredict.schema import as_table
 from torchpredict.storage import load_model, store_model
+from torchpredict.tables import as_table
 
 __all__ = ["load", "save"]
 

@@ -17,6 +17,8 @@ import pyarrow.compute as pc
 import torch
 
 from torchpredict.errors import BundleError, ModelLoadError, PreprocessingError
+from torchpredict.labels import Labels, check_labels, encode_labels, label_array, take_labels
+from torchpredict.outputs import Output, as_tensor, select_output
 
 __all__ = [
     "BinaryClassification",
@@ -26,11 +28,7 @@ __all__ = [
     "RawOutput",
     "Regression",
     "head_from_dict",
-    "select_output",
 ]
-
-Output = str | int | None
-Labels = tuple[int, ...] | tuple[str, ...]
 
 
 class Head:
@@ -150,7 +148,7 @@ class Regression(Head):
         return list(self.targets)
 
     def interpret(self, raw: torch.Tensor) -> dict[str, pa.Array]:
-        tensor, k = _as_tensor(raw), len(self.targets)
+        tensor, k = as_tensor(raw), len(self.targets)
         if tensor.ndim == 1 and k == 1:
             tensor = tensor[:, None]
         if tensor.ndim != 2 or tensor.shape[1] != k:
@@ -216,10 +214,10 @@ class _Classifier(Head):
     def fit(self, y: Any) -> _Classifier:
         y = _column(self, y, self.target) if _is_table(y) else y
         if self.labels is not None:
-            _encode_labels(self, self.labels, y)
+            encode_labels(self._describe(), self.labels, y)
             self.labels_ = self.labels
         else:
-            values = _label_array(y, "y")
+            values = label_array(y, "y")
             if len(values) == 0:
                 raise PreprocessingError(f"{self._describe()}: cannot learn labels from 0 rows")
             self.labels_ = self._check_learned(tuple(sorted(pc.unique(values).to_pylist())))
@@ -229,14 +227,16 @@ class _Classifier(Head):
         return labels
 
     def _indices(self, y: Any) -> np.ndarray:
-        return _encode_labels(self, self.classes, _column(self, y, self.target) if _is_table(y) else y)
+        classes = self.classes
+        y = _column(self, y, self.target) if _is_table(y) else y
+        return encode_labels(self._describe(), classes, y)
 
     def _state(self) -> dict[str, Any]:
         return {} if self.labels_ is None else {"labels_": list(self.labels_)}
 
     def _load_state(self, state: Mapping[str, Any]) -> None:
         if "labels_" in state:
-            self.labels_ = _check_labels(state["labels_"])
+            self.labels_ = check_labels(state["labels_"])
 
 
 class BinaryClassification(_Classifier):
@@ -251,7 +251,7 @@ class BinaryClassification(_Classifier):
     def __init__(self, target: str = "prediction", *, labels: Sequence[int | str] | None = None,
                  threshold: float = 0.5, output: Output = None, from_logits: bool = True) -> None:
         self.target = _check_target(target)
-        self.labels = None if labels is None else self._check_learned(_check_labels(labels))
+        self.labels = None if labels is None else self._check_learned(check_labels(labels))
         self.threshold = _check_threshold(threshold)
         self.output = _check_output(output)
         self.from_logits = _check_bool(from_logits, "from_logits")
@@ -271,7 +271,7 @@ class BinaryClassification(_Classifier):
         return [self.target, f"{self.target}_probability"]
 
     def interpret(self, raw: torch.Tensor) -> dict[str, pa.Array]:
-        classes, tensor = self.classes, _as_tensor(raw)
+        classes, tensor = self.classes, as_tensor(raw)
         if tensor.ndim == 2 and tensor.shape[1] == 1:
             tensor = tensor[:, 0]
         if tensor.ndim != 1:
@@ -279,7 +279,7 @@ class BinaryClassification(_Classifier):
             raise _bad_shape(self, expected, tensor)
         probability = torch.sigmoid(tensor.float()) if self.from_logits else tensor.float()
         positive = (probability > self.threshold).numpy().astype(np.int64)
-        return {self.target: _take(classes, positive),
+        return {self.target: take_labels(classes, positive),
                 f"{self.target}_probability": pa.array(probability.numpy())}
 
     def _params(self) -> dict[str, Any]:
@@ -299,7 +299,7 @@ class MulticlassClassification(_Classifier):
                  top_k: int = 0, probabilities: bool = True, from_logits: bool = True,
                  output: Output = None) -> None:
         self.target = _check_target(target)
-        self.labels = None if labels is None else _check_labels(labels)
+        self.labels = None if labels is None else check_labels(labels)
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 0:
             raise PreprocessingError(f"top_k must be >= 0, got {top_k!r}")
         self.top_k = top_k
@@ -330,14 +330,14 @@ class MulticlassClassification(_Classifier):
         return names
 
     def interpret(self, raw: torch.Tensor) -> dict[str, pa.Array]:
-        classes, tensor = self._check_learned(self.classes), _as_tensor(raw)
+        classes, tensor = self._check_learned(self.classes), as_tensor(raw)
         if tensor.ndim != 2 or tensor.shape[1] != len(classes):
             raise _bad_shape(self, f"[n, {len(classes)}] (one score per label)", tensor)
         probabilities = torch.softmax(tensor.float(), dim=1) if self.from_logits else tensor.float()
         scores = tensor.to(torch.float64)  # exact for every input dtype, so ties are the model's own
         best = torch.argmax(scores, dim=1)
         chosen = probabilities.gather(1, best[:, None])[:, 0]
-        columns = {self.target: _take(classes, best.numpy()),
+        columns = {self.target: take_labels(classes, best.numpy()),
                    f"{self.target}_probability": pa.array(chosen.numpy())}
         if self.probabilities:
             per_class = probabilities.T.contiguous()
@@ -352,7 +352,7 @@ class MulticlassClassification(_Classifier):
         top = probabilities.gather(1, order).T.contiguous()
         columns = {}
         for i in range(self.top_k):
-            columns[f"{self.target}_top{i + 1}"] = _take(classes, order[:, i].numpy())
+            columns[f"{self.target}_top{i + 1}"] = take_labels(classes, order[:, i].numpy())
             columns[f"{self.target}_top{i + 1}_probability"] = pa.array(top[i].numpy())
         return columns
 
@@ -374,7 +374,7 @@ class MultilabelClassification(Head):
                  threshold: float | Sequence[float] = 0.5, from_logits: bool = True,
                  output: Output = None) -> None:
         self.target = _check_target(target)
-        self.labels = _check_labels(labels)
+        self.labels = check_labels(labels)
         if isinstance(threshold, Sequence):
             if len(threshold) != len(self.labels):
                 raise PreprocessingError(f"threshold must be one float or one per label "
@@ -434,7 +434,7 @@ class MultilabelClassification(Head):
                 + [f"{self.target}_probability_{label}" for label in self.labels])
 
     def interpret(self, raw: torch.Tensor) -> dict[str, pa.Array]:
-        tensor = _as_tensor(raw)
+        tensor = as_tensor(raw)
         if tensor.ndim != 2 or tensor.shape[1] != len(self.labels):
             raise _bad_shape(self, f"[n, {len(self.labels)}] (one score per label)", tensor)
         probabilities = torch.sigmoid(tensor.float()) if self.from_logits else tensor.float()
@@ -486,7 +486,7 @@ class RawOutput(Head):
         return self._names(shape)
 
     def interpret(self, raw: torch.Tensor) -> dict[str, pa.Array]:
-        tensor = _as_tensor(raw)
+        tensor = as_tensor(raw)
         known = self.shape if self.shape is not None else self.shape_
         row_shape = tuple(tensor.shape[1:])
         if tensor.ndim not in (1, 2) or (known is not None and row_shape != known):
@@ -531,86 +531,6 @@ def head_from_dict(d: Mapping[str, Any]) -> Head:
     return _HEADS[kind].from_dict(d)
 
 
-def select_output(raw: Any, output: Output, *, head: str = "prediction") -> torch.Tensor:
-    """Pick one head's tensor out of a model's return value: a tensor, a tuple/list, or a dict.
-
-    output None means the model's only output; an int is a tuple index; a str is a dict key (or a
-    namedtuple field). NumPy arrays count as tensors.
-
-    >>> select_output({"logits": torch.zeros(2, 3)}, "logits", head="species").shape
-    torch.Size([2, 3])
-    """
-    if output is None:
-        value = _only_output(raw, head)
-    elif isinstance(output, str):
-        value = _keyed_output(raw, output, head)
-    else:
-        value = _indexed_output(raw, output, head)
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(value)
-    if not isinstance(value, torch.Tensor):
-        raise ModelLoadError(f"head {head!r} reads {_which(output)}, which is a {type(value).__name__}, "
-                             "not a tensor")
-    return value
-
-
-def _only_output(raw: Any, head: str) -> Any:
-    if _is_leaf(raw):
-        return raw
-    if isinstance(raw, Mapping | tuple | list) and len(raw) == 1:
-        return next(iter(raw.values())) if isinstance(raw, Mapping) else raw[0]
-    if isinstance(raw, Mapping):
-        fix = "set output='<key>' to pick one"
-    elif isinstance(raw, tuple | list):
-        fix = f"set output=0..{len(raw) - 1} to pick one" if raw else "the model returned nothing"
-    else:
-        fix = "expected a tensor, tuple, list or dict"
-    raise ModelLoadError(f"head {head!r} reads the model's only output but the model returned "
-                         f"{_returned(raw)}; {fix}")
-
-
-def _keyed_output(raw: Any, key: str, head: str) -> Any:
-    if isinstance(raw, Mapping) and key in raw:
-        return raw[key]
-    if isinstance(raw, tuple) and key in getattr(raw, "_fields", ()):
-        return getattr(raw, key)
-    raise ModelLoadError(f"head {head!r} reads output {key!r} but the model returned {_returned(raw)}")
-
-
-def _indexed_output(raw: Any, index: int, head: str) -> Any:
-    if isinstance(raw, tuple | list) and index < len(raw):
-        return raw[index]
-    fix = "; set output to a key" if isinstance(raw, Mapping) else ""
-    fix = "; use output=None" if _is_leaf(raw) else fix
-    raise ModelLoadError(f"head {head!r} reads output {index} but the model returned {_returned(raw)}{fix}")
-
-
-def _returned(raw: Any) -> str:
-    """How a model's return value is described in messages."""
-    if _is_leaf(raw):
-        return "a single tensor"
-    if isinstance(raw, Mapping):
-        return f"keys {list(raw.keys())!r}"
-    if isinstance(raw, tuple) and hasattr(raw, "_fields"):
-        return f"a {type(raw).__name__} with fields {list(raw._fields)!r}"
-    if isinstance(raw, tuple | list):
-        return f"a {type(raw).__name__} of {len(raw)} output(s)"
-    return f"a {type(raw).__name__}"
-
-
-def _which(output: Output) -> str:
-    return "the model's only output" if output is None else f"output {output!r}"
-
-
-def _is_leaf(raw: Any) -> bool:
-    return isinstance(raw, torch.Tensor | np.ndarray)
-
-
-def _as_tensor(raw: Any) -> torch.Tensor:
-    tensor = raw if isinstance(raw, torch.Tensor) else torch.as_tensor(np.asarray(raw))
-    return tensor.detach().cpu()
-
-
 def _bad_shape(head: Head, expected: str, tensor: torch.Tensor) -> ModelLoadError:
     got = "[" + ", ".join(str(d) for d in tensor.shape) + "]"
     return ModelLoadError(f"head {head.name!r} ({type(head).__name__}) expects output shape {expected}, "
@@ -635,81 +555,6 @@ def _float64(y: Any) -> np.ndarray:
         return np.asarray(y, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise PreprocessingError(f"y must be numeric: {exc}") from None
-
-
-def _take(labels: Labels, indices: np.ndarray) -> pa.Array:
-    """Map class indices to an int64 or string label column, vectorised."""
-    return pa.array(list(labels)).take(pa.array(indices, type=pa.int64()))
-
-
-def _encode_labels(head: Head, labels: Labels, y: Any) -> np.ndarray:
-    """Class indices (int64) of y's labels; an unknown label is an error naming it and its row."""
-    values, known = _label_array(y, "y"), pa.array(list(labels))
-    same_kind = values.type == known.type
-    indices = pc.index_in(values, value_set=known) if same_kind else pa.nulls(len(values), pa.int32())
-    if indices.null_count:
-        row = pc.index(indices.is_null(), True).as_py()
-        raise PreprocessingError(f"{head._describe()}: unknown label {values[row].as_py()!r} at row {row}; "
-                                 f"known labels: {list(labels)}")
-    return indices.to_numpy().astype(np.int64)
-
-
-def _label_array(values: Any, what: str) -> pa.Array:
-    """Labels as one int64 or string Arrow array; bools and integral floats become ints."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if not isinstance(values, pa.Array):
-        values = _arrow_labels(values, what)
-    if pa.types.is_dictionary(values.type):
-        values = values.dictionary_decode()
-    if values.null_count:
-        first = pc.index(values.is_null(), True).as_py()
-        raise PreprocessingError(f"{what} has {values.null_count} missing label(s) (first at row {first})")
-    kind = values.type
-    if pa.types.is_null(kind):  # only an empty (or all-null, rejected above) input infers no type
-        return values.cast(pa.int64())
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        return values.cast(pa.string())
-    if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
-        return values.cast(pa.int64())
-    if pa.types.is_floating(kind):
-        return _integral(values.to_numpy(zero_copy_only=False), what)
-    raise PreprocessingError(f"{what} must hold ints or strings, got {kind}")
-
-
-def _arrow_labels(values: Any, what: str) -> pa.Array:
-    if not isinstance(values, list | tuple):
-        values = np.asarray(values)
-        if values.ndim != 1:
-            raise PreprocessingError(f"{what} must be 1-D, got shape {list(values.shape)}")
-    try:
-        return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        sample = list(values)[:5]
-        raise PreprocessingError(f"{what} must be all ints or all strings, got {sample!r}") from None
-
-
-def _integral(values: np.ndarray, what: str) -> pa.Array:
-    bad = ~np.isfinite(values) | (values != np.floor(values))
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise PreprocessingError(f"{what} must hold ints or strings, got {float(values[row])!r} (float) "
-                                 f"at row {row}")
-    return pa.array(values.astype(np.int64))
-
-
-def _check_labels(labels: Any) -> Labels:
-    if isinstance(labels, str | bytes) or not isinstance(labels, Sequence | np.ndarray):
-        raise PreprocessingError(f"labels must be a sequence of ints or strings, got {labels!r}")
-    if len(labels) == 0:
-        raise PreprocessingError("labels must not be empty")
-    values = tuple(_label_array(list(labels), "labels").to_pylist())
-    seen: set[int | str] = set()
-    for label in values:
-        if label in seen:
-            raise PreprocessingError(f"labels must be distinct, got {label!r} twice")
-        seen.add(label)
-    return values
 
 
 def _check_targets(target: Any) -> str | tuple[str, ...]:

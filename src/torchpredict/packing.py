@@ -26,7 +26,7 @@ from torchpredict.interpretation import (
     Regression,
 )
 from torchpredict.preprocessing import Impute, MinMax, OneHot, Preprocessor, Standardize
-from torchpredict.schema import as_table
+from torchpredict.tables import as_table
 
 __all__ = ["TASKS", "pack"]
 

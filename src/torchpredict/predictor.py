@@ -17,9 +17,9 @@ import torch
 from torchpredict.errors import ModelLoadError, OutOfRangeWarning, SchemaError
 from torchpredict.golden import GoldenExamples, Verification
 from torchpredict.inference import RawOutput, forward, iter_forward, to_tensors
-from torchpredict.interpretation import select_output
+from torchpredict.outputs import select_output
 from torchpredict.preprocessing import Preprocessor
-from torchpredict.schema import Schema, Validated, as_table
+from torchpredict.schema import Schema, Validated
 from torchpredict.storage import check_inputs
 
 __all__ = ["Predictor", "RunStats"]
@@ -86,7 +86,7 @@ class Predictor:
         prediction columns of each head. Values outside the training range raise an OutOfRangeWarning.
         """
         stats = RunStats()
-        table = pa.Table.from_batches(list(self.predict_batches([as_table(data)], keep=keep, stats=stats)))
+        table = pa.Table.from_batches(list(self.predict_batches([data], keep=keep, stats=stats)))
         if stats.out_of_range:
             warnings.warn(stats.describe_out_of_range(), OutOfRangeWarning, stacklevel=2)
         return table
@@ -106,6 +106,9 @@ class Predictor:
             yield from self._predict_validated(validated.table, keep)
 
     def _predict_validated(self, table: pa.Table, keep: Sequence[str]) -> Iterator[pa.RecordBatch]:
+        if table.num_rows == 0:
+            yield self._empty_batch(table, keep)
+            return
         inputs = self.preprocessor.transform(table)
         passthrough = self._passthrough_names(table, keep)
         start = 0
@@ -115,6 +118,16 @@ class Predictor:
             kept = {name: table.column(name).slice(start, n_rows) for name in passthrough}
             start += n_rows
             yield pa.Table.from_pydict({**kept, **columns}).combine_chunks().to_batches()[0]
+
+    def _empty_batch(self, table: pa.Table, keep: Sequence[str]) -> pa.RecordBatch:
+        """No rows in, no rows out, but with the columns a non-empty input would have had."""
+        if self.golden is None:
+            raise SchemaError("the input holds no rows")
+        one_row = self.schema.validate(self.golden.inputs.slice(0, 1)).table
+        columns = self.interpret(next(iter(self.infer(self.preprocessor.transform(one_row)))))
+        kept = {name: table.column(name).combine_chunks() for name in self._passthrough_names(table, keep)}
+        empty = {name: column.slice(0, 0) for name, column in columns.items()}
+        return pa.RecordBatch.from_pydict({**kept, **empty})
 
     def _passthrough_names(self, table: pa.Table, keep: Sequence[str]) -> list[str]:
         wanted = [column.name for column in self.schema.passthrough] + list(keep)

@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from torchpredict.errors import PreprocessingError
-from torchpredict.schema import Schema, as_table
+from torchpredict.schema import Schema
+from torchpredict.tables import as_table
 
 __all__ = ["STEP_TYPES", "Impute", "MinMax", "OneHot", "Preprocessor", "Standardize", "Step", "register_step"]
 

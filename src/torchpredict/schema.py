@@ -17,10 +17,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from torchpredict.errors import SchemaError
+from torchpredict.tables import as_table
 
 _ROW = re.compile(r"\brow (\d+)")
 
-__all__ = ["MAX_CATEGORIES", "Column", "ColumnStats", "Schema", "Validated", "as_table"]
+__all__ = ["MAX_CATEGORIES", "Column", "ColumnStats", "Schema", "Validated"]
 
 MAX_CATEGORIES = 1000  # more distinct strings than this: categories are not recorded (None)
 _DTYPES = {
@@ -140,7 +141,7 @@ class Schema:
             raise SchemaError(shifted) from None
 
     def _validate(self, data: Any, keep: Sequence[str]) -> Validated:
-        table = _table(data, {c.name: c.dtype for c in self.features})
+        table = as_table(data, expected={c.name: c.dtype for c in self.features})
         self._check_columns(table, keep)
         out_of_range: dict[str, int] = {}
         arrays, names = [], []
@@ -182,102 +183,6 @@ class Schema:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Schema:
         return cls(tuple(Column.from_dict(c) for c in d["columns"]))
-
-
-def as_table(data: Any) -> pa.Table:
-    """Turn a pyarrow Table/RecordBatch, pandas DataFrame, dict of columns or list of records into a Table.
-
-    >>> as_table([{"a": 1}, {"a": 2}]).num_rows
-    2
-    """
-    return _table(data, {})
-
-
-# -- reading ---------------------------------------------------------------------------------------
-
-
-def _table(data: Any, expected: Mapping[str, str]) -> pa.Table:
-    """as_table; `expected` (column -> dtype) only words the error for a column of mixed Python values."""
-    if isinstance(data, pa.Table):
-        return data
-    if isinstance(data, pa.RecordBatch):
-        return pa.Table.from_batches([data])
-    try:
-        if type(data).__module__.startswith("pandas"):
-            return _from_pandas(data, expected)
-        if isinstance(data, Mapping):
-            return pa.table({str(k): _array(v, str(k), expected.get(str(k))) for k, v in data.items()})
-        if isinstance(data, list) and all(isinstance(r, Mapping) for r in data):
-            return _from_records(data, expected)
-        if hasattr(data, "__arrow_c_stream__"):  # polars and other Arrow producers
-            return pa.table(data)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise SchemaError(f"cannot read the input as a table: {exc}") from None
-    raise SchemaError(
-        f"cannot read input of type {type(data).__name__}; pass a pyarrow Table, pandas DataFrame, "
-        "dict of columns or list of records"
-    )
-
-
-def _from_pandas(df: Any, expected: Mapping[str, str]) -> pa.Table:
-    try:
-        return pa.Table.from_pandas(df, preserve_index=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):  # an object column mixing kinds: say where
-        return pa.table({str(n): _list_array(df[n].tolist(), str(n), expected.get(str(n))) for n in df})
-
-
-def _from_records(records: list[Mapping[str, Any]], expected: Mapping[str, str]) -> pa.Table:
-    try:
-        return pa.Table.from_pylist(records)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        names = [str(n) for n in dict.fromkeys(k for r in records for k in r)]
-        return pa.table({n: _list_array([r.get(n) for r in records], n, expected.get(n)) for n in names})
-
-
-def _array(values: Any, name: str, expected: str | None) -> pa.Array | pa.ChunkedArray:
-    if isinstance(values, (pa.Array, pa.ChunkedArray)):
-        return values
-    if isinstance(values, np.ndarray) and values.ndim > 1:  # rows of a tensor column
-        inner = _array(values.reshape(-1, *values.shape[2:]), name, expected)
-        return pa.FixedSizeListArray.from_arrays(inner, values.shape[1])
-    if isinstance(values, np.ndarray) and values.dtype != object:
-        return pa.array(values)
-    if type(values).__module__.startswith("pandas"):
-        return pa.array(values)
-    return _list_array(list(values), name, expected)
-
-
-def _list_array(values: list[Any], name: str, expected: str | None) -> pa.Array:
-    """pa.array, but a column of mixed Python values names its first odd value and row."""
-    try:
-        return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        kinds = [_kind(v) for v in values]  # error path only: a Python loop is fine here
-        first = next((k for k in kinds if k is not None), None)
-        group = _group(expected or first)
-        row = next((i for i, k in enumerate(kinds) if k is not None and _group(k) != group), None)
-        if row is None:
-            raise SchemaError(f"column {name!r}: cannot read the values: {exc}") from None
-        got = f"{values[row]!r} ({kinds[row]}) at row {row}"
-        if expected:
-            raise SchemaError(f"column {name!r}: expected {expected}, got {got}") from None
-        raise SchemaError(f"column {name!r}: mixed value types: {first} values, then {got}") from None
-
-
-def _kind(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, (bool, np.bool_)):
-        return "bool"
-    if isinstance(value, (int, np.integer)):
-        return "int64"
-    if isinstance(value, (float, np.floating)):
-        return "float64"
-    return "string" if isinstance(value, str) else type(value).__name__
-
-
-def _group(kind: str | None) -> str | None:
-    return "number" if kind in ("float32", "float64", "int32", "int64") else kind
 
 
 # -- types and statistics --------------------------------------------------------------------------

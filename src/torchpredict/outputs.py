@@ -1,0 +1,101 @@
+"""Model outputs: which tensor of a model's raw output (tensor, tuple/list or dict) a head reads.
+
+A model may return one tensor, a tuple or list of them, a namedtuple or a dict. Each output head names
+the part it reads (`output`: None, a tuple index or a key); picking it out is done here, once, with
+messages that say what the model actually returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchpredict.errors import ModelLoadError
+
+__all__ = ["Output", "as_tensor", "select_output"]
+
+Output = str | int | None
+
+
+def select_output(raw: Any, output: Output, *, head: str = "prediction") -> torch.Tensor:
+    """Pick one head's tensor out of a model's return value: a tensor, a tuple/list, or a dict.
+
+    output None means the model's only output; an int is a tuple index; a str is a dict key (or a
+    namedtuple field). NumPy arrays count as tensors.
+
+    >>> select_output({"logits": torch.zeros(2, 3)}, "logits", head="species").shape
+    torch.Size([2, 3])
+    """
+    if output is None:
+        value = _only_output(raw, head)
+    elif isinstance(output, str):
+        value = _keyed_output(raw, output, head)
+    else:
+        value = _indexed_output(raw, output, head)
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    if not isinstance(value, torch.Tensor):
+        raise ModelLoadError(f"head {head!r} reads {_which(output)}, which is a {type(value).__name__}, "
+                             "not a tensor")
+    return value
+
+
+def as_tensor(raw: Any) -> torch.Tensor:
+    """A selected output as a detached CPU tensor, ready to read into Arrow columns."""
+    tensor = raw if isinstance(raw, torch.Tensor) else torch.as_tensor(np.asarray(raw))
+    return tensor.detach().cpu()
+
+
+def _only_output(raw: Any, head: str) -> Any:
+    if _is_leaf(raw):
+        return raw
+    if isinstance(raw, Mapping | tuple | list) and len(raw) == 1:
+        return next(iter(raw.values())) if isinstance(raw, Mapping) else raw[0]
+    if isinstance(raw, Mapping):
+        fix = "set output='<key>' to pick one"
+    elif isinstance(raw, tuple | list):
+        fix = f"set output=0..{len(raw) - 1} to pick one" if raw else "the model returned nothing"
+    else:
+        fix = "expected a tensor, tuple, list or dict"
+    raise ModelLoadError(f"head {head!r} reads the model's only output but the model returned "
+                         f"{_returned(raw)}; {fix}")
+
+
+def _keyed_output(raw: Any, key: str, head: str) -> Any:
+    if isinstance(raw, Mapping) and key in raw:
+        return raw[key]
+    if isinstance(raw, tuple) and key in getattr(raw, "_fields", ()):
+        return getattr(raw, key)
+    raise ModelLoadError(f"head {head!r} reads output {key!r} but the model returned {_returned(raw)}")
+
+
+def _indexed_output(raw: Any, index: int, head: str) -> Any:
+    if isinstance(raw, tuple | list) and index < len(raw):
+        return raw[index]
+    fix = "; set output to a key" if isinstance(raw, Mapping) else ""
+    fix = "; use output=None" if _is_leaf(raw) else fix
+    raise ModelLoadError(f"head {head!r} reads output {index} but the model returned {_returned(raw)}{fix}")
+
+
+def _returned(raw: Any) -> str:
+    """How a model's return value is described in messages."""
+    if _is_leaf(raw):
+        return "a single tensor"
+    if isinstance(raw, Mapping):
+        return f"keys {list(raw.keys())!r}"
+    if isinstance(raw, tuple) and hasattr(raw, "_fields"):
+        return f"a {type(raw).__name__} with fields {list(raw._fields)!r}"
+    if isinstance(raw, tuple | list):
+        return f"a {type(raw).__name__} of {len(raw)} output(s)"
+    return f"a {type(raw).__name__}"
+
+
+def _which(output: Output) -> str:
+    return "the model's only output" if output is None else f"output {output!r}"
+
+
+def _is_leaf(raw: Any) -> bool:
+    return isinstance(raw, torch.Tensor | np.ndarray)

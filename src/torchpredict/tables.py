@@ -1,0 +1,109 @@
+"""Tables: every table-like way in (records, pandas, dicts of columns, Arrow and its producers) as a pa.Table.
+
+Reading is where a column of mixed Python values fails, so the message is worded here: it names the
+column, the first odd value and its row (and the expected dtype, when the schema knows it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from torchpredict.errors import SchemaError
+
+__all__ = ["as_table"]
+
+
+def as_table(data: Any, *, expected: Mapping[str, str] | None = None) -> pa.Table:
+    """Turn a pyarrow Table/RecordBatch, pandas DataFrame, dict of columns or list of records into a Table.
+
+    expected: column -> dtype; it only words the error for a column of mixed Python values
+    (`Schema.validate` passes its features' dtypes).
+
+    >>> as_table([{"a": 1}, {"a": 2}]).num_rows
+    2
+    """
+    expected = {} if expected is None else expected
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    try:
+        if type(data).__module__.startswith("pandas"):
+            return _from_pandas(data, expected)
+        if isinstance(data, Mapping):
+            return pa.table({str(k): _array(v, str(k), expected.get(str(k))) for k, v in data.items()})
+        if isinstance(data, list) and all(isinstance(r, Mapping) for r in data):
+            return _from_records(data, expected)
+        if hasattr(data, "__arrow_c_stream__"):  # polars and other Arrow producers
+            return pa.table(data)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise SchemaError(f"cannot read the input as a table: {exc}") from None
+    raise SchemaError(
+        f"cannot read input of type {type(data).__name__}; pass a pyarrow Table, pandas DataFrame, "
+        "dict of columns or list of records"
+    )
+
+
+def _from_pandas(df: Any, expected: Mapping[str, str]) -> pa.Table:
+    try:
+        return pa.Table.from_pandas(df, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # an object column mixing kinds: say where
+        return pa.table({str(n): _list_array(df[n].tolist(), str(n), expected.get(str(n))) for n in df})
+
+
+def _from_records(records: list[Mapping[str, Any]], expected: Mapping[str, str]) -> pa.Table:
+    try:
+        return pa.Table.from_pylist(records)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        names = [str(n) for n in dict.fromkeys(k for r in records for k in r)]
+        return pa.table({n: _list_array([r.get(n) for r in records], n, expected.get(n)) for n in names})
+
+
+def _array(values: Any, name: str, expected: str | None) -> pa.Array | pa.ChunkedArray:
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return values
+    if isinstance(values, np.ndarray) and values.ndim > 1:  # rows of a tensor column
+        inner = _array(values.reshape(-1, *values.shape[2:]), name, expected)
+        return pa.FixedSizeListArray.from_arrays(inner, values.shape[1])
+    if isinstance(values, np.ndarray) and values.dtype != object:
+        return pa.array(values)
+    if type(values).__module__.startswith("pandas"):
+        return pa.array(values)
+    return _list_array(list(values), name, expected)
+
+
+def _list_array(values: list[Any], name: str, expected: str | None) -> pa.Array:
+    """pa.array, but a column of mixed Python values names its first odd value and row."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        kinds = [_kind(v) for v in values]  # error path only: a Python loop is fine here
+        first = next((k for k in kinds if k is not None), None)
+        group = _group(expected or first)
+        row = next((i for i, k in enumerate(kinds) if k is not None and _group(k) != group), None)
+        if row is None:
+            raise SchemaError(f"column {name!r}: cannot read the values: {exc}") from None
+        got = f"{values[row]!r} ({kinds[row]}) at row {row}"
+        if expected:
+            raise SchemaError(f"column {name!r}: expected {expected}, got {got}") from None
+        raise SchemaError(f"column {name!r}: mixed value types: {first} values, then {got}") from None
+
+
+def _kind(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, (int, np.integer)):
+        return "int64"
+    if isinstance(value, (float, np.floating)):
+        return "float64"
+    return "string" if isinstance(value, str) else type(value).__name__
+
+
+def _group(kind: str | None) -> str | None:
+    return "number" if kind in ("float32", "float64", "int32", "int64") else kind
