@@ -111,3 +111,18 @@ def test_no_rows_in_gives_no_rows_out_with_the_same_columns(wine, wine_bundle):
     empty = predictor.predict(table.slice(0, 0), keep=["id"])
     assert empty.num_rows == 0
     assert empty.column_names == predictor.predict(table.slice(0, 2), keep=["id"]).column_names
+
+
+def test_raw_output_head_names_columns_from_the_output_it_sees(wine, tmp_path):
+    from torchpredict.interpretation import RawOutput
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(wine["train"].num_columns, 4).eval()
+    path = save(tmp_path / "raw.tpk", model, preprocessor=wine["preprocessor"], heads=RawOutput("embedding"),
+                examples=wine["train"])
+    predictions = load(path, device="cpu").predict(wine["new"].slice(0, 3))
+    assert predictions.column_names == [f"embedding_{i}" for i in range(4)]
+    x = torch.from_numpy(wine["preprocessor"].transform(wine["new"].slice(0, 3))["x"])
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert np.array_equal(np.column_stack([c.to_numpy() for c in predictions.columns]), expected)

@@ -114,10 +114,18 @@ class Predictor:
         start = 0
         for raw in self.infer(inputs):
             columns = self.interpret(raw)
-            n_rows = len(next(iter(columns.values())))
-            kept = {name: table.column(name).slice(start, n_rows) for name in passthrough}
-            start += n_rows
-            yield pa.Table.from_pydict({**kept, **columns}).combine_chunks().to_batches()[0]
+            yield self._assemble(table, passthrough, start, columns)
+            start += len(next(iter(columns.values())))
+
+    @staticmethod
+    def _assemble(table: pa.Table, passthrough: list[str], start: int, columns: dict) -> pa.RecordBatch:
+        """Kept input columns for rows start.. followed by the prediction columns."""
+        clash = set(passthrough) & set(columns)
+        if clash:
+            raise SchemaError(f"kept column(s) {sorted(clash)} would overwrite prediction columns of the same name")
+        n_rows = len(next(iter(columns.values())))
+        kept = {name: table.column(name).slice(start, n_rows).combine_chunks() for name in passthrough}
+        return pa.RecordBatch.from_pydict({**kept, **columns})
 
     def _empty_batch(self, table: pa.Table, keep: Sequence[str]) -> pa.RecordBatch:
         """No rows in, no rows out, but with the columns a non-empty input would have had."""
@@ -125,15 +133,11 @@ class Predictor:
             raise SchemaError("the input holds no rows")
         one_row = self.schema.validate(self.golden.inputs.slice(0, 1)).table
         columns = self.interpret(next(iter(self.infer(self.preprocessor.transform(one_row)))))
-        kept = {name: table.column(name).combine_chunks() for name in self._passthrough_names(table, keep)}
         empty = {name: column.slice(0, 0) for name, column in columns.items()}
-        return pa.RecordBatch.from_pydict({**kept, **empty})
+        return self._assemble(table, self._passthrough_names(table, keep), 0, empty)
 
     def _passthrough_names(self, table: pa.Table, keep: Sequence[str]) -> list[str]:
         wanted = [column.name for column in self.schema.passthrough] + list(keep)
-        clash = set(wanted) & set(self.prediction_columns)
-        if clash:
-            raise SchemaError(f"kept column(s) {sorted(clash)} would overwrite prediction columns of the same name")
         return [name for name in dict.fromkeys(wanted) if name in table.column_names]
 
     def infer(self, inputs: dict) -> Iterator[RawOutput]:

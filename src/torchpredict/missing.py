@@ -1,0 +1,85 @@
+"""Missing values: fill them with a statistic learned from the training data."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from torchpredict.errors import PreprocessingError
+from torchpredict.steps import Step, is_numeric, register_step, string_values
+
+__all__ = ["Impute"]
+
+
+@register_step
+class Impute(Step):
+    """Fill missing values (null or NaN) with a training statistic or a constant."""
+
+    type = "impute"
+    state = ("statistics_",)
+    strategies = ("mean", "median", "most_frequent", "constant")
+
+    def __init__(self, columns: Sequence[str], *, strategy: str = "mean", fill_value: Any = None) -> None:
+        if strategy not in self.strategies:
+            raise PreprocessingError(
+                f"Impute strategy must be one of {', '.join(map(repr, self.strategies))}, got {strategy!r}"
+            )
+        if strategy == "constant" and fill_value is None:
+            raise PreprocessingError("Impute(strategy='constant') needs a fill_value")
+        super().__init__(columns, strategy=strategy, fill_value=fill_value)
+
+    def fit(self, frame: pa.Table) -> Impute:
+        self.statistics_ = tuple(self._statistic(frame, n) for n in self.columns)
+        return self
+
+    def transform(self, frame: pa.Table) -> pa.Table:
+        self._check_fitted()
+        for name, fill in zip(self.columns, self.statistics_, strict=True):
+            frame = frame.set_column(frame.column_names.index(name), name, self._filled(frame, name, fill))
+        return frame
+
+    def _filled(self, frame: pa.Table, name: str, fill: float | str) -> pa.ChunkedArray | pa.Array:
+        if isinstance(fill, str):
+            return pc.fill_null(string_values(self._column(frame, name)), fill)
+        x = self._numbers(frame, name)
+        return pa.array(np.where(np.isnan(x), fill, x))
+
+    def _statistic(self, frame: pa.Table, name: str) -> float | str:
+        strategy, fill = self.params["strategy"], self.params["fill_value"]
+        if is_numeric(self._column(frame, name).type):
+            if strategy != "constant":
+                return _numeric_statistic(self._fit_values(frame, name), strategy)
+            if isinstance(fill, str):
+                raise PreprocessingError(
+                    f"{self!r}: fill_value {fill!r} is a string but column {name!r} is numeric"
+                )
+            return float(fill)
+        if strategy in ("mean", "median"):
+            raise PreprocessingError(
+                f"{self!r}: column {name!r} is not numeric; use strategy='most_frequent' or 'constant'"
+            )
+        return str(fill) if strategy == "constant" else self._most_frequent_string(frame, name)
+
+    def _most_frequent_string(self, frame: pa.Table, name: str) -> str:
+        counts = pc.value_counts(pc.drop_null(string_values(self._column(frame, name))))
+        if not len(counts):
+            raise PreprocessingError(f"{self!r}: column {name!r} has no non-missing values to fit on")
+        values = counts.field("values").to_numpy(zero_copy_only=False)
+        n = counts.field("counts").to_numpy()
+        return str(min(values[n == n.max()]))  # ties: the smallest, like scikit-learn
+
+
+
+def _numeric_statistic(x: np.ndarray, strategy: str) -> float:
+    if strategy == "mean":
+        return float(x.mean())
+    if strategy == "median":
+        return float(np.median(x))
+    values, counts = np.unique(x, return_counts=True)
+    return float(values[np.argmax(counts)])  # np.unique sorts: ties go to the smallest value
+
+
