@@ -8,6 +8,16 @@ import sys
 import torchpredict
 
 PUBLIC = {
+    "Bucketize",
+    "Clip",
+    "DriftReport",
+    "IndexEncode",
+    "Log1p",
+    "MaxAbs",
+    "Power",
+    "Robust",
+    "RunStats",
+    "from_sklearn",
     "BinaryClassification",
     "BundleError",
     "DeviceError",

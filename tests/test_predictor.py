@@ -10,6 +10,7 @@ import torch
 from torchpredict.bundle import load, save
 from torchpredict.errors import OutOfRangeWarning, SchemaError
 from torchpredict.interpretation import MulticlassClassification, Regression
+from torchpredict.predictor import RunStats
 
 
 class TwoHeads(torch.nn.Module):
@@ -74,7 +75,7 @@ def test_values_outside_the_training_range_are_counted_in_a_warning(wine, wine_b
     rows = wine["new"].slice(0, 4).to_pylist()
     rows[0]["alcohol"] = 1000.0
     rows[2]["alcohol"] = -5.0
-    with pytest.warns(OutOfRangeWarning, match=r"2 value\(s\) outside the training range.*'alcohol' \(2\)"):
+    with pytest.warns(OutOfRangeWarning, match=r"^1 column drifted in 4 rows: 'alcohol' 2 out of range$"):
         load(wine_bundle, device="cpu").predict(rows)
 
 
@@ -126,3 +127,73 @@ def test_raw_output_head_names_columns_from_the_output_it_sees(wine, tmp_path):
     with torch.no_grad():
         expected = model(x).numpy()
     assert np.array_equal(np.column_stack([c.to_numpy() for c in predictions.columns]), expected)
+
+
+# -- rejects and run statistics --------------------------------------------------------------------
+
+
+def with_bad_rows(wine, bad: dict[int, tuple[str, object]]) -> list[dict]:
+    """40 training rows (no drift of their own) with some values replaced."""
+    rows = wine["train"].slice(0, 40).to_pylist()
+    for row, (column, value) in bad.items():
+        rows[row][column] = value
+    return rows
+
+
+def test_rejects_receives_the_bad_rows_and_the_others_are_predicted(wine, wine_bundle):
+    rows = with_bad_rows(wine, {3: ("alcohol", "forty"), 7: ("hue", None)})
+    predictor = load(wine_bundle, device="cpu")
+    rejected = []
+    predictions = predictor.predict(rows, rejects=rejected.append)
+    good = [r for i, r in enumerate(rows) if i not in (3, 7)]
+    assert predictions.equals(predictor.predict(good))
+    [table] = rejected
+    assert table.column("row").to_pylist() == [3, 7]
+    assert table.column("reason").to_pylist() == [
+        "column 'alcohol': expected float64, got 'forty' (string)",
+        "column 'hue': missing value (null or NaN); the column is not nullable",
+    ]
+    assert table.column("alcohol")[0].as_py() == "forty"
+    assert table.column_names[2:] == [c.name for c in predictor.schema.columns]
+
+
+def test_streaming_with_rejects_counts_rows_across_batches(wine, wine_bundle):
+    rows = with_bad_rows(wine, {5: ("alcohol", "x"), 25: ("proline", np.nan), 26: ("alcohol", 1000.0)})
+    predictor = load(wine_bundle, device="cpu", batch_size=8)
+    stats, rejected = RunStats(), []
+    batches = list(predictor.predict_batches([rows[:20], rows[20:]], stats=stats, rejects=rejected.append))
+    good = [r for i, r in enumerate(rows) if i not in (5, 25)]
+    expected = pa.concat_tables([predictor.predict(good[:19]), predictor.predict(good[19:])])  # same model batches
+    assert pa.Table.from_batches(batches).equals(expected)
+    assert [t.column("row").to_pylist() for t in rejected] == [[5], [25]]
+    assert (stats.rows_in, stats.rows_predicted, stats.rows_rejected) == (len(rows), len(rows) - 2, 2)
+    assert stats.drift == predictor.schema.validate(good).drift
+    assert stats.describe() == [f"{len(rows) - 2} of {len(rows)} rows predicted", "2 rejected",
+                                f"1 column drifted in {len(rows) - 2} rows: 'alcohol' 1 out of range"]
+
+
+def test_run_stats_keep_the_counts_the_cli_reads(wine, wine_bundle):
+    rows = with_bad_rows(wine, {0: ("alcohol", 1000.0), 2: ("alcohol", -5.0)})
+    stats = RunStats()
+    list(load(wine_bundle, device="cpu").predict_batches([rows], stats=stats))
+    assert stats.rows == stats.rows_predicted == len(rows) and stats.rows_rejected == 0
+    assert stats.out_of_range == {"alcohol": 2}
+    assert stats.describe_out_of_range() == stats.drift.summary() != ""
+    assert stats.describe() == [f"{len(rows)} rows predicted", stats.drift.summary()]
+
+
+def test_a_batch_whose_rows_are_all_rejected_predicts_no_rows_with_the_usual_columns(wine, wine_bundle):
+    predictor = load(wine_bundle, device="cpu")
+    rows = with_bad_rows(wine, {i: ("alcohol", None) for i in range(4)})
+    rejected = []
+    empty = predictor.predict(rows[:4], rejects=rejected.append)
+    assert empty.num_rows == 0 and empty.column_names == predictor.predict(rows[4:6]).column_names
+    assert rejected[0].column("row").to_pylist() == [0, 1, 2, 3]
+    batches = list(predictor.predict_batches([rows[:4], rows[4:]], rejects=rejected.append))
+    assert [b.num_rows for b in batches] == [0, len(rows) - 4]
+
+
+def test_without_rejects_a_bad_row_still_stops_the_run(wine, wine_bundle):
+    rows = with_bad_rows(wine, {3: ("alcohol", "forty")})
+    with pytest.raises(SchemaError, match=r"^column 'alcohol': expected float64, got 'forty' \(string\) at row 3$"):
+        load(wine_bundle, device="cpu").predict(rows)

@@ -1,18 +1,33 @@
-"""Preprocessing: training statistics reused at inference, a row equals its batch bitwise, JSON, errors."""
+"""Preprocessing: training statistics reused at inference, a row equals its batch bitwise, routing into
+named model inputs (an embedding model end to end), JSON, errors."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+import torch
 from sklearn.datasets import load_diabetes, load_wine
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
+from torch import nn
 
+from torchpredict.bundle import load, save
 from torchpredict.errors import PreprocessingError
-from torchpredict.preprocessing import STEP_TYPES, Impute, MinMax, OneHot, Preprocessor, Standardize, Step
+from torchpredict.interpretation import Regression
+from torchpredict.preprocessing import (
+    STEP_TYPES,
+    Impute,
+    IndexEncode,
+    MinMax,
+    OneHot,
+    Preprocessor,
+    Standardize,
+    Step,
+)
 
 
 @pytest.fixture(scope="module")
@@ -105,38 +120,6 @@ def test_impute_strategies() -> None:
     assert Impute(["a"]).fit(nan).transform(nan).column("a").to_pylist() == [1.0, 2.0, 3.0]
 
 
-# -- categories ------------------------------------------------------------------------------------
-
-
-def test_onehot_sorted_string_categories_named_col_eq_cat_in_place() -> None:
-    table = pa.table({"n": [1.0, 2.0, 3.0], "city": ["oslo", "lima", "paris"], "z": [0.0, 0.0, 0.0]})
-    step = OneHot(["city"]).fit(table)
-    assert step.categories_ == (("lima", "oslo", "paris"),)
-    out = step.transform(table)
-    assert out.column_names == ["n", "city=lima", "city=oslo", "city=paris", "z"]
-    assert np.array_equal(np.column_stack([out.column(i) for i in (1, 2, 3)]), np.eye(3)[[1, 0, 2]])
-
-
-def test_onehot_of_a_numeric_column_keys_on_its_string_form() -> None:
-    table = pa.table({"plan": pa.array([10, 2, 1], pa.int32())})
-    step = OneHot(["plan"]).fit(table)
-    assert step.categories_ == (("1", "10", "2"),)  # sorted as strings
-    assert step.transform(table).column_names == ["plan=1", "plan=10", "plan=2"]
-
-
-def test_onehot_given_categories_keep_their_order() -> None:
-    table = pa.table({"c": ["b", "a"]})
-    for given in ([["b", "a", "c"]], {"c": ["b", "a", "c"]}):
-        step = OneHot(["c"], categories=given).fit(table)
-        assert step.transform(table).column_names == ["c=b", "c=a", "c=c"]
-
-
-def test_onehot_ignore_encodes_unknown_and_null_as_all_zeros() -> None:
-    step = OneHot(["c"], handle_unknown="ignore").fit(pa.table({"c": ["a", "b"]}))
-    out = step.transform(pa.table({"c": ["b", "zzz", None]}))
-    assert np.array_equal(np.column_stack(out.columns), [[0.0, 1.0], [0.0, 0.0], [0.0, 0.0]])
-
-
 # -- the preprocessor ------------------------------------------------------------------------------
 
 
@@ -191,6 +174,150 @@ def test_validated_then_transformed_equals_transformed() -> None:
     assert np.array_equal(pre.transform(validated.table)["x"], pre.transform(mixed())["x"])
 
 
+# -- model inputs ----------------------------------------------------------------------------------
+
+
+def routed() -> Preprocessor:
+    steps = [Impute(["age"], strategy="median"), Standardize(["age"]), OneHot(["city"]),
+             IndexEncode(["plan"], handle_unknown="reserved"), IndexEncode(["visits"], handle_unknown="reserved")]
+    return Preprocessor(steps, passthrough=["id"], inputs={"codes": ["plan", "visits"], "dense": ["city", "age"]})
+
+
+def test_inputs_route_columns_and_expanded_columns_into_named_arrays_in_order() -> None:
+    pre = routed().fit(mixed())
+    assert pre.inputs_ == {"codes": ("plan", "visits"), "dense": ("city=lima", "city=oslo", "city=paris",
+                                                                  "city=null", "age")}
+    assert pre.input_dtypes_ == {"codes": "int64", "dense": "float32"}
+    out = pre.transform(mixed())
+    assert list(out) == ["codes", "dense"]
+    assert out["codes"].dtype == np.int64 and out["codes"].tolist() == [[1, 4], [2, 2], [1, 1], [3, 5], [2, 3],
+                                                                        [2, 3]]
+    assert out["dense"].dtype == np.float32 and out["dense"].shape == (6, 5)
+    assert out["dense"][2, :4].tolist() == [0.0, 0.0, 0.0, 1.0]  # a missing city seen in training is a category
+    assert {c.name for c in pre.schema_.columns if c.nullable} == {"age", "city", "plan", "visits"}
+
+
+def test_an_input_mixing_codes_and_numbers_is_float32_and_codes_alone_are_int64_by_default() -> None:
+    table = pa.table({"a": [1.0, 2.0], "c": ["u", "v"]})
+    steps = [IndexEncode(["c"], handle_unknown="reserved")]
+    mixed_input = Preprocessor(steps, inputs={"both": ["c", "a"]}).fit_transform(table)["both"]
+    assert mixed_input.dtype == np.float32 and mixed_input.tolist() == [[1.0, 1.0], [2.0, 2.0]]
+    alone = Preprocessor(steps, features=["c"]).fit_transform(table)
+    assert list(alone) == ["x"] and alone["x"].dtype == np.int64 and alone["x"].tolist() == [[1], [2]]
+    restandardized = Preprocessor([*steps, Standardize(["c"])], features=["c"]).fit_transform(table)["x"]
+    assert restandardized.dtype == np.float32  # a later step turned the codes into numbers
+
+
+def test_replaced_columns_are_traced_through_neighbours_and_later_steps() -> None:
+    table = pa.table({"ab": ["x", "y"], "a": ["p", "q"], "n": [1.0, 2.0]})
+    pre = Preprocessor([Impute(["ab"], strategy="most_frequent"), OneHot(["ab", "a"]), MinMax(["ab=x"])],
+                       inputs={"first": ["a"], "second": ["ab", "n"]}).fit(table)
+    assert pre.inputs_ == {"first": ("a=p", "a=q"), "second": ("ab=x", "ab=y", "n")}
+
+
+def test_a_row_alone_gives_the_same_inputs_as_in_a_batch() -> None:
+    pre = routed().fit(mixed())
+    batch = pre.transform(mixed())
+    for i in range(mixed().num_rows):
+        alone = pre.transform(mixed().slice(i, 1))
+        assert all(np.array_equal(alone[name][0], batch[name][i]) for name in batch)
+
+
+def test_inputs_round_trip_and_bundles_written_before_inputs_existed_still_load() -> None:
+    pre = routed()
+    assert via_json(pre) == pre and via_json(pre).inputs == pre.inputs
+    pre.fit(mixed())
+    again = via_json(pre)
+    assert again == pre and again.inputs_ == pre.inputs_ and again.input_dtypes_ == pre.input_dtypes_
+    assert all(np.array_equal(again.transform(mixed())[k], v) for k, v in pre.transform(mixed()).items())
+    old = mixed_preprocessor().fit(mixed()).to_dict()
+    del old["inputs"], old["state"]["inputs"]
+    loaded = Preprocessor.from_dict(old)
+    assert loaded.inputs is None and loaded.input_dtypes_ == {"x": "float32"}
+    assert loaded.transform(mixed())["x"].shape == (6, 8)
+
+
+def test_inputs_that_do_not_cover_the_columns_or_name_unknown_ones() -> None:
+    with pytest.raises(PreprocessingError, match=r"^column\(s\) 'visits' of the transformed data go to no model "
+                                                 r"input; add them to inputs=\{\.\.\.\}, or leave them out of"):
+        Preprocessor([OneHot(["city"], handle_unknown="ignore")], features=["city", "visits"],
+                     inputs={"x": ["city"]}).fit(mixed())
+    with pytest.raises(PreprocessingError, match=r"^inputs\['x'\]: 'cty' is not a column of the transformed data nor "
+                                                 r"one a step replaced; the transformed columns are 'visits', 'city=l"):
+        Preprocessor([OneHot(["city"])], features=["visits", "city"], inputs={"x": ["visits", "cty"]}).fit(mixed())
+    with pytest.raises(PreprocessingError, match=r"^inputs\['x'\] holds 'city=lima' more than once"):
+        Preprocessor([OneHot(["city"])], features=["city"], inputs={"x": ["city", "city=lima"]}).fit(mixed())
+
+
+@pytest.mark.parametrize(("inputs", "message"), [
+    ({}, r"inputs must map model input names to lists of columns, got \{\}"),
+    ({"x": "age"}, r"inputs\['x'\] must be a non-empty list of column names, got 'age'"),
+    ({"x": []}, r"inputs\['x'\] must be a non-empty list of column names, got \[\]"),
+    ({"": ["age"]}, r"inputs: model input names must be non-empty strings, got ''"),
+    ({"x": ["age", "age"]}, r"inputs\['x'\] names 'age' more than once"),
+])
+def test_bad_inputs(inputs: dict, message: str) -> None:
+    with pytest.raises(PreprocessingError, match=message):
+        Preprocessor(inputs=inputs)
+
+
+def test_inputs_and_input_name_exclude_each_other() -> None:
+    with pytest.raises(PreprocessingError, match=r"pass either input_name \('features'\) or inputs, not both"):
+        Preprocessor(input_name="features", inputs={"x": ["a"]})
+
+
+class EmbeddingRegressor(nn.Module):
+    """An embedding table per categorical column, concatenated with the numeric features."""
+
+    def __init__(self, cardinalities: tuple[int, ...], n_numbers: int, width: int = 3) -> None:
+        super().__init__()
+        self.embeddings = nn.ModuleList(nn.Embedding(n, width) for n in cardinalities)
+        self.mlp = nn.Sequential(nn.Linear(width * len(cardinalities) + n_numbers, 16), nn.ReLU(), nn.Linear(16, 1))
+
+    def forward(self, codes: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:
+        parts = [embedding(codes[:, i]) for i, embedding in enumerate(self.embeddings)]
+        return self.mlp(torch.cat([*parts, numbers], dim=1))
+
+
+def test_an_embedding_model_saves_loads_and_predicts_through_the_bundle(tmp_path: Path) -> None:
+    raw = load_diabetes(scaled=False, as_frame=True).frame
+    rows = np.arange(len(raw))
+    table = pa.table({
+        "age": raw["age"].astype(int).to_numpy(),
+        "sex": pa.array(np.where(raw["sex"] == 1, "f", "m"), pa.string(), mask=rows % 29 == 0),
+        "s4": raw["s4"].to_numpy(),
+        **{name: raw[name].to_numpy() for name in ("bmi", "bp", "s5")},
+    })
+    train, test = table.slice(0, 350), table.slice(350)
+    categorical = ["age", "sex", "s4"]
+    pre = Preprocessor([IndexEncode(categorical, handle_unknown="reserved", min_frequency=2),
+                        Standardize(["bmi", "bp", "s5"])],
+                       inputs={"codes": categorical, "numbers": ["bmi", "bp", "s5"]}).fit(train)
+    target = raw["target"].to_numpy()
+    head = Regression("progression", scale=True).fit(target[:350])
+    model = EmbeddingRegressor(pre.steps[0].cardinality_, 3)
+    inputs = {k: torch.from_numpy(v) for k, v in pre.transform(train).items()}
+    y = torch.from_numpy(head.encode_target(target[:350])).reshape(-1, 1)
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(60):
+        optimizer.zero_grad()
+        nn.functional.mse_loss(model(*inputs.values()), y).backward()
+        optimizer.step()
+    model.eval()
+
+    path = save(tmp_path / "embedding.tpk", model, preprocessor=pre, heads=head, examples=train, storage="export")
+    predictor = load(path, device="cpu", verify=True)
+    assert [(i["name"], i["dtype"], i["shape"]) for i in predictor.model_entry["inputs"]] == [
+        ("codes", "int64", [3]), ("numbers", "float32", [3])]
+    unseen = pre.transform(test)["codes"]
+    assert (unseen == 0).any()  # ages, s4 values and missing sexes the model never saw
+    got = predictor.predict(test).column("progression").to_numpy()
+    with torch.no_grad():
+        expected = head.interpret(model(*(torch.from_numpy(v) for v in pre.transform(test).values())))
+    np.testing.assert_allclose(got, expected["progression"].to_numpy(), rtol=1e-5, atol=1e-4)
+    assert np.corrcoef(got, target[350:])[0, 1] > 0.3  # it learned something
+
 # -- JSON round trip -------------------------------------------------------------------------------
 
 
@@ -222,7 +349,7 @@ def test_preprocessor_round_trip_fitted_and_unfitted() -> None:
 
 
 def test_step_types_come_only_from_the_registry() -> None:
-    assert {"standardize", "minmax", "impute", "onehot"} <= set(STEP_TYPES)
+    assert {"standardize", "minmax", "impute", "onehot", "indexencode"} <= set(STEP_TYPES)
     with pytest.raises(PreprocessingError, match=r"unknown preprocessing step type 'os:system'; known: "):
         Step.from_dict({"type": "os:system", "columns": ["a"], "params": {}, "state": None})
 
@@ -255,19 +382,12 @@ def test_unknown_category_names_column_value_row_and_known_categories() -> None:
     )
     with pytest.raises(PreprocessingError, match=message):
         pre.transform(data)
-    step = OneHot(["plan"]).fit(pa.table({"plan": [1, 2]}))
-    with pytest.raises(
-        PreprocessingError, match=r"column 'plan': unknown category 7 at row 1 .* known categories: '1', '2'"
-    ):
-        step.transform(pa.table({"plan": [2, 7]}))
-    with pytest.raises(PreprocessingError, match=r"column 'plan': unknown category null at row 0"):
-        step.transform(pa.table({"plan": pa.array([None, 1], pa.int64())}))
 
 
 def test_string_column_without_an_encoder() -> None:
     with pytest.raises(
         PreprocessingError,
-        match=r"column 'city' holds strings and no step encodes it; add OneHot\(\['city'\]\)",
+        match=r"column 'city' holds strings and no step encodes it; add OneHot\(\['city'\]\) or IndexEncode",
     ):
         Preprocessor([Impute(["city"], strategy="most_frequent")], features=["visits", "city"]).fit(mixed())
 
@@ -277,10 +397,11 @@ def test_missing_training_values_without_a_step_for_them() -> None:
         PreprocessingError, match=r"column 'age' has 1 missing value\(s\) .*; add Impute\(\['age'\]\)$"
     ):
         Preprocessor(features=["age"]).fit(mixed())
-    with pytest.raises(
-        PreprocessingError, match=r"add Impute\(\['city'\], strategy='most_frequent'\) or OneHot"
-    ):
-        Preprocessor([OneHot(["city"])], features=["city"]).fit(mixed())
+    fix = r"add Impute\(\['city'\], strategy='most_frequent'\), OneHot\(\['city'\]\) or IndexEncode\(\['city'\], "
+    with pytest.raises(PreprocessingError, match=fix + r"handle_unknown='reserved'\)$"):
+        Preprocessor([Standardize(["age"])], features=["city"]).fit(mixed())
+    with pytest.raises(PreprocessingError, match=r"IndexEncode\(columns=\['city'\]\): column 'city' has missing"):
+        Preprocessor([IndexEncode(["city"])], features=["city"]).fit(mixed())
 
 
 def test_transform_with_missing_columns() -> None:
@@ -337,11 +458,3 @@ def test_bad_parameters() -> None:
         Impute(["a"], strategy="mode")
     with pytest.raises(PreprocessingError, match=r"Impute\(strategy='constant'\) needs a fill_value"):
         Impute(["a"], strategy="constant")
-    with pytest.raises(
-        PreprocessingError, match=r"OneHot handle_unknown must be 'error' or 'ignore', got 'skip'"
-    ):
-        OneHot(["a"], handle_unknown="skip")
-    with pytest.raises(
-        PreprocessingError, match=r"OneHot categories must give a non-empty list for each of the 2"
-    ):
-        OneHot(["a", "b"], categories=[["x"]])

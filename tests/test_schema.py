@@ -91,7 +91,50 @@ def test_too_many_categories_are_not_recorded_nor_checked() -> None:
     many = [f"c{i}" for i in range(MAX_CATEGORIES + 1)]
     schema = Schema.from_table({"c": many}, features=["c"])
     assert schema.columns[0].stats.categories is None
+    assert schema.columns[0].stats.category_counts is None
     assert schema.validate({"c": ["new"]}).out_of_range == {}
+
+
+def test_category_counts_are_the_training_rows_of_each_category() -> None:
+    wine = load_wine(as_frame=True)
+    cultivar = [str(wine.target_names[i]) for i in wine.target]
+    data = {"cultivar": cultivar, "alcohol": wine.data["alcohol"]}
+    schema = Schema.from_table(data, features=["cultivar", "alcohol"])
+    stats = schema.columns[0].stats
+    names, counts = np.unique(cultivar, return_counts=True)
+    assert stats.categories == tuple(names)
+    assert stats.category_counts == tuple(counts.tolist())
+    assert stats.category_frequencies == dict(zip(names.tolist(), counts.tolist(), strict=True))
+    assert schema.columns[1].stats.category_counts is None and schema.columns[1].stats.category_frequencies == {}
+    assert mixed_schema().columns[2].stats.category_counts == (1, 2, 1)  # lima, oslo, paris; the null is not one
+    assert round_trip(schema) == schema
+
+
+def test_category_counts_must_pair_up_with_the_categories() -> None:
+    with pytest.raises(SchemaError, match=r"2 category count\(s\) for 3 categories; they must pair up one to one"):
+        ColumnStats(categories=("a", "b", "c"), category_counts=(1, 2))
+    with pytest.raises(SchemaError, match=r"1 category count\(s\) for no categories"):
+        ColumnStats.from_dict({"category_counts": [1]})
+
+
+def test_from_dict_ignores_keys_a_newer_version_adds() -> None:
+    schema = mixed_schema()
+    d = json.loads(json.dumps(schema.to_dict()))
+    d["future"] = {"anything": 1}
+    for column in d["columns"]:
+        column["tokenizer"] = "bpe"
+        if column["stats"] is not None:
+            column["stats"]["quantiles"] = [0.1, 0.5]
+    assert Schema.from_dict(d) == schema
+
+
+def test_a_schema_written_before_category_counts_still_reads() -> None:
+    d = mixed_schema().to_dict()
+    for column in d["columns"]:
+        if column["stats"] is not None:
+            del column["stats"]["category_counts"]
+    city = Schema.from_dict(d).columns[2]
+    assert city.stats.categories == ("lima", "oslo", "paris") and city.stats.category_counts is None
 
 
 # -- validation: the happy path --------------------------------------------------------------------
@@ -275,3 +318,182 @@ def test_from_table_errors() -> None:
         Schema.from_table({"when": when}, features=["when"])
     with pytest.raises(SchemaError, match=r"column 'seq': cannot infer a fixed per-row shape .*\[1, 2\]"):
         Schema.from_table({"seq": [[1.0], [1.0, 2.0]]}, features=["seq"])
+
+
+# -- on_error="reject": failing rows set aside with their reasons ----------------------------------
+
+
+def test_reject_sets_failing_rows_aside_with_the_raised_wording() -> None:
+    data = {
+        "age": [10.0, 1e300, 99.0, 30.0, None, 20.0],
+        "visits": [3, 8, 3.5, None, 2, 1],
+        "city": ["oslo", "rome", None, "lima", "oslo", "paris"],
+        "member": [True, True, False, True, True, None],
+        "id": ["a", "b", "c", "d", "e", "f"],
+    }
+    validated = mixed_schema().validate(data, on_error="reject")
+    assert validated.table.column("id").to_pylist() == ["a", "e"]
+    assert validated.table.column_names == ["age", "visits", "city", "member", "id"]
+    assert validated.rejected.schema.names == ["row", "reason", "age", "visits", "city", "member", "id"]
+    assert validated.rejected.to_pylist() == [
+        {"row": 1, "reason": "column 'age': expected float32, got 1e+300 (float64)",
+         "age": "1e+300", "visits": "8", "city": "rome", "member": "true", "id": "b"},
+        {"row": 2, "reason": "column 'visits': expected int64, got 3.5 (float64)",
+         "age": "99", "visits": "3.5", "city": None, "member": "false", "id": "c"},
+        {"row": 3, "reason": "column 'visits': missing value (null or NaN); the column is not nullable",
+         "age": "30", "visits": None, "city": "lima", "member": "true", "id": "d"},
+        {"row": 5, "reason": "column 'member': missing value (null or NaN); the column is not nullable",
+         "age": "20", "visits": "1", "city": "paris", "member": None, "id": "f"},
+    ]
+    assert validated.rows_in == 6
+
+
+def test_a_reason_is_the_error_raise_mode_gives_for_that_row(diabetes: pd.DataFrame) -> None:
+    schema = Schema.from_table(diabetes, features=["age", "bmi", "s1"])
+    bad_cells = {4: ("age", "old"), 9: ("bmi", None), 17: ("s1", [1.0])}
+
+    def frame(*rows: int) -> pd.DataFrame:
+        data = diabetes[["age", "bmi", "s1"]].head(30).astype(object)
+        for row in rows:
+            data.at[row, bad_cells[row][0]] = bad_cells[row][1]
+        return data
+
+    rejected = schema.validate(frame(*bad_cells), on_error="reject").rejected
+    assert rejected.column("row").to_pylist() == [4, 9, 17]
+    reasons = rejected.column("reason").to_pylist()
+    assert reasons == [
+        "column 'age': expected float64, got 'old' (string)",
+        "column 'bmi': missing value (null or NaN); the column is not nullable",
+        "column 's1': expected float64, got [1.0] (list)",
+    ]
+    raised = {}
+    for row in bad_cells:
+        with pytest.raises(SchemaError) as info:
+            schema.validate(frame(row))
+        raised[row] = str(info.value)
+    assert raised == {
+        4: f"{reasons[0]} at row 4",
+        9: "column 'bmi': 1 row(s) with missing values (null or NaN), first at row 9; the column is not nullable",
+        17: f"{reasons[2]} at row 17",
+    }
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [{"age": 31}, {"age": 40.5}, {"age": None}, {"age": "forty"}],
+        {"age": [31, 40.5, None, "forty"]},
+        pd.DataFrame({"age": pd.Series([31, 40.5, None, "forty"], dtype=object)}),
+    ],
+    ids=["records", "dict", "pandas"],
+)
+def test_a_value_arrow_cannot_read_rejects_its_row_only(data: object) -> None:
+    validated = Schema((Column("age", "float32", nullable=True),)).validate(data, on_error="reject", first_row=100)
+    assert validated.table.column("age").to_pylist() == [31.0, 40.5, None]
+    assert validated.rejected.to_pylist() == [
+        {"row": 103, "reason": "column 'age': expected float32, got 'forty' (string)", "age": "forty"}
+    ]
+
+
+def test_a_kept_column_of_mixed_values_rejects_its_odd_rows_with_the_raised_wording() -> None:
+    schema = Schema.from_table({"x": [1.0, 2.0]}, features=["x"])
+    rows = [{"x": 1.0, "note": 1}, {"x": 2.0, "note": "b"}, {"x": 1.5, "note": 3}]
+    message = r"^column 'note': mixed value types: int64 values, then 'b' \(string\) at row 1$"
+    with pytest.raises(SchemaError, match=message):
+        schema.validate(rows, keep=["note"])
+    validated = schema.validate(rows, keep=["note"], on_error="reject")
+    assert validated.table.to_pylist() == [{"x": 1.0, "note": 1}, {"x": 1.5, "note": 3}]
+    assert validated.rejected.column("reason").to_pylist() == [
+        "column 'note': mixed value types: int64 values, then 'b' (string)"
+    ]
+
+
+def test_a_row_failing_several_checks_is_rejected_once_with_the_first_reason() -> None:
+    data = {"age": ["x", 1.0], "visits": [None, 1], "city": [7, 8], "member": [True, True]}
+    rejected = mixed_schema().validate(data, on_error="reject").rejected
+    assert rejected.column("row").to_pylist() == [0, 1]
+    assert rejected.column("reason").to_pylist() == [
+        "column 'age': expected float32, got 'x' (string)",
+        "column 'city': expected string, got 8 (int64)",
+    ]
+
+
+def test_rejected_values_are_text_json_for_non_strings() -> None:
+    schema = Schema.from_table({"x": [1.0, 2.0], "v": [[1, 2], [3, 4]], "ok": [True, False]}, features=["x", "v", "ok"])
+    data = {"x": [np.nan, np.inf, 0.5], "v": [[1, 2], [3, 4], [5, 6, 7]], "ok": [True, None, None]}
+    rejected = schema.validate(data, on_error="reject").rejected
+    assert rejected.drop(["reason"]).to_pylist() == [
+        {"row": 0, "x": "NaN", "v": "[1, 2]", "ok": "true"},
+        {"row": 1, "x": "Infinity", "v": "[3, 4]", "ok": None},
+        {"row": 2, "x": "0.5", "v": "[5, 6, 7]", "ok": None},
+    ]
+    assert json.loads(rejected.column("v")[2].as_py()) == [5, 6, 7]
+
+
+def test_tensor_rows_of_the_wrong_shape_are_rejected_and_the_rest_cast() -> None:
+    schema = Schema.from_table({"img": np.arange(12.0).reshape(2, 2, 3)}, features=["img"])
+    rows = [[[1, 2, 3], [4, 5, 6]], [[1, 2, 3], [4, 5]], [[1, 2, 3], None], [[1, 2, 3], [4, 5, "x"]], [[0] * 3] * 2]
+    validated = schema.validate({"img": rows}, on_error="reject")
+    assert validated.table.column("img").type == pa.list_(pa.list_(pa.float64(), 3), 2)
+    assert validated.table.column("img").to_pylist() == [[[1, 2, 3], [4, 5, 6]], [[0, 0, 0], [0, 0, 0]]]
+    assert validated.rejected.column("reason").to_pylist() == [
+        "column 'img': expected per-row shape (2, 3), got a list of 2",
+        "column 'img': missing value (null or NaN); the column is not nullable",
+        "column 'img': expected float64, got 'x' (string)",
+    ]
+    assert validated.rejected.column("img")[2].as_py() == '[[1, 2, 3], [4, 5, "x"]]'
+
+
+def test_whole_column_problems_still_raise_when_rejecting() -> None:
+    schema = mixed_schema()
+    with pytest.raises(SchemaError, match=r"^missing column\(s\) 'age', 'member'$"):
+        schema.validate({"visits": [1], "city": ["oslo"]}, on_error="reject")
+    with pytest.raises(SchemaError, match=r"unexpected column\(s\) 'foo'"):
+        schema.validate({"age": [1.0], "visits": [1], "city": ["a"], "member": [True], "foo": [1]}, on_error="reject")
+    with pytest.raises(SchemaError, match=r"duplicate column\(s\) 'age'"):
+        schema.validate(pa.Table.from_arrays([pa.array([1.0]), pa.array([2.0])], names=["age", "age"]),
+                        on_error="reject")
+    img = Schema.from_table({"img": np.zeros((2, 3))}, features=["img"])
+    with pytest.raises(SchemaError, match=r"column 'img': expected per-row shape \(3,\), got float64"):
+        img.validate({"img": [1.0]}, on_error="reject")
+
+
+def test_no_failing_row_no_rejected_table_and_on_error_is_checked() -> None:
+    data = {"age": [1.0], "visits": [1], "city": ["oslo"], "member": [True]}
+    assert mixed_schema().validate(data, on_error="reject").rejected is None
+    assert mixed_schema().validate(data).rejected is None
+    with pytest.raises(ValueError, match=r"on_error must be 'raise' or 'reject', got 'skip'"):
+        mixed_schema().validate(data, on_error="skip")
+
+
+def test_input_columns_named_row_or_reason_keep_their_names() -> None:
+    schema = Schema.from_table({"row": [1.0, 2.0], "reason": ["a", "b"], "_row": [0, 1]}, features=["row", "reason"],
+                               passthrough=["_row"])
+    rejected = schema.validate({"row": [None], "reason": ["a"], "_row": [5]}, on_error="reject").rejected
+    assert rejected.column_names == ["__row", "_reason", "row", "reason", "_row"]
+    assert rejected.to_pylist()[0]["__row"] == 0
+
+
+def test_rejecting_is_vectorised_over_many_rows(diabetes: pd.DataFrame) -> None:
+    schema = Schema.from_table(diabetes, features=list(diabetes.columns))
+    big = pd.concat([diabetes] * 500, ignore_index=True)  # 221,000 rows
+    bad = np.arange(len(big)) % 3 == 0
+    big.loc[bad, "bmi"] = np.nan
+    validated = schema.validate(big, on_error="reject", first_row=7)
+    assert validated.rejected.num_rows == bad.sum()
+    assert validated.rejected.column("row").to_numpy().tolist() == (np.flatnonzero(bad) + 7).tolist()
+    assert np.array_equal(validated.table.column("s5").to_numpy(), big.loc[~bad, "s5"].to_numpy())
+
+
+def test_values_read_from_text_are_parsed_and_only_non_numbers_rejected():
+    schema = Schema.from_table({"age": [31.0, 40.0], "n": [1, 2]}, features=["age", "n"])
+    data = {"age": ["35", "forty", "1e3", "-2.5"], "n": ["1", "2", "x", "4"]}
+    validated = schema.validate(data, on_error="reject", text=True)
+    assert validated.table.column("age").to_pylist() == [35.0, -2.5]
+    assert validated.table.column("n").to_pylist() == [1, 4]
+    assert [(r["row"], r["reason"]) for r in validated.rejected.to_pylist()] == [
+        (1, "column 'age': expected float64, got 'forty' (string)"),
+        (2, "column 'n': expected int64, got 'x' (string)"),
+    ]
+    with pytest.raises(SchemaError, match=r"column 'age': expected float64, got 'forty' \(string\) at row 1"):
+        schema.validate(data, text=True)

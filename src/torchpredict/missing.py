@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from torchpredict.errors import PreprocessingError
+from torchpredict.numeric import replace_columns
 from torchpredict.steps import Step, is_numeric, register_step, string_values
 
 __all__ = ["Impute"]
@@ -17,30 +18,42 @@ __all__ = ["Impute"]
 
 @register_step
 class Impute(Step):
-    """Fill missing values (null or NaN) with a training statistic or a constant."""
+    """Fill missing values (null or NaN) with a training statistic or a constant; ~ SimpleImputer.
+
+    add_indicator adds a 0/1 column f"{col}_missing" right after each column that had missing values
+    in training (like sklearn's indicator, which covers only those columns).
+    """
 
     type = "impute"
-    state = ("statistics_",)
+    state = ("statistics_", "indicator_columns_")
     strategies = ("mean", "median", "most_frequent", "constant")
+    indicator_columns_: tuple[str, ...] = ()  # what steps fitted before add_indicator existed load with
 
-    def __init__(self, columns: Sequence[str], *, strategy: str = "mean", fill_value: Any = None) -> None:
+    def __init__(
+        self, columns: Sequence[str], *, strategy: str = "mean", fill_value: Any = None, add_indicator: bool = False
+    ) -> None:
         if strategy not in self.strategies:
             raise PreprocessingError(
                 f"Impute strategy must be one of {', '.join(map(repr, self.strategies))}, got {strategy!r}"
             )
         if strategy == "constant" and fill_value is None:
             raise PreprocessingError("Impute(strategy='constant') needs a fill_value")
-        super().__init__(columns, strategy=strategy, fill_value=fill_value)
+        super().__init__(columns, strategy=strategy, fill_value=fill_value, add_indicator=bool(add_indicator))
 
     def fit(self, frame: pa.Table) -> Impute:
         self.statistics_ = tuple(self._statistic(frame, n) for n in self.columns)
+        indicate = self.params["add_indicator"]
+        self.indicator_columns_ = tuple(n for n in self.columns if indicate and _missing(self._column(frame, n)).any())
         return self
 
     def transform(self, frame: pa.Table) -> pa.Table:
         self._check_fitted()
+        blocks = {}
         for name, fill in zip(self.columns, self.statistics_, strict=True):
-            frame = frame.set_column(frame.column_names.index(name), name, self._filled(frame, name, fill))
-        return frame
+            blocks[name] = {name: self._filled(frame, name, fill)}
+            if name in self.indicator_columns_:
+                blocks[name][f"{name}_missing"] = pa.array(_missing(self._column(frame, name)).astype(np.float64))
+        return replace_columns(frame, blocks)
 
     def _filled(self, frame: pa.Table, name: str, fill: float | str) -> pa.ChunkedArray | pa.Array:
         if isinstance(fill, str):
@@ -54,9 +67,7 @@ class Impute(Step):
             if strategy != "constant":
                 return _numeric_statistic(self._fit_values(frame, name), strategy)
             if isinstance(fill, str):
-                raise PreprocessingError(
-                    f"{self!r}: fill_value {fill!r} is a string but column {name!r} is numeric"
-                )
+                raise PreprocessingError(f"{self!r}: fill_value {fill!r} is a string but column {name!r} is numeric")
             return float(fill)
         if strategy in ("mean", "median"):
             raise PreprocessingError(
@@ -73,6 +84,9 @@ class Impute(Step):
         return str(min(values[n == n.max()]))  # ties: the smallest, like scikit-learn
 
 
+def _missing(col: pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(pc.is_null(col, nan_is_null=True).to_numpy(zero_copy_only=False), dtype=bool)
+
 
 def _numeric_statistic(x: np.ndarray, strategy: str) -> float:
     if strategy == "mean":
@@ -81,5 +95,3 @@ def _numeric_statistic(x: np.ndarray, strategy: str) -> float:
         return float(np.median(x))
     values, counts = np.unique(x, return_counts=True)
     return float(values[np.argmax(counts)])  # np.unique sorts: ties go to the smallest value
-
-

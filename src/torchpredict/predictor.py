@@ -7,13 +7,14 @@ on its device and the output heads, and is safe to share between threads (it kee
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import torch
 
+from torchpredict.drift import DriftReport
 from torchpredict.errors import ModelLoadError, OutOfRangeWarning, SchemaError
 from torchpredict.golden import GoldenExamples, Verification
 from torchpredict.inference import RawOutput, forward, iter_forward, to_tensors
@@ -25,28 +26,45 @@ from torchpredict.storage import check_inputs
 __all__ = ["Predictor", "RunStats"]
 
 DEFAULT_BATCH_SIZE = 1024
+Rejects = Callable[[pa.Table], Any]  # receives the rejected rows of each batch
 
 
 @dataclass
 class RunStats:
-    """What a streaming run saw: rows predicted and values outside the training range per column."""
+    """What a run saw: input rows, rows predicted, rows rejected, and the drift of the predicted rows."""
 
-    rows: int = 0
-    out_of_range: dict[str, int] = field(default_factory=dict)
+    rows_in: int = 0
+    rows_predicted: int = 0
+    rows_rejected: int = 0
+    drift: DriftReport = field(default_factory=DriftReport)
 
     def add(self, validated: Validated) -> None:
-        self.rows += validated.table.num_rows
-        for column, count in validated.out_of_range.items():
-            if count:
-                self.out_of_range[column] = self.out_of_range.get(column, 0) + count
+        """Count one validated batch."""
+        self.rows_in += validated.rows_in
+        self.rows_predicted += validated.table.num_rows
+        self.rows_rejected += validated.rows_in - validated.table.num_rows
+        self.drift.add(validated.drift)
+
+    def describe(self) -> list[str]:
+        """Parts of a summary line: ['998 of 1,000 rows predicted', '2 rejected', '1 column drifted ...']."""
+        if self.rows_rejected:
+            parts = [f"{self.rows_predicted:,} of {self.rows_in:,} rows predicted", f"{self.rows_rejected:,} rejected"]
+        else:
+            parts = [f"{self.rows_predicted:,} rows predicted"]
+        return parts + ([self.drift.summary()] if self.drift else [])
+
+    # -- the pre-drift-report view, for callers written against it ---------------------------------
+
+    @property
+    def rows(self) -> int:
+        return self.rows_predicted
+
+    @property
+    def out_of_range(self) -> dict[str, int]:
+        return self.drift.outside_training()
 
     def describe_out_of_range(self) -> str:
-        """'12 value(s) outside the training range: 'age' (10), 'bmi' (2)', or '' when none."""
-        if not self.out_of_range:
-            return ""
-        total = sum(self.out_of_range.values())
-        parts = ", ".join(f"'{name}' ({count})" for name, count in self.out_of_range.items())
-        return f"{total} value(s) outside the training range or categories: {parts}"
+        return self.drift.summary()
 
 
 class Predictor:
@@ -79,30 +97,45 @@ class Predictor:
     def prediction_columns(self) -> list[str]:
         return [name for head in self.heads for name in head.column_names()]
 
-    def predict(self, data: Any, *, keep: Sequence[str] = ()) -> pa.Table:
+    def predict(self, data: Any, *, keep: Sequence[str] = (), rejects: Rejects | None = None) -> pa.Table:
         """Predict for a table, records, a pandas DataFrame or a dict of columns; returns an Arrow table.
 
         Columns the schema marks as passthrough (and those named in keep) come first, then the
-        prediction columns of each head. Values outside the training range raise an OutOfRangeWarning.
+        prediction columns of each head. rejects: None raises a SchemaError at the first bad row; a
+        callable receives the rows failing validation (see Schema.validate) and the others are predicted.
+        Inputs that drifted from training give an OutOfRangeWarning whose message is the drift summary.
+
+        >>> rejected = []                                              # doctest: +SKIP
+        >>> predictor.predict(rows, rejects=rejected.append)           # doctest: +SKIP
         """
         stats = RunStats()
-        table = pa.Table.from_batches(list(self.predict_batches([data], keep=keep, stats=stats)))
-        if stats.out_of_range:
-            warnings.warn(stats.describe_out_of_range(), OutOfRangeWarning, stacklevel=2)
-        return table
+        batches = list(self.predict_batches([data], keep=keep, stats=stats, rejects=rejects))
+        if stats.drift:
+            warnings.warn(stats.drift.summary(), OutOfRangeWarning, stacklevel=2)
+        if not batches:  # every row rejected, and no golden row to shape an empty result with
+            raise SchemaError(f"all {stats.rows_in:,} input row(s) were rejected; nothing to predict")
+        return pa.Table.from_batches(batches)
 
-    def predict_batches(self, batches: Iterable[Any], *, keep: Sequence[str] = (),
-                        stats: RunStats | None = None) -> Iterator[pa.RecordBatch]:
+    def predict_batches(self, batches: Iterable[Any], *, keep: Sequence[str] = (), stats: RunStats | None = None,
+                        rejects: Rejects | None = None, text: bool = False) -> Iterator[pa.RecordBatch]:
         """Stream predictions, one output batch per model batch, in input order.
 
-        Each item is a record batch or anything `predict` accepts; error messages count rows across them.
+        Each item is a record batch or anything `predict` accepts; row numbers (in errors and in rejected
+        rows) count rows across them. rejects: None raises at the first bad row; a callable gets each
+        batch's rejected rows (columns row, reason, then the input values as text) and the run goes on.
+        text: the batches were read from a text format (CSV/TSV), so numbers may arrive as strings.
         """
+        on_error = "raise" if rejects is None else "reject"
         first_row = 0
         for batch in batches:
-            validated = self.schema.validate(batch, keep=keep, first_row=first_row)
-            first_row += validated.table.num_rows
+            validated = self.schema.validate(batch, keep=keep, first_row=first_row, on_error=on_error, text=text)
+            first_row += validated.rows_in
             if stats is not None:
                 stats.add(validated)
+            if validated.rejected is not None and rejects is not None:
+                rejects(validated.rejected)
+                if validated.table.num_rows == 0 and self.golden is None:
+                    continue
             yield from self._predict_validated(validated.table, keep)
 
     def _predict_validated(self, table: pa.Table, keep: Sequence[str]) -> Iterator[pa.RecordBatch]:

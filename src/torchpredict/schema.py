@@ -2,42 +2,52 @@
 
 Inference code downstream trusts typed tables, so every way in (records, pandas, Arrow, files) is
 checked here for missing and unexpected columns, lossless dtypes, per-row shapes and nulls, with
-messages that name the column, the row and the value. Training statistics flag out-of-range inputs.
+messages that name the column, the row and the value, or (on_error="reject") sets failing rows aside
+with those messages as reasons. Training statistics (range, categories and their counts, missing rate)
+feed the drift report of every validated batch.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from torchpredict.drift import DriftReport, count_drift
 from torchpredict.errors import SchemaError
 from torchpredict.tables import as_table
+from torchpredict.validation import (
+    DTYPES,
+    RowProblems,
+    check_column,
+    check_nulls,
+    decoded,
+    dtype_name,
+    is_list,
+    leaves,
+    read_input,
+    show_type,
+    target_type,
+)
 
 _ROW = re.compile(r"\brow (\d+)")
 
 __all__ = ["MAX_CATEGORIES", "Column", "ColumnStats", "Schema", "Validated"]
 
-MAX_CATEGORIES = 1000  # more distinct strings than this: categories are not recorded (None)
-_DTYPES = {
-    "float32": pa.float32(),
-    "float64": pa.float64(),
-    "int32": pa.int32(),
-    "int64": pa.int64(),
-    "bool": pa.bool_(),
-    "string": pa.string(),
-}
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+MAX_CATEGORIES = 1000  # more distinct strings than this: neither categories nor their counts are recorded
 
 
 @dataclass(frozen=True)
 class ColumnStats:
-    """Training statistics of one column (over non-missing values; NaN counts as missing)."""
+    """Training statistics of one column (over non-missing values; NaN counts as missing).
+
+    category_counts[i] is the number of training rows holding categories[i] (string columns).
+    """
 
     min: float | None = None
     max: float | None = None
@@ -45,16 +55,33 @@ class ColumnStats:
     std: float | None = None
     missing_rate: float = 0.0
     categories: tuple[str, ...] | None = None
+    category_counts: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        counts, cats = self.category_counts, self.categories
+        if counts is not None and (cats is None or len(counts) != len(cats)):
+            raise SchemaError(
+                f"column statistics: {len(counts)} category count(s) for "
+                f"{'no' if cats is None else len(cats)} categories; they must pair up one to one"
+            )
+
+    @property
+    def category_frequencies(self) -> dict[str, int]:
+        """{category: training rows}, or {} when the counts were not recorded."""
+        return dict(zip(self.categories or (), self.category_counts or (), strict=False))
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
-        d["categories"] = None if self.categories is None else list(self.categories)
+        for key in ("categories", "category_counts"):
+            d[key] = None if d[key] is None else list(d[key])
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ColumnStats:
-        cats = d.get("categories")
-        return cls(**{**d, "categories": None if cats is None else tuple(cats)})
+        d = _known(cls, d)
+        for key in ("categories", "category_counts"):
+            d[key] = None if d.get(key) is None else tuple(d[key])
+        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -75,15 +102,38 @@ class Column:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Column:
         stats = None if d.get("stats") is None else ColumnStats.from_dict(d["stats"])
-        return cls(**{**d, "shape": tuple(d.get("shape", ())), "stats": stats})
+        return cls(**{**_known(cls, d), "shape": tuple(d.get("shape", ())), "stats": stats})
+
+
+def _known(cls: type, d: Mapping[str, Any]) -> dict[str, Any]:
+    """d without the keys cls does not know: a newer writer's additive keys are ignored (format version 1)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
 
 
 @dataclass(frozen=True)
 class Validated:
-    """A checked table (features cast, in schema order, then passthrough/kept columns) and range counts."""
+    """The outcome of Schema.validate.
+
+    table: the rows that passed, features cast, in schema order, then passthrough/kept columns.
+    drift: how those rows drifted from training.
+    rejected: with on_error="reject", the rows that failed (columns row, reason, then every input column
+    as text); None when no row failed.
+    """
 
     table: pa.Table
-    out_of_range: dict[str, int]
+    drift: DriftReport
+    rejected: pa.Table | None = None
+
+    @property
+    def out_of_range(self) -> dict[str, int]:
+        """Per column, rows outside the training range or categories (drift.outside_training())."""
+        return self.drift.outside_training()
+
+    @property
+    def rows_in(self) -> int:
+        """Input rows: passed plus rejected."""
+        return self.table.num_rows + (0 if self.rejected is None else self.rejected.num_rows)
 
 
 @dataclass(frozen=True)
@@ -126,35 +176,57 @@ class Schema:
         cols += [_passthrough_column(table.column(n), n) for n in passthrough]
         return cls(tuple(cols))
 
-    def validate(self, data: Any, *, keep: Sequence[str] = (), first_row: int = 0) -> Validated:
-        """Check `data` against the schema and cast features losslessly; raises SchemaError.
+    def validate(
+        self,
+        data: Any,
+        *,
+        keep: Sequence[str] = (),
+        first_row: int = 0,
+        on_error: Literal["raise", "reject"] = "raise",
+        text: bool = False,
+    ) -> Validated:
+        """Check `data` against the schema, cast features losslessly and count drift.
 
         first_row: the input row number of data's first row, so that errors in a file read batch by
         batch name the row of the file.
+        on_error: "raise" a SchemaError at the first bad row, or "reject" the rows failing a per-row check
+        (a value of the wrong kind or range for the dtype, a null in a non-nullable column, a wrong per-row
+        shape): they leave `table` and come back in `rejected` with their reasons. Problems of whole
+        columns (missing, unexpected, duplicated, of a type no row could fix) always raise.
+        text: the values were read from text (CSV/TSV): a numeric column that arrives as strings is parsed,
+        and only strings that are not numbers are wrong. Python callers pass typed values and keep the
+        strict check ('3.5' is not a float).
+
+        >>> schema = Schema.from_table({"age": [31.0, 40.0]}, features=["age"])
+        >>> schema.validate({"age": [35.0, "forty"]}, on_error="reject").rejected.to_pylist()
+        [{'row': 1, 'reason': "column 'age': expected float64, got 'forty' (string)", 'age': 'forty'}]
         """
+        if on_error not in ("raise", "reject"):
+            raise ValueError(f"on_error must be 'raise' or 'reject', got {on_error!r}")
         try:
-            return self._validate(data, keep)
+            return self._validate(data, keep, first_row, RowProblems(collect=on_error == "reject"), text)
         except SchemaError as exc:
             if not first_row:
                 raise
             shifted = _ROW.sub(lambda m: f"row {int(m.group(1)) + first_row}", str(exc))
             raise SchemaError(shifted) from None
 
-    def _validate(self, data: Any, keep: Sequence[str]) -> Validated:
-        table = as_table(data, expected={c.name: c.dtype for c in self.features})
+    def _validate(self, data: Any, keep: Sequence[str], first_row: int, problems: RowProblems,
+                  text: bool) -> Validated:
+        table = read_input(data, self.features, problems)
         self._check_columns(table, keep)
-        out_of_range: dict[str, int] = {}
-        arrays, names = [], []
-        for col in self.features:
-            arr, outside = _validate_column(col, table.column(col.name))
-            arrays.append(arr)
-            names.append(col.name)
-            if outside:
-                out_of_range[col.name] = outside
-        extra = [c.name for c in self.passthrough if c.name in table.column_names]
-        extra += [k for k in dict.fromkeys(keep) if k not in extra and k not in names]
-        arrays += [table.column(n) for n in extra]
-        return Validated(pa.Table.from_arrays(arrays, names=names + extra), out_of_range)
+        found = {c.name: check_column(c, table.column(c.name), problems, text=text) for c in self.features}
+        names = [c.name for c in self.features]
+        names += [c.name for c in self.passthrough if c.name in table.column_names]
+        names += [k for k in dict.fromkeys(keep) if k not in names]
+        rejected = problems.rejected(table, names, first_row)
+        if rejected is not None:
+            table = table.filter(pa.array(problems.accepted(table.num_rows)))
+            found = {c.name: leaves(decoded(table.column(c.name)), c.shape) for c in self.features}
+        arrays = [decoded(table.column(c.name)).cast(target_type(c), safe=False) for c in self.features]
+        arrays += [table.column(n) for n in names[len(arrays):]]
+        drift = count_drift(self.features, found, table.num_rows)
+        return Validated(pa.Table.from_arrays(arrays, names=names), drift, rejected)
 
     def _check_columns(self, table: pa.Table, keep: Sequence[str]) -> None:
         present = table.column_names
@@ -185,77 +257,12 @@ class Schema:
         return cls(tuple(Column.from_dict(c) for c in d["columns"]))
 
 
-# -- types and statistics --------------------------------------------------------------------------
-
-
-def _dtype_name(t: pa.DataType) -> str | None:
-    if pa.types.is_dictionary(t):
-        t = t.value_type
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
-        return "string"
-    if pa.types.is_boolean(t):
-        return "bool"
-    if pa.types.is_floating(t):
-        return "float32" if t.bit_width <= 32 else "float64"
-    if pa.types.is_integer(t):
-        small = t.bit_width <= 32 if pa.types.is_signed_integer(t) else t.bit_width <= 16
-        return "int32" if small else "int64"
-    return None
-
-
-def _is_list(t: pa.DataType) -> bool:
-    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
-
-
-def _show_type(t: pa.DataType) -> str:
-    return _dtype_name(t) or str(t)
-
-
-def _decoded(col: pa.ChunkedArray) -> pa.ChunkedArray:
-    return col.cast(col.type.value_type) if pa.types.is_dictionary(col.type) else col
-
-
-def _np(mask: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """A boolean Arrow mask as numpy, nulls read as False."""
-    return np.asarray(pc.fill_null(mask, False).to_numpy(), dtype=bool)
-
-
-def _leaves(
-    col: pa.ChunkedArray, shape: tuple[int, ...], name: str = ""
-) -> tuple[pa.ChunkedArray, np.ndarray, np.ndarray]:
-    """Values len(shape) list levels down, the row each came from, and the rows holding a null list.
-
-    With a `name`, every list must hold exactly `shape[level]` values (SchemaError naming the row).
-    """
-    rows, null_rows = np.arange(len(col)), [np.empty(0, dtype=np.int64)]
-    for size in shape:
-        if name:
-            _check_level(col, rows, size, shape, name)
-        valid = _np(pc.is_valid(col))
-        lengths = pc.fill_null(pc.list_value_length(col), 0).to_numpy()
-        null_rows.append(rows[~valid])
-        rows = np.repeat(rows[valid], lengths[valid])
-        col = pc.list_flatten(col)
-    return col, rows, np.concatenate(null_rows)
-
-
-def _check_level(
-    col: pa.ChunkedArray, rows: np.ndarray, size: int, shape: tuple[int, ...], name: str
-) -> None:
-    if not _is_list(col.type):
-        raise SchemaError(f"column {name!r}: expected per-row shape {shape}, got {_show_type(col.type)}")
-    lengths = pc.list_value_length(col)
-    bad = np.flatnonzero(_np(pc.not_equal(lengths, size)))
-    if len(bad):
-        raise SchemaError(
-            f"column {name!r}: expected per-row shape {shape}, got a list of "
-            f"{lengths[int(bad[0])].as_py()} at row {int(rows[bad[0]])}"
-        )
+# -- statistics from training data -----------------------------------------------------------------
 
 
 def _infer_shape(col: pa.ChunkedArray, name: str) -> tuple[int, ...]:
     shape: list[int] = []
-    while _is_list(col.type):
+    while is_list(col.type):
         lengths = np.unique(pc.drop_null(pc.list_value_length(col)).to_numpy(zero_copy_only=False))
         if len(lengths) != 1:
             raise SchemaError(
@@ -267,16 +274,11 @@ def _infer_shape(col: pa.ChunkedArray, name: str) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _missing(values: pa.ChunkedArray) -> pa.ChunkedArray:
-    return pc.is_null(values, nan_is_null=True)
-
-
 def _stats(values: pa.ChunkedArray, dtype: str) -> ColumnStats:
-    n_missing = pc.sum(_missing(values)).as_py() or 0
+    n_missing = pc.sum(pc.is_null(values, nan_is_null=True)).as_py() or 0
     missing_rate = n_missing / len(values) if len(values) else 0.0
     if dtype == "string":
-        cats = pc.unique(pc.drop_null(_decoded(values).cast(pa.string()))).to_pylist()
-        return ColumnStats(missing_rate=missing_rate, categories=_capped(sorted(cats)))
+        return ColumnStats(missing_rate=missing_rate, **_categories(values))
     x = pc.fill_null(values.cast(pa.float64()), np.nan).to_numpy()
     x = x[np.isfinite(x)]
     if not len(x):
@@ -284,8 +286,16 @@ def _stats(values: pa.ChunkedArray, dtype: str) -> ColumnStats:
     return ColumnStats(float(x.min()), float(x.max()), float(x.mean()), float(x.std()), missing_rate)
 
 
-def _capped(categories: list[str]) -> tuple[str, ...] | None:
-    return tuple(categories) if len(categories) <= MAX_CATEGORIES else None
+def _categories(values: pa.ChunkedArray) -> dict[str, tuple | None]:
+    """Sorted distinct strings and how many rows hold each; None for both past MAX_CATEGORIES."""
+    counted = pc.value_counts(pc.drop_null(values.cast(pa.string())))
+    if len(counted) > MAX_CATEGORIES:
+        return {"categories": None, "category_counts": None}
+    order = pc.sort_indices(counted.field("values"))
+    return {
+        "categories": tuple(counted.field("values").take(order).to_pylist()),
+        "category_counts": tuple(counted.field("counts").take(order).to_pylist()),
+    }
 
 
 def _check_names(table: pa.Table, features: Sequence[str], passthrough: Sequence[str]) -> None:
@@ -298,98 +308,24 @@ def _check_names(table: pa.Table, features: Sequence[str], passthrough: Sequence
 
 
 def _feature_column(col: pa.ChunkedArray, name: str, nullable: bool) -> Column:
-    col = _decoded(col)
+    col = decoded(col)
     shape = _infer_shape(col, name)
-    values, rows, null_rows = _leaves(col, shape)
-    dtype = _dtype_name(values.type)
+    found = leaves(col, shape)
+    dtype = dtype_name(found[0].type)
     if dtype is None:
         raise SchemaError(
-            f"column {name!r}: type {values.type} is not supported for features; supported: "
-            f"{', '.join(_DTYPES)} (or fixed-length lists of them)"
+            f"column {name!r}: type {found[0].type} is not supported for features; supported: "
+            f"{', '.join(DTYPES)} (or fixed-length lists of them)"
         )
-    column = Column(name, dtype, shape, nullable, "feature", _stats(values, dtype))
+    column = Column(name, dtype, shape, nullable, "feature", _stats(found[0], dtype))
     if not nullable:
-        _check_nulls(column, values, rows, null_rows, " in the training data; list it in nullable=[...]")
+        hint = " in the training data; list it in nullable=[...]"
+        check_nulls(name, found, RowProblems(collect=False), hint)
     return column
 
 
 def _passthrough_column(col: pa.ChunkedArray, name: str) -> Column:
-    return Column(name, _show_type(col.type), (), col.null_count > 0, "passthrough", None)
-
-
-# -- validation ------------------------------------------------------------------------------------
-
-
-def _validate_column(column: Column, col: pa.ChunkedArray) -> tuple[pa.ChunkedArray, int]:
-    col = _decoded(col)
-    values, rows, null_rows = _leaves(col, column.shape, column.name)
-    _check_dtype(column, values, rows)
-    if not column.nullable:
-        _check_nulls(column, values, rows, null_rows, "; the column is not nullable")
-    outside = _count_out_of_range(column, values.cast(_DTYPES[column.dtype], safe=False))
-    return col.cast(_target_type(column), safe=False), outside
-
-
-def _target_type(column: Column) -> pa.DataType:
-    t = _DTYPES[column.dtype]
-    for size in reversed(column.shape):
-        t = pa.list_(t, size)
-    return t
-
-
-def _check_dtype(column: Column, values: pa.ChunkedArray, rows: np.ndarray) -> None:
-    bad = np.flatnonzero(_bad_values(values, column.dtype))
-    if len(bad):
-        idx = int(bad[0])
-        raise SchemaError(
-            f"column {column.name!r}: expected {column.dtype}, got {values[idx].as_py()!r} "
-            f"({_show_type(values.type)}) at row {int(rows[idx])}"
-        )
-
-
-def _bad_values(values: pa.ChunkedArray, dtype: str) -> np.ndarray:
-    """A mask of the values that cannot become `dtype` losslessly."""
-    source = _dtype_name(values.type)
-    target = _DTYPES[dtype]
-    if values.type == target or source == dtype == "string" or pa.types.is_null(values.type):
-        return np.zeros(len(values), dtype=bool)
-    numeric = source is not None and source not in ("bool", "string")
-    if dtype.startswith("float") and numeric:
-        if target == pa.float32() and values.type == pa.float64():
-            x = pc.fill_null(values, 0.0).to_numpy()
-            return np.isfinite(x) & (np.abs(x) > _FLOAT32_MAX)
-        return np.zeros(len(values), dtype=bool)
-    if dtype.startswith("int") and numeric:
-        back = values.cast(target, safe=False).cast(values.type, safe=False)
-        return _np(pc.not_equal(back, values)) & ~_np(_missing(values))
-    return _np(pc.is_valid(values))  # incompatible kinds: every present value is wrong
-
-
-def _check_nulls(
-    column: Column, values: pa.ChunkedArray, rows: np.ndarray, null_rows: np.ndarray, hint: str
-) -> None:
-    bad = np.union1d(null_rows, rows[_np(_missing(values))])
-    if len(bad):
-        raise SchemaError(
-            f"column {column.name!r}: {len(bad)} row(s) with missing values (null or NaN), "
-            f"first at row {int(bad[0])}{hint}"
-        )
-
-
-def _count_out_of_range(column: Column, values: pa.ChunkedArray) -> int:
-    stats = column.stats
-    if stats is None:
-        return 0
-    if column.dtype == "string":
-        if stats.categories is None:
-            return 0
-        unseen = pc.is_null(pc.index_in(values, value_set=pa.array(stats.categories, pa.string())))
-        return pc.sum(pc.and_(unseen, pc.is_valid(values))).as_py() or 0
-    if stats.min is None or stats.max is None:
-        return 0
-    x = pc.fill_null(values.cast(pa.float64()), np.nan).to_numpy()
-    with np.errstate(invalid="ignore"):
-        return int(np.count_nonzero((x < stats.min) | (x > stats.max)))
+    return Column(name, show_type(col.type), (), col.null_count > 0, "passthrough", None)
 
 
 def _quoted(names: Iterable[str]) -> str:
