@@ -458,3 +458,65 @@ def test_bad_parameters() -> None:
         Impute(["a"], strategy="mode")
     with pytest.raises(PreprocessingError, match=r"Impute\(strategy='constant'\) needs a fill_value"):
         Impute(["a"], strategy="constant")
+
+
+# --- text: token ids as model inputs -------------------------------------------------------------------------
+
+
+def test_a_text_column_becomes_an_int64_input_of_token_ids() -> None:
+    from torchpredict.preprocessing import TextEncode
+
+    table = pa.table({"text": ["abc", "ba"], "x": [1.0, 2.0]})
+    pre = Preprocessor([TextEncode(["text"], max_length=4)], inputs={"src": ["text"], "x": ["x"]}).fit(table)
+    out = pre.transform(table)
+    assert pre.input_dtypes_ == {"src": "int64", "x": "float32"}
+    assert out["src"].dtype == np.int64 and out["src"].tolist() == [[4, 5, 6, 2], [5, 4, 2, 0]]
+    assert out["src"].flags.writeable  # torch.from_numpy warns about read-only arrays
+    again = Preprocessor.from_dict(json.loads(json.dumps(pre.to_dict())))
+    assert np.array_equal(again.transform(table.slice(1))["src"], out["src"][1:])
+
+
+def test_text_lengths_are_opt_in_and_routed_like_any_column() -> None:
+    from torchpredict.preprocessing import TextEncode
+
+    table = pa.table({"text": ["abc", "ba"]})
+    pre = Preprocessor([TextEncode(["text"], max_length=4, lengths=True)],
+                       inputs={"src": ["text"], "lengths": ["text_length"]}).fit(table)
+    assert pre.transform(table)["lengths"].tolist() == [[4.0], [3.0]]
+    with pytest.raises(PreprocessingError, match=r"column\(s\) 'text_length' of the transformed data go to no model"):
+        Preprocessor([TextEncode(["text"], max_length=4, lengths=True)], inputs={"src": ["text"]}).fit(table)
+
+
+def test_token_ids_do_not_mix_with_other_columns_in_one_input() -> None:
+    from torchpredict.preprocessing import TextEncode
+
+    table = pa.table({"text": ["abc"], "x": [1.0]})
+    with pytest.raises(PreprocessingError, match=r"inputs\['src'\] mixes token-id column\(s\) 'text' with other "
+                                                 r"columns \('x'\); give each token-id column a model input"):
+        Preprocessor([TextEncode(["text"], max_length=4)], inputs={"src": ["text", "x"]}).fit(table)
+    with pytest.raises(PreprocessingError, match=r"inputs\['src'\] mixes token-id column\(s\) 'a', 'b'"):
+        Preprocessor([TextEncode(["a", "b"], max_length=4)], inputs={"src": ["a", "b"]}).fit({"a": ["x"], "b": ["y"]})
+
+
+def test_text_that_may_be_missing_is_nullable_in_the_schema() -> None:
+    from torchpredict.preprocessing import TextEncode
+    from torchpredict.text import TextCounts
+
+    table = pa.table({"text": ["ab", None]})
+    pre = Preprocessor([TextEncode(["text"], max_length=3, nulls="empty")]).fit(table)
+    assert pre.schema_.features[0].nullable
+    counts = TextCounts()
+    assert pre.transform({"text": [None, "abz"]}, counts=counts)["x"].tolist() == [[2, 0, 0], [4, 5, 2]]
+    assert (counts.truncated, counts.unknown) == ({"text": 1}, {"text": 0})
+    with pytest.raises(PreprocessingError, match="column 'text' has 1 missing value.*add nulls='empty' to its "
+                                                 "TextEncode step"):
+        Preprocessor([TextEncode(["text"], max_length=3)]).fit(table)
+
+
+def test_importing_preprocessing_registers_the_text_step() -> None:
+    import subprocess
+    import sys
+
+    code = "import torchpredict.preprocessing as p; print('text_encode' in p.STEP_TYPES)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "True", result.stderr

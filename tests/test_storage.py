@@ -109,6 +109,53 @@ def test_tuple_and_dict_outputs_survive_export(tmp_path: Path, model_class: type
     assert_same(eager(model, x), got)
 
 
+class PrefixScorer(torch.nn.Module):
+    """Called as a decoder is, forward(src [n, S], prefix [n, T]) -> [n, T, 5]; T varies from call to call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(7, 5)
+
+    def forward(self, src: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+        return self.embed(prefix) + self.embed(src).mean(dim=1, keepdim=True)
+
+
+def test_extra_dynamic_dimensions_are_exported_and_recorded_as_null(tmp_path: Path) -> None:
+    model = PrefixScorer()
+    src, prefix = torch.randint(0, 7, (4, 6)), torch.randint(0, 7, (4, 3))
+    call = {"kind": "seq2seq", "source": "src", "prefix": "tgt"}
+    entry = store_model(model, {"src": src, "tgt": prefix}, tmp_path, dynamic={"tgt": {1: 9}}, call=call)
+
+    assert entry["format"] == "export" and entry["call"] == call
+    assert entry["inputs"] == [{"name": "src", "dtype": "int64", "shape": [6]},
+                               {"name": "tgt", "dtype": "int64", "shape": [None]}]
+    loaded = load_model(tmp_path, entry, CPU)
+    for rows, length in ((1, 1), (3, 9), (5, 2)):
+        src, prefix = torch.randint(0, 7, (rows, 6)), torch.randint(0, 7, (rows, length))
+        assert_same(eager(model, src, prefix), loaded(src, prefix))
+    check_inputs(entry, {"src": torch.zeros(2, 6, dtype=torch.int64)})  # the prefix is the decoder's to make
+    with pytest.raises(SchemaError, match=r"model input 'src': expected shape \[\*, 6\], got \[2, 5\]"):
+        check_inputs(entry, {"src": torch.zeros(2, 5, dtype=torch.int64)})
+
+
+def test_check_inputs_takes_any_size_where_the_shape_is_null() -> None:
+    entry = {"inputs": [{"name": "ids", "dtype": "int64", "shape": [None, 3]}]}
+    for length in (1, 40):
+        check_inputs(entry, {"ids": torch.zeros(2, length, 3, dtype=torch.int64)})
+    with pytest.raises(SchemaError, match=r"expected shape \[\*, \*, 3\], got \[2, 4, 2\]"):
+        check_inputs(entry, {"ids": torch.zeros(2, 4, 2, dtype=torch.int64)})
+
+
+@pytest.mark.parametrize(("dynamic", "message"), [
+    ({"y": {1: 4}}, r"dynamic names input 'y', which is not one of the example inputs \['x'\]"),
+    ({"x": {0: 4}}, r"dynamic input 'x': dimension 0 must be one of 1..1"),
+    ({"x": {1: 3}}, r"example size in 2..largest, got largest 3 for example shape \[4, 4\]"),
+])
+def test_dynamic_dimension_errors(tmp_path: Path, dynamic: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        store_model(MLP(), {"x": torch.randn(4, 4)}, tmp_path, dynamic=dynamic)
+
+
 def tamper_guards_code(archive: Path, code: str) -> None:
     """Rewrite the archive with `code` as its guards_code, as an attacker editing model.json would."""
     with zipfile.ZipFile(archive) as original:

@@ -24,8 +24,8 @@ import torch
 from torchpredict.device import resolve_device
 from torchpredict.errors import BundleError, TorchPredictError
 from torchpredict.golden import GoldenExamples
-from torchpredict.inference import forward, to_tensors
-from torchpredict.interpretation import head_from_dict
+from torchpredict.inference import to_tensors
+from torchpredict.interpretation import ModelBatch, head_from_dict
 from torchpredict.manifest import (
     Manifest,
     check_hashes,
@@ -36,9 +36,9 @@ from torchpredict.manifest import (
     write_json,
     write_manifest,
 )
-from torchpredict.outputs import select_output
 from torchpredict.predictor import DEFAULT_BATCH_SIZE, Predictor
 from torchpredict.preprocessing import Preprocessor
+from torchpredict.sequences import Call
 from torchpredict.storage import load_model, store_model
 from torchpredict.tables import as_table
 
@@ -57,7 +57,9 @@ def save(path: str | Path, model: torch.nn.Module, *, preprocessor: Preprocessor
 
     examples: training rows (any table-like); the first example_rows become the golden examples and the
     sample inputs for torch.export. storage: "auto" (torch.export, falling back to weights + factory),
-    "export" or "weights". A path ending in .zip writes a zipped bundle.
+    "export" or "weights". A path ending in .zip writes a zipped bundle. With a Seq2Seq head the model is
+    stored to be called as forward(source, prefix) by a decoding loop (see sequences.Call), exported with a
+    dynamic prefix length, and the golden examples hold the decoded ids and scores.
 
     >>> torchpredict.save("wine.tpk", model, preprocessor=pre,
     ...                   heads=MulticlassClassification(target="cultivar"), examples=X_train)  # doctest: +SKIP
@@ -103,11 +105,14 @@ def _cpu_eval(model: torch.nn.Module) -> torch.nn.Module:
 def _write_contents(staging: Path, model: torch.nn.Module, preprocessor: Preprocessor, heads: list,
                     golden_inputs: pa.Table, options: dict[str, Any]) -> Manifest:
     tensors = to_tensors(preprocessor.transform(golden_inputs), torch.device("cpu"))
-    raw = forward(model, tensors)
+    call = Call.plan(model, heads, tensors)
+    raw = call.run(model, tensors, heads)
     for head in heads:  # a head that cannot read the model's output fails now, not on the first request
-        head.interpret(select_output(raw, head.output))
-    entry = store_model(model, tensors, staging, factory=options["factory"],
-                        factory_kwargs=options["factory_kwargs"], method=options["storage"])
+        head.read(ModelBatch(raw, tensors))
+    example_inputs, dynamic = call.example_inputs(tensors, heads)
+    entry = store_model(model, example_inputs, staging, factory=options["factory"],
+                        factory_kwargs=options["factory_kwargs"], method=options["storage"], dynamic=dynamic,
+                        call=call.to_dict())
     examples_entry = GoldenExamples.record(golden_inputs, raw).write(staging)
     write_json(staging / SCHEMA_FILE, preprocessor.schema_.to_dict())
     write_json(staging / PREPROCESSING_FILE, preprocessor.to_dict())

@@ -4,12 +4,14 @@ The interpret stage is where logits get read as probabilities, class indices go 
 targets stay scaled. A head owns one model output and its meaning (labels, scales, thresholds), learns
 that meaning from the training targets with `fit`, encodes targets for training with `encode_target`, and
 turns raw outputs into Arrow columns with `interpret`, so training and prediction cannot disagree.
+Head types are found through a registry (`register_head`); sequences.py adds the sequence heads to it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -23,12 +25,23 @@ from torchpredict.outputs import Output, as_tensor, select_output
 __all__ = [
     "BinaryClassification",
     "Head",
+    "ModelBatch",
     "MulticlassClassification",
     "MultilabelClassification",
     "RawOutput",
     "Regression",
     "head_from_dict",
+    "register_head",
 ]
+
+
+@dataclass(frozen=True)
+class ModelBatch:
+    """One batch through the infer stage: what the model (or a decoding loop around it) returned, and the
+    model inputs it was given, on the CPU, so that a head can read them too (e.g. which positions hold tokens)."""
+
+    raw: Any
+    inputs: Mapping[str, torch.Tensor]
 
 
 class Head:
@@ -59,6 +72,10 @@ class Head:
     def select(self, raw: Any) -> torch.Tensor:
         """This head's tensor out of whatever the model returned; see `select_output`."""
         return select_output(raw, self.output, head=self.name)
+
+    def read(self, batch: ModelBatch) -> dict[str, pa.Array]:
+        """The prediction columns for one batch of the infer stage (its output, interpreted, by default)."""
+        return self.interpret(self.select(batch.raw))
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, "params": self._params(), "state": self._state()}
@@ -512,11 +529,18 @@ class RawOutput(Head):
             self.shape_ = _check_shape(state["shape_"], "shape_")
 
 
-_HEADS: dict[str, type[Head]] = {
-    head.type: head
-    for head in (Regression, BinaryClassification, MulticlassClassification, MultilabelClassification,
-                 RawOutput)
-}
+_HEADS: dict[str, type[Head]] = {}
+H = TypeVar("H", bound="type[Head]")
+
+
+def register_head(cls: H) -> H:
+    """Make a Head subclass loadable by its `type` name (the only way head_from_dict finds classes)."""
+    _HEADS[cls.type] = cls
+    return cls
+
+
+for _head in (Regression, BinaryClassification, MulticlassClassification, MultilabelClassification, RawOutput):
+    register_head(_head)
 
 
 def head_from_dict(d: Mapping[str, Any]) -> Head:
@@ -525,6 +549,8 @@ def head_from_dict(d: Mapping[str, Any]) -> Head:
     >>> head_from_dict(Regression("y").to_dict()) == Regression("y")
     True
     """
+    import torchpredict.sequences  # noqa: F401  (registers the sequence heads; imported here, as it imports us)
+
     kind = d.get("type") if isinstance(d, Mapping) else None
     if kind not in _HEADS:
         raise BundleError(f"unknown output head type {kind!r}; known types: {sorted(_HEADS)}")

@@ -1,42 +1,49 @@
 """The facade every front door uses: validate → preprocess → infer → interpret.
 
 A Predictor is built by `torchpredict.load` from a bundle; it holds the fitted preprocessing, the model
-on its device and the output heads, and is safe to share between threads (it keeps no per-call state).
+on its device, how the model is called (one forward pass, or a decoding loop for sequence-to-sequence
+models) and the output heads, and is safe to share between threads (it keeps no per-call state).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import torch
 
 from torchpredict.drift import DriftReport
 from torchpredict.errors import ModelLoadError, OutOfRangeWarning, SchemaError
 from torchpredict.golden import GoldenExamples, Verification
-from torchpredict.inference import RawOutput, forward, iter_forward, to_tensors
-from torchpredict.outputs import select_output
+from torchpredict.inference import to_tensors
+from torchpredict.interpretation import ModelBatch
 from torchpredict.preprocessing import Preprocessor
 from torchpredict.schema import Schema, Validated
+from torchpredict.sequences import Call
 from torchpredict.storage import check_inputs
+from torchpredict.text import TextCounts
 
 __all__ = ["Predictor", "RunStats"]
 
 DEFAULT_BATCH_SIZE = 1024
+CPU = torch.device("cpu")
 Rejects = Callable[[pa.Table], Any]  # receives the rejected rows of each batch
 
 
 @dataclass
 class RunStats:
-    """What a run saw: input rows, rows predicted, rows rejected, and the drift of the predicted rows."""
+    """What a run saw: input rows, rows predicted, rows rejected, the drift of the predicted rows, and what
+    encoding their text lost (texts truncated, unknown tokens)."""
 
     rows_in: int = 0
     rows_predicted: int = 0
     rows_rejected: int = 0
     drift: DriftReport = field(default_factory=DriftReport)
+    text: TextCounts = field(default_factory=TextCounts)
 
     def add(self, validated: Validated) -> None:
         """Count one validated batch."""
@@ -51,7 +58,7 @@ class RunStats:
             parts = [f"{self.rows_predicted:,} of {self.rows_in:,} rows predicted", f"{self.rows_rejected:,} rejected"]
         else:
             parts = [f"{self.rows_predicted:,} rows predicted"]
-        return parts + ([self.drift.summary()] if self.drift else [])
+        return parts + ([self.drift.summary()] if self.drift else []) + ([self.text.summary()] if self.text else [])
 
     # -- the pre-drift-report view, for callers written against it ---------------------------------
 
@@ -88,6 +95,8 @@ class Predictor:
         self.batch_size = batch_size
         self.manifest = manifest
         self.golden = golden
+        self.call = Call.from_entry(model_entry)
+        self.call.check(self.heads)
 
     @property
     def schema(self) -> Schema:
@@ -103,7 +112,8 @@ class Predictor:
         Columns the schema marks as passthrough (and those named in keep) come first, then the
         prediction columns of each head. rejects: None raises a SchemaError at the first bad row; a
         callable receives the rows failing validation (see Schema.validate) and the others are predicted.
-        Inputs that drifted from training give an OutOfRangeWarning whose message is the drift summary.
+        Inputs that drifted from training give an OutOfRangeWarning whose message is the drift summary; text
+        that was truncated or held unknown tokens gives a TruncationWarning / UnknownTokenWarning with the counts.
 
         >>> rejected = []                                              # doctest: +SKIP
         >>> predictor.predict(rows, rejects=rejected.append)           # doctest: +SKIP
@@ -112,6 +122,7 @@ class Predictor:
         batches = list(self.predict_batches([data], keep=keep, stats=stats, rejects=rejects))
         if stats.drift:
             warnings.warn(stats.drift.summary(), OutOfRangeWarning, stacklevel=2)
+        stats.text.warn(stacklevel=2)
         if not batches:  # every row rejected, and no golden row to shape an empty result with
             raise SchemaError(f"all {stats.rows_in:,} input row(s) were rejected; nothing to predict")
         return pa.Table.from_batches(batches)
@@ -124,6 +135,7 @@ class Predictor:
         rows) count rows across them. rejects: None raises at the first bad row; a callable gets each
         batch's rejected rows (columns row, reason, then the input values as text) and the run goes on.
         text: the batches were read from a text format (CSV/TSV), so numbers may arrive as strings.
+        With stats, what encoding text lost is counted in stats.text; without, TextEncode steps warn.
         """
         on_error = "raise" if rejects is None else "reject"
         first_row = 0
@@ -136,17 +148,18 @@ class Predictor:
                 rejects(validated.rejected)
                 if validated.table.num_rows == 0 and self.golden is None:
                     continue
-            yield from self._predict_validated(validated.table, keep)
+            yield from self._predict_validated(validated.table, keep, stats)
 
-    def _predict_validated(self, table: pa.Table, keep: Sequence[str]) -> Iterator[pa.RecordBatch]:
+    def _predict_validated(self, table: pa.Table, keep: Sequence[str],
+                           stats: RunStats | None) -> Iterator[pa.RecordBatch]:
         if table.num_rows == 0:
             yield self._empty_batch(table, keep)
             return
-        inputs = self.preprocessor.transform(table)
+        inputs = self.preprocess(table, stats)
         passthrough = self._passthrough_names(table, keep)
         start = 0
-        for raw in self.infer(inputs):
-            columns = self.interpret(raw)
+        for batch in self.infer(inputs):
+            columns = self.interpret(batch)
             yield self._assemble(table, passthrough, start, columns)
             start += len(next(iter(columns.values())))
 
@@ -173,17 +186,29 @@ class Predictor:
         wanted = [column.name for column in self.schema.passthrough] + list(keep)
         return [name for name in dict.fromkeys(wanted) if name in table.column_names]
 
-    def infer(self, inputs: dict) -> Iterator[RawOutput]:
-        """Raw model outputs for preprocessed inputs, batch by batch."""
+    def preprocess(self, table: pa.Table, stats: RunStats | None = None) -> dict[str, np.ndarray]:
+        """Model inputs for validated rows; what encoding text lost goes to stats.text when stats is given."""
+        return self.preprocessor.transform(table, counts=None if stats is None else stats.text)
+
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> Iterator[ModelBatch]:
+        """The model's outputs for preprocessed inputs, batch by batch: one forward pass per batch, or for a
+        seq2seq model the head's decoding loop around it; each with its inputs, for heads that read them."""
         if inputs:
             check_inputs(self.model_entry, {name: torch.from_numpy(a[:1]) for name, a in inputs.items()})
-        return iter_forward(self.model, inputs, device=self.device, batch_size=self.batch_size)
+        return self._batches(inputs)
 
-    def interpret(self, raw: RawOutput) -> dict[str, pa.Array]:
-        """Prediction columns of every head for one batch of raw outputs."""
+    def _batches(self, inputs: Mapping[str, np.ndarray]) -> Iterator[ModelBatch]:
+        rows = len(next(iter(inputs.values()))) if inputs else 0
+        for start in range(0, rows, self.batch_size):
+            chunk = {name: array[start:start + self.batch_size] for name, array in inputs.items()}
+            raw = self.call.run(self.model, to_tensors(chunk, self.device), self.heads)
+            yield ModelBatch(raw, to_tensors(chunk, CPU))
+
+    def interpret(self, batch: ModelBatch) -> dict[str, pa.Array]:
+        """Prediction columns of every head for one batch of the infer stage."""
         columns: dict[str, pa.Array] = {}
         for head in self.heads:
-            columns.update(head.interpret(select_output(raw, head.output)))
+            columns.update(head.read(batch))
         return columns
 
     def verify(self) -> Verification:
@@ -192,7 +217,7 @@ class Predictor:
             raise ModelLoadError("this predictor has no golden examples to verify against")
         inputs = self.preprocessor.transform(self.schema.validate(self.golden.inputs).table)
         try:
-            raw = forward(self.model, to_tensors(inputs, self.device))
+            raw = self.call.run(self.model, to_tensors(inputs, self.device), self.heads)
         except RuntimeError as exc:
             raise ModelLoadError(f"the model failed on its own golden examples: {str(exc).splitlines()[0]}") from None
         return self.golden.compare(raw)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -167,12 +167,17 @@ class Schema:
         features: Sequence[str],
         passthrough: Sequence[str] = (),
         nullable: Iterable[str] = frozenset(),
+        free_text: Iterable[str] = frozenset(),
     ) -> Schema:
-        """Record dtypes, shapes and statistics of `features` (and `passthrough`) from training data."""
+        """Record dtypes, shapes and statistics of `features` (and `passthrough`) from training data.
+
+        free_text: string columns of free text (tokenized, not categorical): no categories are recorded,
+        so new texts are not counted as unseen categories.
+        """
         table = as_table(table)
         _check_names(table, features, passthrough)
-        nullable = frozenset(nullable)
-        cols = [_feature_column(table.column(n), n, n in nullable) for n in features]
+        nullable, free_text = frozenset(nullable), frozenset(free_text)
+        cols = [_feature_column(table.column(n), n, n in nullable, n in free_text) for n in features]
         cols += [_passthrough_column(table.column(n), n) for n in passthrough]
         return cls(tuple(cols))
 
@@ -307,7 +312,7 @@ def _check_names(table: pa.Table, features: Sequence[str], passthrough: Sequence
         raise SchemaError(f"column(s) {_quoted(both)} cannot be both features and passthrough")
 
 
-def _feature_column(col: pa.ChunkedArray, name: str, nullable: bool) -> Column:
+def _feature_column(col: pa.ChunkedArray, name: str, nullable: bool, free_text: bool = False) -> Column:
     col = decoded(col)
     shape = _infer_shape(col, name)
     found = leaves(col, shape)
@@ -317,7 +322,10 @@ def _feature_column(col: pa.ChunkedArray, name: str, nullable: bool) -> Column:
             f"column {name!r}: type {found[0].type} is not supported for features; supported: "
             f"{', '.join(DTYPES)} (or fixed-length lists of them)"
         )
-    column = Column(name, dtype, shape, nullable, "feature", _stats(found[0], dtype))
+    stats = _stats(found[0], dtype)
+    if free_text and stats is not None:
+        stats = replace(stats, categories=None, category_counts=None)
+    column = Column(name, dtype, shape, nullable, "feature", stats)
     if not nullable:
         hint = " in the training data; list it in nullable=[...]"
         check_nulls(name, found, RowProblems(collect=False), hint)

@@ -2,9 +2,10 @@
 
 `model.pt2` needs no Python class to load, so it is the default. Models torch.export cannot capture fall
 back to `weights.safetensors` and an importable "package.module:callable" that rebuilds the architecture.
-Both are checked against the eager model at save time. Loading never unpickles, and never runs the guard
-code an exported archive carries (`.module()` would exec it; see DESIGN §3), so `check_inputs` checks
-shapes instead.
+Both are checked against the eager model at save time. Besides the batch, inputs may have dynamic
+dimensions (a decoder prefix's length); the entry records them as null. The entry's "call" says how the
+infer stage calls the model (see sequences.Call). Loading never unpickles, and never runs the guard code an
+exported archive carries (`.module()` would exec it; see DESIGN §3), so `check_inputs` checks shapes instead.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ WEIGHTS_FILE = "weights.safetensors"
 _FILES = {"export": EXPORT_FILE, "weights": WEIGHTS_FILE}
 _METHODS = ("auto", "export", "weights")
 _RTOL, _ATOL = 1e-4, 1e-5  # float32 noise between decomposed (exported) and eager kernels
+Dynamic = Mapping[str, Mapping[int, int]]  # input name -> {dimension: largest size} besides the batch
 
 
 class _Mismatch(Exception):
@@ -49,12 +51,17 @@ def store_model(
     factory: str | None = None,
     factory_kwargs: Mapping[str, Any] | None = None,
     method: str = "auto",
+    dynamic: Dynamic | None = None,
+    call: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the model into `directory` and return the manifest's JSON-safe "model" entry.
 
     method "auto" exports with a dynamic batch dimension and falls back to weights + `factory` (with a
     warning) when export fails or the exported program does not reproduce eager outputs; "export" and
     "weights" force one format. `example_inputs` are a few real rows, named in the order `forward` takes.
+    dynamic: more dimensions that vary, {input: {dim: largest size}} (sizes 1..largest; the example must
+    have 2 or more there, as torch.export fixes a dimension of size 1); their shape entries are null.
+    call: how the infer stage calls the model, stored as the entry's "call" (None: one forward pass).
 
     >>> entry = store_model(nn.Linear(3, 2), {"x": torch.randn(4, 3)}, tmp_dir)  # doctest: +SKIP
     >>> entry["format"], entry["inputs"]  # doctest: +SKIP
@@ -63,14 +70,16 @@ def store_model(
     if method not in _METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, _METHODS))}, got {method!r}")
     inputs = _example_tensors(example_inputs)
+    dynamic = _check_dynamic(dynamic or {}, inputs)
     kwargs = _json_kwargs(factory_kwargs)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model = _on_cpu(model)
     with _eval_mode(model):
-        expected = _eager_outputs(model, inputs)
-        entry: dict[str, Any] = {"format": "export", "file": EXPORT_FILE, "inputs": _input_specs(inputs)}
-        reason = _try_export(model, inputs, expected, directory, entry) if method != "weights" else None
+        expected = _eager_outputs(model, inputs, dynamic)
+        entry: dict[str, Any] = {"format": "export", "file": EXPORT_FILE, "inputs": _input_specs(inputs, dynamic)}
+        entry.update({"call": json.loads(json.dumps(dict(call)))} if call else {})
+        reason = _try_export(model, inputs, dynamic, expected, directory, entry) if method != "weights" else None
         if method != "weights" and reason is None:
             return entry
         _refuse_without_factory(method, reason, factory)
@@ -95,6 +104,23 @@ def _example_tensors(example_inputs: Mapping[str, Any]) -> dict[str, torch.Tenso
             )
     _check_same_batch(inputs, ValueError)
     return inputs
+
+
+def _check_dynamic(dynamic: Dynamic, inputs: dict[str, torch.Tensor]) -> dict[str, dict[int, int]]:
+    checked: dict[str, dict[int, int]] = {}
+    for name, dims in dynamic.items():
+        if name not in inputs:
+            raise ValueError(f"dynamic names input {name!r}, which is not one of the example inputs {list(inputs)}")
+        tensor = inputs[name]
+        for dim, largest in dims.items():
+            if not 1 <= dim < tensor.ndim or largest < 2 or not 2 <= tensor.shape[dim] <= largest:
+                raise ValueError(
+                    f"dynamic input {name!r}: dimension {dim} must be one of 1..{tensor.ndim - 1} with a largest size "
+                    f">= 2 and an example size in 2..largest, got largest {largest} for example shape "
+                    f"{list(tensor.shape)}"
+                )
+        checked[name] = dict(dims)
+    return checked
 
 
 def _json_kwargs(factory_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -126,11 +152,15 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
-def _eager_outputs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Outputs for the example batch and its first row, taken before any tracing touches the model."""
+def _eager_outputs(model: nn.Module, inputs: dict[str, torch.Tensor], dynamic: Dynamic) -> dict[str, Any]:
+    """Outputs for the example batch, its first row and (with dynamic dimensions) its shortest form, taken
+    before any tracing touches the model."""
     try:
         with torch.no_grad():
-            return {"batch": model(*inputs.values()), "row": model(*_first_row(inputs).values())}
+            outputs = {"batch": model(*inputs.values()), "row": model(*_first_row(inputs).values())}
+            if dynamic:
+                outputs["shortest"] = model(*_shortest(inputs, dynamic).values())
+            return outputs
     except Exception as exc:
         raise ModelLoadError(f"the model fails on the example inputs: {_reason(exc)}") from exc
 
@@ -139,42 +169,63 @@ def _first_row(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: tensor[:1] for name, tensor in inputs.items()}
 
 
-def _input_specs(inputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+def _shortest(inputs: dict[str, torch.Tensor], dynamic: Dynamic) -> dict[str, torch.Tensor]:
+    """The example inputs cut to size 1 along every dynamic dimension."""
+    short = dict(inputs)
+    for name, dims in dynamic.items():
+        for dim in dims:
+            short[name] = short[name].narrow(dim, 0, 1)
+    return short
+
+
+def _input_specs(inputs: dict[str, torch.Tensor], dynamic: Dynamic) -> list[dict[str, Any]]:
     return [
-        {"name": name, "dtype": _dtype_name(tensor.dtype), "shape": list(tensor.shape[1:])}
+        {"name": name, "dtype": _dtype_name(tensor.dtype),
+         "shape": [None if d in dynamic.get(name, {}) else size for d, size in enumerate(tensor.shape) if d]}
         for name, tensor in inputs.items()
     ]
 
 
 def _try_export(
-    model: nn.Module, inputs: dict[str, torch.Tensor], expected: dict[str, Any], directory: Path, entry: dict
+    model: nn.Module, inputs: dict[str, torch.Tensor], dynamic: Dynamic, expected: dict[str, Any], directory: Path,
+    entry: dict,
 ) -> str | None:
     """Export, save and reload the program; return why it failed, or None when it reproduces eager."""
     path = directory / EXPORT_FILE
     try:
-        torch.export.save(_export(model, inputs), path)
-        _verify(load_model(directory, entry, torch.device("cpu")), inputs, expected, "exported program")
+        torch.export.save(_export(model, inputs, dynamic), path)
+        stored = load_model(directory, entry, torch.device("cpu"))
+        _verify(stored, inputs, dynamic, expected, "exported program")
     except Exception as exc:
         path.unlink(missing_ok=True)
         return _reason(exc)
     return None
 
 
-def _export(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.export.ExportedProgram:
+def _export(model: nn.Module, inputs: dict[str, torch.Tensor], dynamic: Dynamic) -> torch.export.ExportedProgram:
     # torch.export specialises a dimension of size 1, so trace with at least two rows.
     args = tuple(
         tensor if tensor.shape[0] >= 2 else torch.cat([tensor, tensor]) for tensor in inputs.values()
     )
     batch = torch.export.Dim("batch", min=1)
+    shapes = tuple(
+        {0: batch, **{dim: torch.export.Dim(f"input{i}_dim{dim}", min=1, max=largest)
+                      for dim, largest in dynamic.get(name, {}).items()}}
+        for i, name in enumerate(inputs)
+    )
     # On failure torch prints the partial graph to stderr; the caller gets the reason in one line instead.
     with contextlib.redirect_stderr(io.StringIO()):
-        return torch.export.export(model, args, dynamic_shapes=tuple({0: batch} for _ in args))
+        return torch.export.export(model, args, dynamic_shapes=shapes)
 
 
-def _verify(stored: nn.Module, inputs: dict[str, torch.Tensor], expected: dict[str, Any], what: str) -> None:
+def _verify(stored: nn.Module, inputs: dict[str, torch.Tensor], dynamic: Dynamic, expected: dict[str, Any],
+            what: str) -> None:
     with torch.no_grad():
         _compare(what, "the example batch", expected["batch"], stored(*inputs.values()))
         _compare(what, "batch size 1", expected["row"], stored(*_first_row(inputs).values()))
+        if dynamic:
+            _compare(what, "size 1 along the dynamic dimensions", expected["shortest"],
+                     stored(*_shortest(inputs, dynamic).values()))
 
 
 def _compare(what: str, where: str, expected: Any, got: Any) -> None:
@@ -314,12 +365,16 @@ def _load_weights(path: Path, entry: Mapping[str, Any], device: torch.device) ->
 def check_inputs(entry: Mapping[str, Any], inputs: Mapping[str, torch.Tensor]) -> None:
     """Check names, order, dtypes and per-row shapes of model inputs against the entry (guards are off).
 
+    A null in a recorded shape takes any size; the input a decoding loop generates (the call's "prefix")
+    is not among the inputs checked.
+
     >>> entry = {"inputs": [{"name": "x", "dtype": "float32", "shape": [13]}]}
     >>> check_inputs(entry, {"x": torch.zeros(5, 12)})
     Traceback (most recent call last):
     torchpredict.errors.SchemaError: model input 'x': expected shape [*, 13], got [5, 12]
     """
-    specs = {spec["name"]: spec for spec in entry["inputs"]}
+    generated = (entry.get("call") or {}).get("prefix")
+    specs = {spec["name"]: spec for spec in entry["inputs"] if spec["name"] != generated}
     _check_names(list(specs), list(inputs))
     for name, tensor in inputs.items():
         _check_input(name, tensor, specs[name])
@@ -340,8 +395,8 @@ def _check_names(wanted: list[str], given: list[str]) -> None:
 def _check_input(name: str, tensor: torch.Tensor, spec: Mapping[str, Any]) -> None:
     if _dtype_name(tensor.dtype) != spec["dtype"]:
         raise SchemaError(f"model input '{name}': expected {spec['dtype']}, got {_dtype_name(tensor.dtype)}")
-    row_shape = list(spec["shape"])
-    if tensor.ndim != len(row_shape) + 1 or list(tensor.shape[1:]) != row_shape:
+    row_shape, got = list(spec["shape"]), list(tensor.shape[1:])
+    if len(got) != len(row_shape) or any(want not in (None, size) for size, want in zip(got, row_shape, strict=True)):
         raise SchemaError(
             f"model input '{name}': expected shape {_shape_text(['*', *row_shape])}, "
             f"got {_shape_text(list(tensor.shape))}"
@@ -356,7 +411,7 @@ def _check_same_batch(inputs: dict[str, torch.Tensor], error: type[Exception]) -
 
 
 def _shape_text(shape: list[Any]) -> str:
-    return "[" + ", ".join(str(size) for size in shape) + "]"
+    return "[" + ", ".join("*" if size is None else str(size) for size in shape) + "]"
 
 
 def _quoted(names: list[str]) -> str:

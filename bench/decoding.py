@@ -1,0 +1,114 @@
+"""Decoding throughput: sequences per second for greedy (and beam) decoding at batch 1 vs batch 64.
+
+Trains the digit-sorting Transformer of tests/seq2seq_model.py (fewer steps are fine: this is about
+speed), then decodes the same held-out strings one at a time and 64 at a time, with the eager model, with
+its torch.export round trip (how bundles store it), and end to end through a saved bundle's
+`load(...).predict` (strings in, strings out: preprocessing and detokenisation included).
+Run: `.venv/bin/python bench/decoding.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+
+from seq2seq_model import MAX_DIGITS, MAX_POSITIONS, Trained, train_seq2seq  # found through the path above
+from torchpredict.bundle import load, save
+from torchpredict.decoding import beam_search, greedy
+from torchpredict.predictor import Predictor
+from torchpredict.preprocessing import Preprocessor, TextEncode
+from torchpredict.sequences import Seq2Seq
+from torchpredict.text import BOS_ID, EOS_ID
+
+Decoder = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+def exported(trained: Trained, src: torch.Tensor) -> torch.nn.Module:
+    """The model after torch.export (dynamic batch, src_len, tgt_len), save and load, as a bundle holds it."""
+    dims = {
+        "src": {0: torch.export.Dim("batch", min=1), 1: torch.export.Dim("src_len", min=1, max=MAX_POSITIONS)},
+        "tgt": {0: torch.export.Dim("batch", min=1), 1: torch.export.Dim("tgt_len", min=1, max=MAX_POSITIONS)},
+    }
+    program = torch.export.export(trained.model, (src[:2], torch.full((2, 3), BOS_ID)), dynamic_shapes=dims)
+    with tempfile.TemporaryDirectory() as folder:
+        torch.export.save(program, Path(folder) / "model.pt2")
+        return torch.export.load(Path(folder) / "model.pt2").module(check_guards=False)
+
+
+def bundled(trained: Trained) -> Predictor:
+    """The model saved as a bundle, as a training script would save it, and loaded back."""
+    train = {"digits": trained.train}
+    encoder = TextEncode(["digits"], max_length=MAX_DIGITS + 2, add_bos=True)  # as train_seq2seq encodes "src"
+    preprocessor = Preprocessor([encoder], inputs={"src": ["digits"]}).fit(train)
+    head = Seq2Seq("sorted", max_length=MAX_DIGITS + 1).fit(trained.answers(trained.train))
+    with tempfile.TemporaryDirectory() as folder:
+        path = save(Path(folder) / "sort.tpk", trained.model, preprocessor=preprocessor, heads=head, examples=train)
+        return load(path, device="cpu")
+
+
+def bundle_rate(predictor: Predictor, texts: list[str], batch: int, repeats: int) -> float:
+    """Median sequences per second of predictor.predict at batch size `batch`: strings in, strings out."""
+    predictor.batch_size = batch
+    predictor.predict({"digits": texts[:batch]})  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        predictor.predict({"digits": texts})
+        times.append(time.perf_counter() - started)
+    return len(texts) / statistics.median(times)
+
+
+def rate(model: Callable, decoder: Decoder, src: torch.Tensor, batch: int, repeats: int) -> float:
+    """Median sequences per second over `repeats` passes through all of src in batches of `batch`."""
+    kwargs = {"bos_id": BOS_ID, "eos_id": EOS_ID, "max_length": MAX_DIGITS + 1}
+    decoder(model, src[:batch], **kwargs)  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for i in range(0, len(src), batch):
+            decoder(model, src[i:i + batch], **kwargs)
+        times.append(time.perf_counter() - started)
+    return len(src) / statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
+    parser.add_argument("--rows", type=int, default=128, help="held-out strings decoded per pass (default 128)")
+    parser.add_argument("--repeats", type=int, default=3, help="passes; the median is reported (default 3)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 2 thrash a shared box)")
+    args = parser.parse_args(argv)
+    trained = train_seq2seq(steps=args.steps, n_test=args.rows)
+    torch.set_num_threads(args.threads)
+    src = trained.src_ids(trained.test)
+    with torch.inference_mode():
+        ids, _ = greedy(trained.model, src, bos_id=BOS_ID, eos_id=EOS_ID, max_length=MAX_DIGITS + 1)
+    accuracy = sum(a == b for a, b in zip(trained.decode(ids), trained.answers(trained.test), strict=True)) / len(src)
+    print(f"model: sort digit strings, {args.steps} steps in {trained.seconds:.1f} s, greedy exact match "
+          f"{accuracy:.1%}; {len(src)} sequences of up to {MAX_DIGITS + 1} tokens, torch threads {args.threads}")
+    models = {"eager": trained.model, "exported": exported(trained, src)}
+    decoders: dict[str, Decoder] = {"greedy": greedy, "beam 4": beam_search}
+    print(f"{'model':<9} {'decoder':<8} {'batch 1 seq/s':>14} {'batch 64 seq/s':>15} {'speed-up':>9}")
+    for model_name, model in models.items():
+        for decoder_name, decoder in decoders.items():
+            one, many = (rate(model, decoder, src, b, args.repeats) for b in (1, 64))
+            print(f"{model_name:<9} {decoder_name:<8} {one:>14.0f} {many:>15.0f} {many / one:>8.1f}x")
+    predictor = bundled(trained)
+    for decoder_name, strategy in (("greedy", "greedy"), ("beam 4", "beam")):
+        predictor.heads[0].strategy = strategy  # the same bundle decoded the other way, without saving it again
+        one, many = (bundle_rate(predictor, trained.test, b, args.repeats) for b in (1, 64))
+        print(f"{'bundle':<9} {decoder_name:<8} {one:>14.0f} {many:>15.0f} {many / one:>8.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
