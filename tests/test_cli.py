@@ -152,3 +152,81 @@ def test_demo_trains_packs_and_predicts(tmp_path):
     predictions = read_table(tmp_path / "demo" / "predictions.csv")
     assert predictions.num_rows == 40
     assert {"id", "cultivar", "cultivar_probability"} <= set(predictions.column_names)
+
+
+def _new_wines(wine, tmp_path: Path, bad_rows: tuple[int, ...] = ()) -> Path:
+    rows = _with_ids(wine["new"]).to_pylist()
+    for row in bad_rows:
+        rows[row]["alcohol"] = "strong"
+    source = tmp_path / "new.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return source
+
+
+def test_stdin_to_stdout_in_the_format_given(wine, wine_bundle, tmp_path):
+    source = _new_wines(wine, tmp_path)
+    result = subprocess.run([sys.executable, "-m", "torchpredict", "predict", str(wine_bundle), "-", "--format",
+                             "jsonl", "--keep", "id", "--columns", "cultivar", "--quiet"],
+                            input=source.read_text(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    expected = training_time_predictions(wine, wine["new"])["cultivar"].to_pylist()
+    assert rows == [{"id": 100 + i, "cultivar": label} for i, label in enumerate(expected)]
+    assert result.stderr == ""
+
+
+def test_rejects_report_and_summary_count_every_row(wine, wine_bundle, tmp_path):
+    source = _new_wines(wine, tmp_path, bad_rows=(3, 17))
+    result = run_cli("predict", wine_bundle, source, "-o", tmp_path / "out.csv", "--keep", "id",
+                     "--rejects", tmp_path / "bad.csv", "--report", tmp_path / "report.json")
+    assert result.returncode == 0, result.stderr
+    assert f"predicted 38 of 40 rows (2 rejected -> {tmp_path / 'bad.csv'}) in " in result.stderr
+    assert read_table(tmp_path / "out.csv").num_rows == 38
+    bad = read_table(tmp_path / "bad.csv")
+    assert bad.column("row").to_pylist() == [3, 17]
+    assert bad.column("reason").to_pylist() == ["column 'alcohol': expected float64, got 'strong' (string)"] * 2
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (report["rows_in"], report["rows_predicted"], report["rows_rejected"]) == (40, 38, 2)
+
+
+def test_a_folder_output_in_parts_and_its_resumption(wine, wine_bundle, tmp_path):
+    source = tmp_path / "new.csv"
+    write_table(_with_ids(wine["new"]), source)
+    args = ("predict", wine_bundle, source, "-o", f"{tmp_path / 'out'}/", "--part-rows", "15", "--keep", "id")
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("part-*")) == [
+        "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    (tmp_path / "out" / ".torchpredict" / "part-00002.json").unlink()  # as if killed before the last commit
+    resumed = run_cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "predicted 40 rows" in resumed.stderr
+
+
+def test_progress_bar_on_a_terminal_only(wine, wine_bundle, tmp_path):
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    source = tmp_path / "new.csv"
+    write_table(wine["new"], source)
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    job = subprocess.Popen([sys.executable, "-m", "torchpredict", "predict", str(wine_bundle), str(source),
+                            "-o", str(tmp_path / "out.csv")], stderr=terminal, stdout=subprocess.DEVNULL)
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            data = os.read(controller, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        shown += data
+    assert job.wait(timeout=120) == 0
+    text = shown.decode(errors="replace")
+    assert "40.0/40.0" in text and "rows/s" in text.split("predicted")[0]  # the bar, then the summary
+    assert "predicted 40 rows" in text

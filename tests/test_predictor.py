@@ -197,3 +197,16 @@ def test_without_rejects_a_bad_row_still_stops_the_run(wine, wine_bundle):
     rows = with_bad_rows(wine, {3: ("alcohol", "forty")})
     with pytest.raises(SchemaError, match=r"^column 'alcohol': expected float64, got 'forty' \(string\) at row 3$"):
         load(wine_bundle, device="cpu").predict(rows)
+
+
+def test_predict_file_streams_a_file_into_predictions(wine, wine_bundle, tmp_path):
+    from torchpredict.files import read_table, write_table
+
+    source, output = tmp_path / "new.csv", tmp_path / "out.parquet"
+    write_table(wine["new"].append_column("id", pa.array(np.arange(wine["new"].num_rows))), source)
+    predictor = load(wine_bundle, device="cpu")
+    stats = predictor.predict_file(source, output, keep=["id"])
+    assert stats.rows_in == stats.rows_predicted == wine["new"].num_rows
+    written = read_table(output)
+    assert written.column("id").to_pylist() == list(range(wine["new"].num_rows))
+    assert written.column("cultivar").to_pylist() == predictor.predict(wine["new"]).column("cultivar").to_pylist()

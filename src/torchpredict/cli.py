@@ -7,11 +7,12 @@ errors to exit codes: 0 ok, 2 bad usage or bad input (one readable line), 1 inte
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from torchpredict.errors import TorchPredictError
 __all__ = ["main"]
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
+BATCH_SIZE = 4096  # rows per forward pass for batch jobs: big enough for the CPU's matrix kernels
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,15 +74,31 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_predict(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("predict", parents=[common], help="predict for a CSV/TSV/Parquet/JSONL file",
-                       description="Predict for every row of INPUT and write the predictions.")
+    p = sub.add_parser("predict", parents=[common], help="predict for files of rows (CSV, TSV, Parquet, JSONL, .npy)",
+                       description="Predict for every row of INPUT and write the predictions, streaming in bounded "
+                       "memory with reading, the model and writing overlapped.")
     p.add_argument("bundle", help="bundle folder or .zip")
-    p.add_argument("input", help="input file (.csv, .tsv, .parquet, .jsonl)")
-    p.add_argument("-o", "--output", default="-", help="output file; '-' or absent writes CSV to stdout")
-    p.add_argument("--format", help="input format when the extension does not say it")
-    p.add_argument("--output-format", help="output format when the extension does not say it")
+    p.add_argument("input", help="input file, folder of files, glob ('data/*.csv') or '-' for stdin; "
+                   ".gz/.zst/.bz2/.lz4 files are decompressed on the fly")
+    p.add_argument("-o", "--output", default="-", help="output file; a folder (ending in '/') for parts committed "
+                   "one by one; '-' or absent: stdout")
+    p.add_argument("--format", help="input format (csv, tsv, parquet, jsonl, npy) when the extension does not say "
+                   "it; also the format written to stdout")
+    p.add_argument("--output-format", help="output format when the extension does not say it "
+                   "(default: parquet for folders, --format or csv for stdout)")
     p.add_argument("--keep", type=_names, default=[], help="comma-separated input columns to copy to the output")
-    p.add_argument("--batch-size", type=int, default=1024, help="rows per forward pass (default 1024)")
+    p.add_argument("--columns", type=_names, default=None, help="comma-separated prediction columns to write "
+                   "(default: all)")
+    p.add_argument("--rejects", metavar="FILE", help="write rows that fail validation here, with their row number "
+                   "and reason, and go on (default: stop at the first bad row)")
+    p.add_argument("--report", metavar="FILE", help="write the run's counts and drift report as JSON")
+    p.add_argument("--resume", action="store_true", help="with a folder output, skip the parts an interrupted run "
+                   "committed")
+    p.add_argument("--part-rows", type=int, default=None, help="input rows per part of a folder output "
+                   "(default 1,000,000)")
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"rows per forward pass (default {BATCH_SIZE})")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for the model (default: CPU cores "
+                   "minus one, leaving one for reading and writing)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(run=_run_predict)
@@ -137,65 +155,52 @@ def _add_demo(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _run_predict(args: argparse.Namespace) -> int:
     from torchpredict.bundle import load
+    from torchpredict.pipeline import predict_file
 
     predictor = load(args.bundle, device=args.device, batch_size=args.batch_size)
+    options = {"part_rows": args.part_rows} if args.part_rows is not None else {}
     started = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        stats = _stream_predictions(predictor, args)
+    with _progress_bar(quiet=args.quiet) as progress, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # drift is reported in the summary
+        stats = predict_file(predictor, args.input, args.output, format=args.format,
+                             output_format=args.output_format, keep=args.keep, columns=args.columns,
+                             rejects=args.rejects, report=args.report, resume=args.resume, threads=args.threads,
+                             progress=progress, **options)
     if not args.quiet:
-        seconds = time.perf_counter() - started
-        where = "stdout" if args.output == "-" else args.output
-        _say(f"predicted {stats.rows:,} rows in {seconds:.2f} s ({stats.rows / max(seconds, 1e-9):,.0f} rows/s) "
-             f"-> {where}")
-        if stats.out_of_range:
-            _say(f"note: {stats.describe_out_of_range()}")
+        for line in _summary(stats, time.perf_counter() - started, args):
+            _say(line)
     return EXIT_OK
 
 
-def _stream_predictions(predictor: Any, args: argparse.Namespace) -> Any:
-    import pyarrow as pa
+@contextlib.contextmanager
+def _progress_bar(*, quiet: bool) -> Iterator[Callable[[int, int | None], None] | None]:
+    """A progress callback drawing rows, rows/s and ETA on a terminal; None when quiet or not a tty."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
     from tqdm import tqdm
 
-    from torchpredict.files import iter_batches
-    from torchpredict.predictor import RunStats
+    with tqdm(total=None, unit=" rows", unit_scale=True, file=sys.stderr, dynamic_ncols=True) as bar:
 
-    column_types = {c.name: pa.string() for c in predictor.schema.columns if c.dtype == "string"}
-    batches = iter_batches(args.input, format=args.format, column_types=column_types)
-    stats = RunStats()
-    show = not args.quiet and sys.stderr.isatty()
-    with tqdm(total=None, unit=" rows", disable=not show, file=sys.stderr) as bar:
-        outputs = predictor.predict_batches(batches, keep=args.keep, stats=stats)
-        _write_all(outputs, args, bar)
-    return stats
+        def update(done: int, total: int | None) -> None:
+            if total is not None and total != bar.total:
+                bar.total = max(total, done)
+            bar.update(done - bar.n)
+
+        yield update
 
 
-def _write_all(outputs: Any, args: argparse.Namespace, bar: Any) -> None:
-    import pyarrow.csv as pacsv
-
-    from torchpredict.files import TableWriter
-
-    writer = None
-    try:
-        for batch in outputs:
-            if writer is None:
-                writer = (pacsv.CSVWriter(sys.stdout.buffer, batch.schema) if args.output == "-"
-                          else TableWriter(args.output, batch.schema, format=args.output_format))
-            writer.write(batch)
-            bar.update(batch.num_rows)
-    except BaseException:
-        if isinstance(writer, TableWriter):
-            writer.abort()
-        raise
-    if writer is None:
-        from torchpredict.errors import InputError
-
-        raise InputError(f"input '{args.input}' holds no rows; nothing to predict")
-    if isinstance(writer, TableWriter):
-        writer.commit()
-    elif writer is not None:
-        writer.close()
-        sys.stdout.flush()
+def _summary(stats: Any, seconds: float, args: argparse.Namespace) -> list[str]:
+    """'predicted 998 of 1,000 rows (2 rejected -> bad.csv) in 1.20 s (833 rows/s) -> out.csv', + drift."""
+    where = "stdout" if args.output == "-" else args.output
+    rate = f"{stats.rows_in / max(seconds, 1e-9):,.0f} rows/s"
+    if args.rejects is not None:
+        line = (f"predicted {stats.rows_predicted:,} of {stats.rows_in:,} rows ({stats.rows_rejected:,} rejected "
+                f"-> {args.rejects}) in {seconds:.2f} s ({rate}) -> {where}")
+    else:
+        line = f"predicted {stats.rows_predicted:,} rows in {seconds:.2f} s ({rate}) -> {where}"
+    drift, text = stats.drift.summary(), stats.text.summary() if stats.text else ""
+    return [line] + ([f"drift: {drift}"] if drift else []) + ([f"text: {text}"] if text else [])
 
 
 def _run_inspect(args: argparse.Namespace) -> int:

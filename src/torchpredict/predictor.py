@@ -186,6 +186,18 @@ class Predictor:
         wanted = [column.name for column in self.schema.passthrough] + list(keep)
         return [name for name in dict.fromkeys(wanted) if name in table.column_names]
 
+    def predict_file(self, input: Any, output: Any, **options: Any) -> RunStats:
+        """Stream the rows of files (CSV, TSV, Parquet, JSONL, .npy; a folder or glob) into a predictions file.
+
+        The options are those of `torchpredict predict` (keep, columns, rejects, report, resume, ...); see
+        torchpredict.pipeline.predict_file.
+
+        >>> stats = predictor.predict_file("new.csv", "predictions.parquet", keep=["id"])   # doctest: +SKIP
+        """
+        from torchpredict.pipeline import predict_file  # local: pipeline imports predictor
+
+        return predict_file(self, input, output, **options)
+
     def preprocess(self, table: pa.Table, stats: RunStats | None = None) -> dict[str, np.ndarray]:
         """Model inputs for validated rows; what encoding text lost goes to stats.text when stats is given."""
         return self.preprocessor.transform(table, counts=None if stats is None else stats.text)
