@@ -364,6 +364,8 @@ class MulticlassClassification(_Classifier):
 
     def _top_k(self, scores: torch.Tensor, probabilities: torch.Tensor,
                classes: Labels) -> dict[str, pa.Array]:
+        if not self.top_k:
+            return {}
         # A stable descending sort keeps equal scores in label order, so top1 is always the argmax.
         order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, : self.top_k]
         top = probabilities.gather(1, order).T.contiguous()
