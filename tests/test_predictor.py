@@ -176,9 +176,8 @@ def test_run_stats_keep_the_counts_the_cli_reads(wine, wine_bundle):
     rows = with_bad_rows(wine, {0: ("alcohol", 1000.0), 2: ("alcohol", -5.0)})
     stats = RunStats()
     list(load(wine_bundle, device="cpu").predict_batches([rows], stats=stats))
-    assert stats.rows == stats.rows_predicted == len(rows) and stats.rows_rejected == 0
-    assert stats.out_of_range == {"alcohol": 2}
-    assert stats.describe_out_of_range() == stats.drift.summary() != ""
+    assert stats.rows_in == stats.rows_predicted == len(rows) and stats.rows_rejected == 0
+    assert stats.drift.outside_training() == {"alcohol": 2}
     assert stats.describe() == [f"{len(rows)} rows predicted", stats.drift.summary()]
 
 

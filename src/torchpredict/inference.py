@@ -6,13 +6,13 @@ interpretation head can pick the output it reads.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["RawOutput", "flatten_outputs", "iter_forward", "to_tensors"]
+__all__ = ["RawOutput", "flatten_outputs", "to_tensors"]
 
 RawOutput = Any  # torch.Tensor | tuple[RawOutput, ...] | list[RawOutput] | dict[str, RawOutput]
 
@@ -24,17 +24,6 @@ def to_tensors(inputs: Mapping[str, np.ndarray], device: torch.device) -> dict[s
         tensor = torch.from_numpy(np.ascontiguousarray(array))
         tensors[name] = tensor.to(device, non_blocking=True) if device.type != "cpu" else tensor
     return tensors
-
-
-def iter_forward(model: Callable[..., RawOutput], inputs: Mapping[str, np.ndarray], *,
-                 device: torch.device, batch_size: int) -> Iterator[RawOutput]:
-    """Yield the model's raw outputs (on the CPU) for consecutive slices of batch_size rows."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    n_rows = len(next(iter(inputs.values()))) if inputs else 0
-    for start in range(0, n_rows, batch_size):
-        chunk = {name: array[start:start + batch_size] for name, array in inputs.items()}
-        yield forward(model, to_tensors(chunk, device))
 
 
 def forward(model: Callable[..., RawOutput], tensors: Mapping[str, torch.Tensor]) -> RawOutput:

@@ -60,19 +60,6 @@ class RunStats:
             parts = [f"{self.rows_predicted:,} rows predicted"]
         return parts + ([self.drift.summary()] if self.drift else []) + ([self.text.summary()] if self.text else [])
 
-    # -- the pre-drift-report view, for callers written against it ---------------------------------
-
-    @property
-    def rows(self) -> int:
-        return self.rows_predicted
-
-    @property
-    def out_of_range(self) -> dict[str, int]:
-        return self.drift.outside_training()
-
-    def describe_out_of_range(self) -> str:
-        return self.drift.summary()
-
 
 class Predictor:
     """Predicts with a bundle's model exactly as it was trained.

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from torchpredict.errors import PreprocessingError
 
-__all__ = ["STEP_TYPES", "Step", "float64_values", "from_json", "is_numeric", "nonzero_scale", "register_step",
+__all__ = ["STEP_TYPES", "Step", "float64_values", "from_json", "is_numeric", "register_step",
            "string_values", "to_json"]
 
 STEP_TYPES: dict[str, type[Step]] = {}
@@ -134,10 +134,6 @@ def string_values(col: pa.ChunkedArray) -> pa.ChunkedArray:
     if pa.types.is_dictionary(col.type):
         col = col.cast(col.type.value_type)
     return col.cast(pa.string())
-
-
-def nonzero_scale(value: float) -> float:
-    return value if value > 0 else 1.0
 
 
 def to_json(value: Any) -> Any:
