@@ -238,7 +238,8 @@ def test_duplicate_columns() -> None:
         mixed_schema().validate(table)
 
 
-@pytest.mark.parametrize(
+# The same mixed column ('forty' among numbers) as records, a dict of columns and a pandas frame.
+MIXED_AGE_INPUTS = pytest.mark.parametrize(
     "data",
     [
         [{"age": 31}, {"age": 40.5}, {"age": None}, {"age": "forty"}],
@@ -247,6 +248,9 @@ def test_duplicate_columns() -> None:
     ],
     ids=["records", "dict", "pandas"],
 )
+
+
+@MIXED_AGE_INPUTS
 def test_wrong_dtype_names_column_value_and_row(data: object) -> None:
     schema = Schema((Column("age", "float32", nullable=True),))
     with pytest.raises(
@@ -378,15 +382,7 @@ def test_a_reason_is_the_error_raise_mode_gives_for_that_row(diabetes: pd.DataFr
     }
 
 
-@pytest.mark.parametrize(
-    "data",
-    [
-        [{"age": 31}, {"age": 40.5}, {"age": None}, {"age": "forty"}],
-        {"age": [31, 40.5, None, "forty"]},
-        pd.DataFrame({"age": pd.Series([31, 40.5, None, "forty"], dtype=object)}),
-    ],
-    ids=["records", "dict", "pandas"],
-)
+@MIXED_AGE_INPUTS
 def test_a_value_arrow_cannot_read_rejects_its_row_only(data: object) -> None:
     validated = Schema((Column("age", "float32", nullable=True),)).validate(data, on_error="reject", first_row=100)
     assert validated.table.column("age").to_pylist() == [31.0, 40.5, None]
