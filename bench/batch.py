@@ -72,8 +72,8 @@ def build_bundles() -> None:
     """The peers' model and preprocessing as bundles: standardize f0..f31, one-hot c0 and c1, id passed.
 
     Twice: with the model as a torch.export program (storage "auto", what `pack` and `save` make by
-    default), and as safetensors weights + the peers' own factory (storage "weights"), which loads
-    without the import of torch.export's deserializer (about 2 s here).
+    default), and as safetensors weights + the peers' own factory (storage "weights"), which needs the
+    model's Python class importable where it is loaded.
     """
     sys.path.insert(0, str(PEERS))
     import common  # the peers' workload definition (model class, columns, paths)

@@ -6,6 +6,8 @@ Both are checked against the eager model at save time. Besides the batch, inputs
 dimensions (a decoder prefix's length); the entry records them as null. The entry's "call" says how the
 infer stage calls the model (see sequences.Call). Loading never unpickles, and never runs the guard code an
 exported archive carries (`.module()` would exec it; see DESIGN §3), so `check_inputs` checks shapes instead.
+On the CPU, export_reader builds the archive's graph directly; torch.export.load, behind its pickle checks,
+is the path for graphs the reader does not build and for other devices.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torch.utils import _pytree as pytree
 
 from torchpredict.checkpoints import build_model, error_summary, is_file_ref, load_state
 from torchpredict.errors import ModelLoadError, SchemaError
+from torchpredict.export_reader import Unsupported, load_checked, read_archive
 
 __all__ = ["EXPORT_FILE", "WEIGHTS_FILE", "check_inputs", "load_model", "store_model"]
 
@@ -328,18 +331,29 @@ def _model_file(directory: str | Path, entry: Mapping[str, Any], kind: str) -> P
 
 def _load_export(path: Path, device: torch.device) -> nn.Module:
     try:
-        program = torch.export.load(path)
+        module = read_archive(path) if device.type == "cpu" else None
+    except Unsupported:
+        module = None  # a graph this reader does not build: torch.export.load, checked first
+    except Exception as exc:
+        raise ModelLoadError(f"model file '{path.name}' could not be loaded: {_reason(exc)}") from exc
+    if module is None:
+        module = _load_with_torch(path, device)
+    for submodule in module.modules():
+        submodule.training = False  # exported in eval mode; GraphModule refuses .eval()
+    return module
+
+
+def _load_with_torch(path: Path, device: torch.device) -> nn.Module:
+    try:
+        program = load_checked(path)
         if device.type != "cpu":
             from torch.export.passes import move_to_device_pass
 
             program = move_to_device_pass(program, device)
         # check_guards=False: the default exec()s `guards_code` strings from the archive at forward time.
-        module = program.module(check_guards=False)
+        return program.module(check_guards=False)
     except Exception as exc:
         raise ModelLoadError(f"model file '{path.name}' could not be loaded: {_reason(exc)}") from exc
-    for submodule in module.modules():
-        submodule.training = False  # exported in eval mode; GraphModule refuses .eval()
-    return module
 
 
 def _load_weights(path: Path, entry: Mapping[str, Any], device: torch.device) -> nn.Module:
