@@ -224,6 +224,45 @@ def test_without_rejects_the_first_bad_row_stops_the_job_and_leaves_no_output(pr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
 
 
+@pytest.fixture(scope="module")
+def strict_predictor(patients: pa.Table, tmp_path_factory: pytest.TempPathFactory):
+    """The patients model with OneHot's default handle_unknown='error': a new 'sex' value is a bad row."""
+    train = patients.slice(0, 300)
+    preprocessor = Preprocessor([Standardize(NUMERIC), OneHot(["sex"])], passthrough=["id"]).fit(train)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(preprocessor.n_features_, 1)).eval()
+    path = save(tmp_path_factory.mktemp("strict") / "strict.tpk", model, preprocessor=preprocessor,
+                heads=Regression(target="progression"), examples=train)
+    return load(path, device="cpu", batch_size=64)
+
+
+def test_an_unknown_category_is_a_bad_row_named_by_its_input_row(strict_predictor, patients, tmp_path):
+    source = tmp_path / "in.csv"
+    lines = pacsv_text(patients).splitlines()
+    sex = lines[0].split(",").index('"sex"')
+    row = lines[1 + 300].split(",")
+    row[sex] = '"X"'
+    lines[1 + 300] = ",".join(row)
+    source.write_text("\n".join(lines) + "\n")
+
+    stats = predict_file(strict_predictor, source, tmp_path / "out.csv", rejects=tmp_path / "bad.csv",
+                         block_bytes=4096)  # row 300 is many chunks in
+    assert (stats.rows_in, stats.rows_predicted, stats.rows_rejected) == (442, 441, 1)
+    bad = read_table(tmp_path / "bad.csv")
+    assert bad.select(["row", "reason", "sex"]).to_pylist() == [
+        {"row": 300, "reason": "column 'sex': unknown category 'X'", "sex": "X"}]
+    good = patients.filter(pa.array([i != 300 for i in range(442)]))
+    _same(read_table(tmp_path / "out.csv"), strict_predictor.predict(good))
+
+    with pytest.raises(SchemaError, match=r"column 'sex': unknown category 'X' at row 300 \(1 row\(s\) unknown\)"):
+        predict_file(strict_predictor, source, tmp_path / "out2.csv", block_bytes=4096)
+    with pytest.raises(SchemaError, match=r"unknown category 'X' at row 300"):
+        strict_predictor.predict(read_table(source))
+    rejected = []
+    predictions = strict_predictor.predict(read_table(source), rejects=rejected.append)
+    assert predictions.num_rows == 441 and rejected[0].column("row").to_pylist() == [300]
+
+
 def test_a_failure_after_some_chunks_leaves_no_output_and_no_temporary_file(predictor, patients, tmp_path):
     source = tmp_path / "in.csv"
     lines = pacsv_text(patients).splitlines()

@@ -520,3 +520,21 @@ def test_importing_preprocessing_registers_the_text_step() -> None:
     code = "import torchpredict.preprocessing as p; print('text_encode' in p.STEP_TYPES)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "True", result.stderr
+
+
+def test_check_rows_reports_categories_an_encoder_refuses_in_columns_as_they_arrive() -> None:
+    steps = [OneHot(["city"]), IndexEncode(["plan"]), Impute(["age"], strategy="median"), OneHot(["age"])]
+    pre = Preprocessor(steps, passthrough=["id"]).fit(mixed().drop_null())
+    table = pa.table({"age": [34.0, 99.0], "visits": pa.array([1, 2], pa.int64()), "city": ["rome", "oslo"],
+                      "plan": pa.array([2, 9], pa.int32())})
+    reports = []
+    pre.check_rows(table, lambda rows, reasons, message: reports.append((rows.tolist(), reasons(rows), message())))
+    assert reports == [
+        ([0], ["column 'city': unknown category 'rome'"],
+         "column 'city': unknown category 'rome' at row 0 (1 row(s) unknown); known categories: 'lima', 'oslo', "
+         "'paris'; use OneHot(..., handle_unknown='ignore') to encode unknowns as all zeros"),
+        ([1], ["column 'plan': unknown category 9"],
+         "column 'plan': unknown category 9 at row 1 (1 row(s) unknown); known categories: '1', '2', '3'; "
+         "use IndexEncode(..., handle_unknown='reserved') to encode unknowns as 0"),
+        # 'age' after Impute is not the column as it arrived: its OneHot is left to refuse in transform
+    ]

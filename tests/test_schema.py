@@ -493,3 +493,24 @@ def test_values_read_from_text_are_parsed_and_only_non_numbers_rejected():
     ]
     with pytest.raises(SchemaError, match=r"column 'age': expected float64, got 'forty' \(string\) at row 1"):
         schema.validate(data, text=True)
+
+
+def test_a_row_check_runs_on_typed_rows_and_its_rows_join_the_rejected_by_input_row() -> None:
+    seen = []
+
+    def no_lima(table: pa.Table, report) -> None:
+        seen.append(table.column("visits").type)
+        rows = np.flatnonzero(np.array(table.column("city").to_pylist()) == "lima")
+        report(rows, lambda some: [f"lima at typed row {int(r)}" for r in some], lambda: f"lima at row {rows[0]}")
+
+    data = {"age": ["x", 1.0, 2.0, 3.0], "visits": [1, 2, 3, 4], "city": ["oslo", "lima", "oslo", "lima"],
+            "member": [True] * 4}
+    validated = mixed_schema().validate(data, on_error="reject", row_check=no_lima)
+    assert seen == [pa.int64()]  # after the cast, on the 3 rows that passed the schema's own checks
+    assert validated.rejected.column("row").to_pylist() == [0, 1, 3]
+    assert validated.rejected.column("reason").to_pylist() == [
+        "column 'age': expected float32, got 'x' (string)", "lima at typed row 0", "lima at typed row 2"]
+    assert validated.table.column("city").to_pylist() == ["oslo"]
+
+    with pytest.raises(SchemaError, match="^lima at row 101$"):  # raising names the input row (first_row + row)
+        mixed_schema().validate({**data, "age": [0.0, 1.0, 2.0, 3.0]}, first_row=100, row_check=no_lima)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +21,9 @@ import pyarrow.compute as pc
 
 from torchpredict.errors import PreprocessingError
 from torchpredict.steps import Step, is_numeric, register_step
+
+if TYPE_CHECKING:
+    from torchpredict.validation import RowReport
 
 __all__ = ["IndexEncode", "OneHot"]
 
@@ -108,17 +111,26 @@ class _Encoder(Step):
         return col
 
     def _indices(self, values: pa.ChunkedArray, index: dict[Category, int], name: str, when: str = "") -> np.ndarray:
-        """Each row's category index, -1 when unknown (refused with handle_unknown='error').
-
-        Only the distinct values of the batch are looked up, so a batch of a few rows costs little even
-        against a vocabulary of millions (pc.index_in would hash the whole vocabulary on every call).
-        """
-        encoded = pc.dictionary_encode(values.combine_chunks(), null_encoding="encode")
-        distinct = encoded.dictionary.cast(pa.string()).to_pylist()
-        indices = np.array([index.get(v, -1) for v in distinct], dtype=np.int64)[encoded.indices.to_numpy()]
+        """Each row's category index, -1 when unknown (refused with handle_unknown='error')."""
+        indices = _lookup(values, index)
         if self.params["handle_unknown"] == "error" and (indices < 0).any():
-            _unknown(values, indices, name, list(index), when, self.fix)
+            rows = np.flatnonzero(indices < 0)
+            raise PreprocessingError(_unknown_message(values, rows, name, list(index), when, self.fix))
         return indices
+
+    def report_unknown(self, frame: pa.Table, names: Sequence[str], report: RowReport) -> None:
+        """Report the rows of columns `names` holding a category transform would refuse (handle_unknown='error').
+
+        Validation calls this, so that such rows are rejected (or named by their input row number) like any
+        other bad value, instead of transform failing the whole batch.
+        """
+        if self.params["handle_unknown"] != "error":
+            return
+        plans = dict(zip(self.columns, self._plans(), strict=True))
+        for name in names:
+            values = self._values(frame, name)
+            rows = np.flatnonzero(_lookup(values, plans[name].index) < 0)
+            report(rows, *_unknown_wording(values, rows, name, list(plans[name].index), self.fix))
 
     def _plans(self) -> tuple[_Plan, ...]:
         """Per column lookup tables, built from the fitted state once and reused on every batch."""
@@ -466,15 +478,38 @@ def _replaced(frame: pa.Table, blocks: dict[str, dict[str, pa.Array]]) -> pa.Tab
     return pa.Table.from_arrays(arrays, names=names)
 
 
-def _unknown(values: pa.ChunkedArray, indices: np.ndarray, name: str, categories: list[Category], when: str,
-             fix: str) -> None:
-    rows = np.flatnonzero(indices < 0)
-    value = values[int(rows[0])].as_py()
-    raise PreprocessingError(
-        f"column {name!r}: unknown category {'null' if value is None else repr(value)} at row "
+def _lookup(values: pa.ChunkedArray, index: dict[Category, int]) -> np.ndarray:
+    """Each row's category index, -1 when unknown.
+
+    Only the distinct values of the batch are looked up, so a batch of a few rows costs little even
+    against a vocabulary of millions (pc.index_in would hash the whole vocabulary on every call).
+    """
+    encoded = pc.dictionary_encode(values.combine_chunks(), null_encoding="encode")
+    distinct = encoded.dictionary.cast(pa.string()).to_pylist()
+    return np.array([index.get(v, -1) for v in distinct], dtype=np.int64)[encoded.indices.to_numpy()]
+
+
+def _unknown_message(values: pa.ChunkedArray, rows: np.ndarray, name: str, categories: list[Category], when: str,
+                     fix: str) -> str:
+    return (
+        f"column {name!r}: unknown category {_category_text(values[int(rows[0])].as_py())} at row "
         f"{int(rows[0])}{' ' + when if when else ''} ({len(rows)} row(s) unknown); known categories: "
         f"{_shown(categories)}; {fix if not when else 'add it to categories or change handle_unknown'}"
     )
+
+
+def _unknown_wording(values: pa.ChunkedArray, rows: np.ndarray, name: str, categories: list[Category],
+                     fix: str) -> tuple[Callable[[np.ndarray], list[str]], Callable[[], str]]:
+    """Validation's wording of rows holding unknown categories: a reason per row, and the error message."""
+
+    def reasons(some: np.ndarray) -> list[str]:
+        return [f"column {name!r}: unknown category {_category_text(values[int(r)].as_py())}" for r in some]
+
+    return reasons, lambda: _unknown_message(values, rows, name, categories, "", fix)
+
+
+def _category_text(value: Any) -> str:
+    return "null" if value is None else repr(value)
 
 
 def _label(category: Category) -> str:

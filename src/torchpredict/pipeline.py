@@ -236,7 +236,7 @@ def _prepare(predictor: Any, plan: _Plan, piece: _Piece) -> _Prepared:
     """Validate one piece (rejecting or raising on bad rows) and preprocess the rows that passed."""
     try:
         validated = predictor.schema.validate(piece.chunk.data, keep=plan.keep, first_row=piece.chunk.first_row,
-                                              on_error=plan.on_error)
+                                              on_error=plan.on_error, row_check=predictor.preprocessor.check_rows)
     except SchemaError as exc:
         raise SchemaError(f"{_where(piece.source)}: {exc}") from None
     stats = RunStats()

@@ -127,7 +127,8 @@ class Predictor:
         on_error = "raise" if rejects is None else "reject"
         first_row = 0
         for batch in batches:
-            validated = self.schema.validate(batch, keep=keep, first_row=first_row, on_error=on_error, text=text)
+            validated = self.schema.validate(batch, keep=keep, first_row=first_row, on_error=on_error, text=text,
+                                             row_check=self.preprocessor.check_rows)
             first_row += validated.rows_in
             if stats is not None:
                 stats.add(validated)

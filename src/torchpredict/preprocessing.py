@@ -25,6 +25,7 @@ from torchpredict.schema import Schema
 from torchpredict.steps import STEP_TYPES, Step, float64_values, is_numeric, register_step
 from torchpredict.tables import as_table
 from torchpredict.text import TextCounts, TextEncode
+from torchpredict.validation import RowReport
 
 __all__ = ["STEP_TYPES", "Bucketize", "Clip", "Impute", "IndexEncode", "Log1p", "MaxAbs", "MinMax", "OneHot", "Power",
            "Preprocessor", "Robust", "Standardize", "Step", "TextEncode", "from_sklearn", "register_step"]
@@ -109,6 +110,19 @@ class Preprocessor:
 
     def fit_transform(self, data: Any) -> dict[str, np.ndarray]:
         return self.fit(data).transform(data)
+
+    def check_rows(self, table: pa.Table, report: RowReport) -> None:
+        """Report the rows holding a category an encoder refuses (handle_unknown="error"), for Schema.validate's
+        row_check: such rows are then rejected, or named by their input row, before transform runs.
+
+        Only columns as they arrive are checked; in a column an earlier step rewrote, transform still refuses.
+        """
+        rewritten: set[str] = set()
+        for step in self.steps:
+            if isinstance(step, (OneHot, IndexEncode)):
+                raw = [n for n in step.columns if n not in rewritten and n in table.column_names]
+                step.report_unknown(table, raw, report)
+            rewritten.update(step.columns)
 
     @property
     def n_features_(self) -> int:

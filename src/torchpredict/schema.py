@@ -10,7 +10,7 @@ feed the drift report of every validated batch.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
@@ -24,6 +24,7 @@ from torchpredict.tables import as_table
 from torchpredict.validation import (
     DTYPES,
     RowProblems,
+    RowReport,
     check_column,
     check_nulls,
     decoded,
@@ -36,6 +37,8 @@ from torchpredict.validation import (
 )
 
 _ROW = re.compile(r"\brow (\d+)")
+RowCheck = Callable[[pa.Table, RowReport], None]
+"""A per-row check on typed rows: calls report(rows, reasons, message) for the rows it refuses."""
 
 __all__ = ["MAX_CATEGORIES", "Column", "ColumnStats", "Schema", "Validated"]
 
@@ -189,6 +192,7 @@ class Schema:
         first_row: int = 0,
         on_error: Literal["raise", "reject"] = "raise",
         text: bool = False,
+        row_check: RowCheck | None = None,
     ) -> Validated:
         """Check `data` against the schema, cast features losslessly and count drift.
 
@@ -201,6 +205,8 @@ class Schema:
         text: the values were read from text (CSV/TSV): a numeric column that arrives as strings is parsed,
         and only strings that are not numbers are wrong. Python callers pass typed values and keep the
         strict check ('3.5' is not a float).
+        row_check: more per-row checks, run on the typed rows that passed (Preprocessor.check_rows: categories
+        an encoder refuses); it reports rows of the table it gets, which count as failing like the others.
 
         >>> schema = Schema.from_table({"age": [31.0, 40.0]}, features=["age"])
         >>> schema.validate({"age": [35.0, "forty"]}, on_error="reject").rejected.to_pylist()
@@ -209,7 +215,8 @@ class Schema:
         if on_error not in ("raise", "reject"):
             raise ValueError(f"on_error must be 'raise' or 'reject', got {on_error!r}")
         try:
-            return self._validate(data, keep, first_row, RowProblems(collect=on_error == "reject"), text)
+            problems = RowProblems(collect=on_error == "reject")
+            return self._validate(data, keep, first_row, problems, text, row_check)
         except SchemaError as exc:
             if not first_row:
                 raise
@@ -217,21 +224,30 @@ class Schema:
             raise SchemaError(shifted) from None
 
     def _validate(self, data: Any, keep: Sequence[str], first_row: int, problems: RowProblems,
-                  text: bool) -> Validated:
+                  text: bool, row_check: RowCheck | None) -> Validated:
         table = read_input(data, self.features, problems)
         self._check_columns(table, keep)
         found = {c.name: check_column(c, table.column(c.name), problems, text=text) for c in self.features}
         names = [c.name for c in self.features]
         names += [c.name for c in self.passthrough if c.name in table.column_names]
         names += [k for k in dict.fromkeys(keep) if k not in names]
+        typed = self._typed(table, problems.accepted(table.num_rows), names)
+        if row_check is not None:
+            typed = _checked(typed, row_check, problems, np.flatnonzero(problems.accepted(table.num_rows)))
         rejected = problems.rejected(table, names, first_row)
         if rejected is not None:
             table = table.filter(pa.array(problems.accepted(table.num_rows)))
             found = {c.name: leaves(decoded(table.column(c.name)), c.shape) for c in self.features}
+        drift = count_drift(self.features, found, table.num_rows)
+        return Validated(typed, drift, rejected)
+
+    def _typed(self, table: pa.Table, accepted: np.ndarray, names: list[str]) -> pa.Table:
+        """The accepted rows, features cast to their dtypes, then passthrough and kept columns as they are."""
+        if not accepted.all():
+            table = table.filter(pa.array(accepted))
         arrays = [decoded(table.column(c.name)).cast(target_type(c), safe=False) for c in self.features]
         arrays += [table.column(n) for n in names[len(arrays):]]
-        drift = count_drift(self.features, found, table.num_rows)
-        return Validated(pa.Table.from_arrays(arrays, names=names), drift, rejected)
+        return pa.Table.from_arrays(arrays, names=names)
 
     def _check_columns(self, table: pa.Table, keep: Sequence[str]) -> None:
         present = table.column_names
@@ -260,6 +276,23 @@ class Schema:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Schema:
         return cls(tuple(Column.from_dict(c) for c in d["columns"]))
+
+
+def _checked(typed: pa.Table, row_check: RowCheck, problems: RowProblems, positions: np.ndarray) -> pa.Table:
+    """typed without the rows row_check reports, which join problems; positions: each typed row's input row."""
+    flagged: list[np.ndarray] = []
+
+    def report(rows: np.ndarray, reasons: Callable[[np.ndarray], list[str]], message: Callable[[], str]) -> None:
+        if len(rows):
+            flagged.append(rows)
+            problems.add(positions[rows], lambda some: reasons(np.searchsorted(positions, some)), message)
+
+    row_check(typed, report)
+    if not flagged:
+        return typed
+    keep = np.ones(typed.num_rows, dtype=bool)
+    keep[np.concatenate(flagged)] = False
+    return typed.filter(pa.array(keep))
 
 
 # -- statistics from training data -----------------------------------------------------------------

@@ -22,7 +22,7 @@ from torchpredict.tables import _group, _kind, as_table
 if TYPE_CHECKING:
     from torchpredict.schema import Column
 
-__all__ = ["DTYPES", "Leaves", "RowProblems", "check_column", "leaves", "read_input"]
+__all__ = ["DTYPES", "Leaves", "RowProblems", "RowReport", "check_column", "leaves", "read_input"]
 
 DTYPES = {
     "float32": pa.float32(),
@@ -33,6 +33,9 @@ DTYPES = {
     "string": pa.string(),
 }
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+RowReport = Callable[[np.ndarray, Callable[[np.ndarray], list[str]], Callable[[], str]], None]
+"""RowProblems.add's shape: (sorted failing rows, reasons(some_rows) wording each, message() the error)."""
 
 Leaves = tuple[pa.ChunkedArray, np.ndarray, np.ndarray]
 """A column's values len(shape) list levels down, the row each came from, and the rows holding a null list."""
