@@ -3,16 +3,12 @@
 Reading, preparing (validation and preprocessing), the model's work and writing run in their own
 threads joined by small bounded queues, so parsing the next chunk, the forward pass (torch releases
 the GIL) and writing earlier predictions overlap while memory stays flat: a few chunks are in flight
-whatever the size of the input. Outputs never look complete before they are: a file is written under a
-temporary name and renamed at the end; a folder receives parts committed one by one, which `resume`
-skips after an interruption, giving the same parts as an uninterrupted run.
+whatever the size of the input. Where the results go, and how a killed job resumes, is sinks.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import queue
 import sys
@@ -20,7 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,26 +24,24 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from torchpredict.drift import DriftReport
 from torchpredict.errors import InputError, SchemaError
 from torchpredict.files import (
     DEFAULT_BATCH_ROWS,
     DEFAULT_BLOCK_BYTES,
     STDIO,
     Chunk,
-    TableWriter,
     detect_format,
     expand_inputs,
     read_chunks,
-    read_table,
 )
 from torchpredict.predictor import RunStats
+from torchpredict.sinks import Sink, open_sink, write_json
+from torchpredict.validation import free_name
 
 __all__ = ["DEFAULT_PART_ROWS", "predict_file"]
 
 DEFAULT_PART_ROWS = 1_000_000
 QUEUE_CHUNKS = (1, 1, 4)  # chunks waiting after reading, after preparing, after the model (small by then)
-STATE_DIR = ".torchpredict"  # in a folder output: the job's signature and one marker per committed part
 Progress = Callable[[int, "int | None"], None]
 _PARSE_TYPES = {"float32": pa.float64(), "float64": pa.float64(), "int32": pa.int64(), "int64": pa.int64(),
                 "bool": pa.bool_(), "string": pa.string()}
@@ -80,12 +74,12 @@ def predict_file(predictor: Any, input: str | Path | Sequence[str | Path], outpu
     started = time.perf_counter()
     if threads is not None and threads < 1:
         raise InputError(f"threads must be >= 1, got {threads}")
-    plan = _Plan.make(predictor, input, format, keep, columns, rejects, part_rows, batch_rows, block_bytes)
-    sink = _sink(predictor, plan, str(output), output_format, rejects, report, resume)
+    plan = Plan.make(predictor, input, format, keep, columns, rejects, part_rows, batch_rows, block_bytes)
+    sink = open_sink(predictor, plan, str(output), output_format, rejects, report, resume)
     with _torch_threads(threads):
         stats = _run(predictor, plan, sink, progress)
     if report is not None:
-        _write_json(Path(report), {"input": plan.sources, "output": str(output), "rows_in": stats.rows_in,
+        write_json(Path(report), {"input": plan.sources, "output": str(output), "rows_in": stats.rows_in,
                                    "rows_predicted": stats.rows_predicted, "rows_rejected": stats.rows_rejected,
                                    "seconds": round(time.perf_counter() - started, 3),
                                    "drift": stats.drift.to_dict()})
@@ -115,7 +109,7 @@ def _cores() -> int:
 
 
 @dataclass(frozen=True)
-class _Plan:
+class Plan:
     """What to read and how: the input files, parse types, kept and written columns, error policy."""
 
     sources: list[str]
@@ -133,7 +127,7 @@ class _Plan:
     @classmethod
     def make(cls, predictor: Any, input: Any, format: str | None, keep: Sequence[str],
              columns: Sequence[str] | None, rejects: Any, part_rows: int, batch_rows: int,
-             block_bytes: int) -> _Plan:
+             block_bytes: int) -> Plan:
         for name, value in (("part_rows", part_rows), ("batch_rows", batch_rows), ("block_bytes", block_bytes)):
             if value < 1:
                 raise InputError(f"{name} must be >= 1, got {value}")
@@ -188,7 +182,7 @@ class _Prepared:
 
 
 @dataclass
-class _Result:
+class Result:
     piece: _Piece
     batch: pa.RecordBatch | None
     stats: RunStats
@@ -196,7 +190,7 @@ class _Result:
     reject_names: list[str]
 
 
-def _pieces(plan: _Plan, start_row: int, splits: bool) -> Iterator[_Piece]:
+def _pieces(plan: Plan, start_row: int, splits: bool) -> Iterator[_Piece]:
     """Chunks of every input in order, cut at part boundaries, skipping rows before start_row."""
     sizes = [None if s == STDIO else os.path.getsize(s) for s in plan.sources]
     total_bytes = None if None in sizes else sum(sizes)  # type: ignore[arg-type]
@@ -232,7 +226,7 @@ def _split(chunk: Chunk, offset: int, part_rows: int | None, start_row: int) -> 
         start = stop
 
 
-def _prepare(predictor: Any, plan: _Plan, piece: _Piece) -> _Prepared:
+def _prepare(predictor: Any, plan: Plan, piece: _Piece) -> _Prepared:
     """Validate one piece (rejecting or raising on bad rows) and preprocess the rows that passed."""
     try:
         validated = predictor.schema.validate(piece.chunk.data, keep=plan.keep, first_row=piece.chunk.first_row,
@@ -243,7 +237,7 @@ def _prepare(predictor: Any, plan: _Plan, piece: _Piece) -> _Prepared:
     stats.add(validated)
     rejected = validated.rejected
     if rejected is not None and plan.many:
-        rejected = rejected.add_column(0, _free_name("file", rejected.column_names),
+        rejected = rejected.add_column(0, free_name("file", rejected.column_names),
                                        pa.array([piece.source] * rejected.num_rows, pa.string()))
     table = validated.table
     kept = table.column_names[len(predictor.schema.features):]
@@ -259,7 +253,7 @@ class _Model:
     bit-identical: a matrix kernel may round differently for another batch size), except that no batch
     spans two output parts (so that a resumed run computes every part as an uninterrupted one does)."""
 
-    def __init__(self, predictor: Any, plan: _Plan) -> None:
+    def __init__(self, predictor: Any, plan: Plan) -> None:
         self.predictor, self.plan = predictor, plan
         self.size = predictor.batch_size
         self.waiting: deque[_Prepared] = deque()  # pieces whose predictions are not all computed yet
@@ -268,7 +262,7 @@ class _Model:
         self.outputs: dict[str, list[pa.Array]] = {}  # predictions not yet handed to a piece
         self.ready = 0  # rows in self.outputs
 
-    def feed(self, prepared: _Prepared) -> list[_Result]:
+    def feed(self, prepared: _Prepared) -> list[Result]:
         self.waiting.append(prepared)
         if prepared.rows:
             self.inputs.append(prepared.inputs)
@@ -278,7 +272,7 @@ class _Model:
             self._run(self.queued)
         return self._finished()
 
-    def finish(self) -> list[_Result]:
+    def finish(self) -> list[Result]:
         self._run(self.queued)
         return self._finished()
 
@@ -292,7 +286,7 @@ class _Model:
                 self.outputs.setdefault(name, []).append(column)
         self.ready += rows
 
-    def _finished(self) -> list[_Result]:
+    def _finished(self) -> list[Result]:
         results = []
         while self.waiting and self.waiting[0].rows <= self.ready:
             prepared = self.waiting.popleft()
@@ -310,7 +304,7 @@ class _Model:
         self.ready -= rows
         return taken
 
-    def _result(self, prepared: _Prepared, predictions: dict[str, pa.Array]) -> _Result:
+    def _result(self, prepared: _Prepared, predictions: dict[str, pa.Array]) -> Result:
         table, kept = prepared.table, prepared.kept
         if not prepared.rows:
             batch = _empty_predictions(self.predictor, table, self.plan)
@@ -322,7 +316,7 @@ class _Model:
             columns = {n: table.column(n).combine_chunks() for n in kept}
             columns.update({n: predictions[n] for n in names})
             batch = pa.RecordBatch.from_pydict(columns)
-        return _Result(prepared.piece, batch, prepared.stats, prepared.rejected, prepared.reject_names)
+        return Result(prepared.piece, batch, prepared.stats, prepared.rejected, prepared.reject_names)
 
 
 def _take_rows(queued: list[dict[str, np.ndarray]], rows: int) -> dict[str, np.ndarray]:
@@ -344,7 +338,7 @@ def _take_rows(queued: list[dict[str, np.ndarray]], rows: int) -> dict[str, np.n
     return {name: np.concatenate([t[name] for t in taken]) for name in taken[0]}
 
 
-def _empty_predictions(predictor: Any, table: pa.Table, plan: _Plan) -> pa.RecordBatch | None:
+def _empty_predictions(predictor: Any, table: pa.Table, plan: Plan) -> pa.RecordBatch | None:
     """No rows, but the output's columns (from the bundle's golden examples); None when it has none."""
     try:
         empty = predictor.predict(table.slice(0, 0), keep=list(plan.keep))
@@ -357,12 +351,6 @@ def _empty_predictions(predictor: Any, table: pa.Table, plan: _Plan) -> pa.Recor
 
 def _where(source: str) -> str:
     return "stdin" if source == STDIO else f"file '{source}'"
-
-
-def _free_name(name: str, taken: Sequence[str]) -> str:
-    while name in taken:
-        name = "_" + name
-    return name
 
 
 # -- threads ----------------------------------------------------------------------------------------
@@ -449,7 +437,7 @@ def _model_stage(model: _Model, inbox: queue.Queue, outbox: queue.Queue, stop: t
             return
 
 
-def _run(predictor: Any, plan: _Plan, sink: _Sink, progress: Progress | None) -> RunStats:
+def _run(predictor: Any, plan: Plan, sink: Sink, progress: Progress | None) -> RunStats:
     stop = threading.Event()
     boxes = [queue.Queue(maxsize=size) for size in QUEUE_CHUNKS]
     threads = [
@@ -478,301 +466,3 @@ def _run(predictor: Any, plan: _Plan, sink: _Sink, progress: Progress | None) ->
         stop.set()
         for thread in threads:
             thread.join(timeout=5)
-
-
-# -- sinks ------------------------------------------------------------------------------------------
-
-
-class _Sink:
-    """Where results go: one file (or stdout), or the parts of a folder."""
-
-    start_row = 0
-    splits = False
-
-    def write(self, result: _Result) -> None:
-        raise NotImplementedError
-
-    def finish(self) -> RunStats:
-        raise NotImplementedError
-
-    def abort(self) -> None:
-        raise NotImplementedError
-
-
-def _sink(predictor: Any, plan: _Plan, output: str, output_format: str | None, rejects: Any, report: Any,
-          resume: bool) -> _Sink:
-    folder = output.endswith(("/", os.sep)) or Path(output).is_dir()
-    if resume and not folder:
-        raise InputError("resume needs a folder output (-o out/), whose parts are committed one by one")
-    rejects_path = None if rejects is None else Path(rejects)
-    if rejects_path is not None:
-        detect_format(rejects_path)
-    for side in (rejects_path, report):
-        if side is not None and not Path(side).parent.is_dir():
-            raise InputError(f"output folder '{Path(side).parent}' does not exist")
-    if folder:
-        fmt = detect_format(output, output_format or "parquet")
-        return _Parts(predictor, plan, Path(output), fmt, rejects_path, resume)
-    if output == STDIO:
-        fmt = detect_format(output, output_format or plan.format or "csv")
-    else:
-        try:
-            fmt = detect_format(output, output_format)
-        except InputError as exc:
-            fix = "output_format=... (CLI --output-format)"
-            raise InputError(str(exc).replace("format=... (CLI --format)", fix)) from None
-        if not Path(output).parent.is_dir():
-            raise InputError(f"output folder '{Path(output).parent}' does not exist")
-    return _OneFile(output, fmt, rejects_path, plan.many)
-
-
-class _Rejects:
-    """The rejected rows of a run, into one file written under a temporary name (empty when none)."""
-
-    def __init__(self, path: Path | None, many: bool) -> None:
-        self.path, self.many = path, many
-        self._writer: TableWriter | None = None
-        self._names: list[str] | None = None
-
-    def write(self, rejected: pa.Table | None, names: list[str]) -> None:
-        if self.path is None:
-            return
-        if self._names is None:
-            self._names = names
-        if rejected is None or not rejected.num_rows:
-            return
-        if self._writer is None:
-            self._writer = TableWriter(self.path, rejected.schema)
-        self._writer.write(_aligned(rejected, self._writer.schema))
-
-    def commit(self) -> None:
-        if self.path is None:
-            return
-        if self._writer is None:
-            self._writer = TableWriter(self.path, _reject_schema(self._names or [], self.many))
-        self._writer.commit()
-
-    def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.abort()
-
-
-def _reject_schema(names: list[str], many: bool) -> pa.Schema:
-    """The columns of a rejects file that received no row: (file,) row, reason, then the input columns as text."""
-    fields = [pa.field(_free_name("row", names), pa.int64()), pa.field(_free_name("reason", names), pa.string())]
-    fields += [pa.field(n, pa.string()) for n in names]
-    if many:
-        fields.insert(0, pa.field(_free_name("file", [f.name for f in fields]), pa.string()))
-    return pa.schema(fields)
-
-
-def _aligned(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """table with exactly the schema's columns (inputs whose columns differ: missing ones null)."""
-    if table.schema.names == schema.names:
-        return table
-    columns = [table.column(f.name) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
-               for f in schema]
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
-class _OneFile(_Sink):
-    def __init__(self, output: str, fmt: str, rejects: Path | None, many: bool) -> None:
-        self.output, self.format = output, fmt
-        self.stats = RunStats()
-        self.rejects = _Rejects(rejects, many)
-        self._writer: TableWriter | None = None
-        self._empty: pa.RecordBatch | None = None
-
-    def write(self, result: _Result) -> None:
-        _count(self.stats, result.stats)
-        self.rejects.write(result.rejected, result.reject_names)
-        batch = result.batch
-        if batch is None:
-            return
-        if self._writer is None:
-            if not batch.num_rows and self._empty is None:
-                self._empty = batch  # an output with columns, should no row come at all
-                return
-            self._writer = TableWriter(self.output, batch.schema, format=self.format)
-        self._writer.write(batch)
-
-    def finish(self) -> RunStats:
-        if self._writer is None:
-            if self._empty is None:
-                raise InputError("the input holds no rows (and the bundle has no golden examples to shape an "
-                                 "empty output with); nothing to predict")
-            self._writer = TableWriter(self.output, self._empty.schema, format=self.format)
-        self._writer.commit()
-        self.rejects.commit()
-        return self.stats
-
-    def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.abort()
-        self.rejects.abort()
-
-
-def _count(total: RunStats, part: RunStats) -> None:
-    total.rows_in += part.rows_in
-    total.rows_predicted += part.rows_predicted
-    total.rows_rejected += part.rows_rejected
-    total.drift.add(part.drift)
-    total.text.add(part.text)
-
-
-@dataclass
-class _Part:
-    number: int
-    stats: RunStats = field(default_factory=RunStats)
-    writer: TableWriter | None = None
-    rejects: TableWriter | None = None
-    reject_names: list[str] = field(default_factory=list)
-
-
-class _Parts(_Sink):
-    """part-00000.<ext>, part-00001.<ext>, ... each committed (data, then a marker) once complete."""
-
-    splits = True
-
-    def __init__(self, predictor: Any, plan: _Plan, folder: Path, fmt: str, rejects: Path | None,
-                 resume: bool) -> None:
-        self.folder, self.format, self.plan = folder, fmt, plan
-        self.state = folder / STATE_DIR
-        self.rejects = rejects
-        signature = _signature(predictor, plan, fmt)
-        self.markers = self._resume(signature) if resume else self._start(signature)
-        self.start_row = len(self.markers) * plan.part_rows
-        self._part: _Part | None = None
-
-    def _start(self, signature: dict) -> list[dict]:
-        if self.state.is_dir() and any(self.state.glob("part-*.json")):
-            raise InputError(f"output folder '{self.folder}' holds parts of an earlier run; pass --resume "
-                             "(resume=True) to finish it, or write to an empty folder")
-        if not self.folder.parent.is_dir():
-            raise InputError(f"output folder '{self.folder.parent}' does not exist")
-        self.state.mkdir(parents=True, exist_ok=True)
-        self._remove_partial_files()
-        _write_json(self.state / "job.json", signature)
-        return []
-
-    def _remove_partial_files(self) -> None:
-        """What a killed run was writing (never committed)."""
-        for folder in (self.folder, self.state):
-            for stale in folder.glob(".*.partial-*"):
-                stale.unlink()
-
-    def _resume(self, signature: dict) -> list[dict]:
-        if STDIO in self.plan.sources:
-            raise InputError("cannot resume a run that reads stdin: its rows cannot be read again")
-        job = self.state / "job.json"
-        if not job.is_file():
-            raise InputError(f"cannot resume into '{self.folder}': it holds no parts of an earlier run "
-                             f"({job} is missing); run without --resume")
-        before = json.loads(job.read_text())
-        changed = [key for key in signature if before.get(key) != signature[key]]
-        if changed:
-            raise InputError(f"cannot resume into '{self.folder}': the {', '.join(changed)} differ from the run "
-                             "that wrote its parts; rerun without --resume into an empty folder")
-        self._remove_partial_files()
-        markers = []
-        while (marker := self.state / f"part-{len(markers):05d}.json").is_file():
-            entry = json.loads(marker.read_text())
-            if entry["file"] is not None and not (self.folder / entry["file"]).is_file():
-                break
-            markers.append(entry)
-        return markers
-
-    def write(self, result: _Result) -> None:
-        piece = result.piece
-        if self._part is None or self._part.number != piece.part:
-            self._commit()
-            self._part = _Part(piece.part)
-        part = self._part
-        _count(part.stats, result.stats)
-        part.reject_names = result.reject_names
-        if self.rejects is not None and result.rejected is not None and result.rejected.num_rows:
-            if part.rejects is None:
-                part.rejects = TableWriter(self.state / f"rejects-{part.number:05d}.parquet", result.rejected.schema)
-            part.rejects.write(result.rejected)
-        if result.batch is not None:
-            if part.writer is None:
-                name = f"part-{part.number:05d}.{self.format}"
-                part.writer = TableWriter(self.folder / name, result.batch.schema, format=self.format)
-            part.writer.write(result.batch)
-        if piece.ends_part:
-            self._commit()
-
-    def _commit(self) -> None:
-        part, self._part = self._part, None
-        if part is None:
-            return
-        if part.rejects is not None:
-            part.rejects.commit()
-        if part.writer is not None:
-            part.writer.commit()
-        stats = part.stats
-        entry = {"part": part.number, "file": None if part.writer is None else part.writer.path.name,
-                 "rejects": None if part.rejects is None else part.rejects.path.name,
-                 "reject_columns": part.reject_names, "rows_in": stats.rows_in,
-                 "rows_predicted": stats.rows_predicted, "rows_rejected": stats.rows_rejected,
-                 "drift": stats.drift.to_dict()}
-        _write_json(self.state / f"part-{part.number:05d}.json", entry)  # the commit point
-        self.markers.append(entry)
-
-    def finish(self) -> RunStats:
-        self._commit()
-        stats = RunStats()
-        for entry in self.markers:
-            _count(stats, RunStats(rows_in=entry["rows_in"], rows_predicted=entry["rows_predicted"],
-                                   rows_rejected=entry["rows_rejected"], drift=DriftReport.from_dict(entry["drift"])))
-        if self.rejects is not None:
-            self._gather_rejects()
-        return stats
-
-    def _gather_rejects(self) -> None:
-        fragments = [self.state / e["rejects"] for e in self.markers if e.get("rejects")]
-        names = next((e["reject_columns"] for e in reversed(self.markers) if e["reject_columns"]), [])
-        writer = None
-        try:
-            for fragment in fragments:
-                table = read_table(fragment)
-                writer = writer or TableWriter(self.rejects, table.schema)  # type: ignore[arg-type]
-                writer.write(_aligned(table, writer.schema))
-            writer = writer or TableWriter(self.rejects, _reject_schema(names, self.plan.many))  # type: ignore[arg-type]
-        except BaseException:
-            if writer is not None:
-                writer.abort()
-            raise
-        writer.commit()
-
-    def abort(self) -> None:
-        part, self._part = self._part, None
-        if part is not None:
-            for writer in (part.writer, part.rejects):
-                if writer is not None:
-                    writer.abort()
-
-
-def _signature(predictor: Any, plan: _Plan, fmt: str) -> dict:
-    """What must not change between a run and its resumption."""
-    inputs = []
-    for source in plan.sources:
-        status = os.stat(source) if source != STDIO else None
-        inputs.append({"path": str(Path(source).resolve()) if status else source,
-                       "size": status and status.st_size, "mtime_ns": status and status.st_mtime_ns})
-    manifest = getattr(predictor, "manifest", None)
-    bundle = None if manifest is None else hashlib.sha256(
-        json.dumps(manifest.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
-    return {"input files": inputs, "bundle": bundle, "keep columns": list(plan.keep),
-            "prediction columns": None if plan.columns is None else list(plan.columns),
-            "part rows": plan.part_rows, "output format": fmt}
-
-
-def _write_json(path: Path, data: Any) -> None:
-    """Write a JSON file atomically."""
-    if not path.parent.is_dir():
-        raise InputError(f"output folder '{path.parent}' does not exist")
-    temp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    temp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    os.replace(temp, path)
-

@@ -22,7 +22,7 @@ from torchpredict.tables import _group, _kind, as_table
 if TYPE_CHECKING:
     from torchpredict.schema import Column
 
-__all__ = ["DTYPES", "Leaves", "RowProblems", "RowReport", "check_column", "leaves", "read_input"]
+__all__ = ["DTYPES", "Leaves", "RowProblems", "RowReport", "check_column", "free_name", "leaves", "read_input"]
 
 DTYPES = {
     "float32": pa.float32(),
@@ -82,7 +82,7 @@ class RowProblems:
         rows = np.concatenate(self._rows)
         order = np.argsort(rows, kind="stable")
         rows = rows[order]
-        row_name, reason_name = _free_name("row", names), _free_name("reason", names)
+        row_name, reason_name = free_name("row", names), free_name("reason", names)
         columns = {
             row_name: pa.array(rows + first_row, pa.int64()),
             reason_name: pa.array([self._reasons[i] for i in order], pa.string()),
@@ -102,7 +102,7 @@ class RowProblems:
         return text
 
 
-def _free_name(name: str, taken: Iterable[str]) -> str:
+def free_name(name: str, taken: Iterable[str]) -> str:
     """'row', or '_row' (then '__row' ...) when an input column already has that name."""
     taken = set(taken)
     while name in taken:
