@@ -152,7 +152,7 @@ def same_as_in_memory(output: Path) -> str:
     import warnings
 
     from torchpredict.bundle import load
-    from torchpredict.files import read_table
+    from torchpredict.readers import read_table
 
     predictor = load(BUNDLE, device="cpu", batch_size=4096)
     with warnings.catch_warnings():

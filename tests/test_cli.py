@@ -14,7 +14,8 @@ import pytest
 
 from conftest import training_time_predictions
 from torchpredict.bundle import load
-from torchpredict.files import read_table, write_table
+from torchpredict.readers import read_table
+from torchpredict.writers import write_table
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -9,8 +9,8 @@ import jsonschema
 import numpy as np
 
 from torchpredict.bundle import load
-from torchpredict.files import read_table
 from torchpredict.manifest import read_manifest
+from torchpredict.readers import read_table
 
 GOLDEN = Path(__file__).parent / "data" / "wine-v1"
 MANIFEST_SCHEMA = Path(__file__).parents[1] / "src" / "torchpredict" / "manifest.schema.json"

@@ -15,8 +15,9 @@ import torch
 from test_cli import run_cli
 from torchpredict.bundle import load
 from torchpredict.errors import ModelLoadError, PreprocessingError
-from torchpredict.files import read_table, write_table
 from torchpredict.packing import pack
+from torchpredict.readers import read_table
+from torchpredict.writers import write_table
 
 TRAINING_SCRIPT = textwrap.dedent("""
     import numpy as np

@@ -22,11 +22,12 @@ import torch
 
 from torchpredict.bundle import load, save
 from torchpredict.errors import InputError, SchemaError
-from torchpredict.files import read_table, write_table
 from torchpredict.interpretation import Regression
 from torchpredict.pipeline import predict_file
 from torchpredict.preprocessing import OneHot, Preprocessor, Standardize
+from torchpredict.readers import read_table
 from torchpredict.schema import Schema
+from torchpredict.writers import write_table
 
 NUMERIC = ["age", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
 

@@ -199,7 +199,8 @@ def test_without_rejects_a_bad_row_still_stops_the_run(wine, wine_bundle):
 
 
 def test_predict_file_streams_a_file_into_predictions(wine, wine_bundle, tmp_path):
-    from torchpredict.files import read_table, write_table
+    from torchpredict.readers import read_table
+    from torchpredict.writers import write_table
 
     source, output = tmp_path / "new.csv", tmp_path / "out.parquet"
     write_table(wine["new"].append_column("id", pa.array(np.arange(wine["new"].num_rows))), source)

@@ -17,9 +17,10 @@ import torch
 
 from torchpredict.bundle import load, save
 from torchpredict.errors import OutOfRangeWarning, TorchPredictError
-from torchpredict.files import read_table, write_table
 from torchpredict.interpretation import MulticlassClassification
 from torchpredict.preprocessing import Preprocessor, Standardize
+from torchpredict.readers import read_table
+from torchpredict.writers import write_table
 
 __all__ = ["run_demo", "train_wine"]
 

@@ -17,7 +17,6 @@ import pyarrow as pa
 from torchpredict.bundle import save
 from torchpredict.checkpoints import load_checkpoint
 from torchpredict.errors import PreprocessingError
-from torchpredict.files import read_table
 from torchpredict.interpretation import (
     BinaryClassification,
     MulticlassClassification,
@@ -26,6 +25,7 @@ from torchpredict.interpretation import (
     Regression,
 )
 from torchpredict.preprocessing import Impute, MinMax, OneHot, Preprocessor, Standardize
+from torchpredict.readers import read_table
 from torchpredict.tables import as_table
 
 __all__ = ["TASKS", "pack"]

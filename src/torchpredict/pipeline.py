@@ -25,16 +25,9 @@ import pyarrow as pa
 import torch
 
 from torchpredict.errors import InputError, SchemaError
-from torchpredict.files import (
-    DEFAULT_BATCH_ROWS,
-    DEFAULT_BLOCK_BYTES,
-    STDIO,
-    Chunk,
-    detect_format,
-    expand_inputs,
-    read_chunks,
-)
+from torchpredict.formats import STDIO, detect_format, expand_inputs
 from torchpredict.predictor import RunStats
+from torchpredict.readers import DEFAULT_BATCH_ROWS, DEFAULT_BLOCK_BYTES, Chunk, read_chunks
 from torchpredict.sinks import Sink, open_sink, write_json
 from torchpredict.validation import free_name
 

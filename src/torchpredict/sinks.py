@@ -18,9 +18,11 @@ import pyarrow as pa
 
 from torchpredict.drift import DriftReport
 from torchpredict.errors import InputError
-from torchpredict.files import STDIO, TableWriter, detect_format, read_table
+from torchpredict.formats import STDIO, detect_format
 from torchpredict.predictor import RunStats
+from torchpredict.readers import read_table
 from torchpredict.validation import free_name
+from torchpredict.writers import TableWriter
 
 if TYPE_CHECKING:
     from torchpredict.pipeline import Plan, Result

@@ -1,0 +1,75 @@
+"""The file formats torchpredict reads and writes, and how a path or a stream says which one it is.
+
+Formats: CSV, TSV, Parquet, JSONL and NumPy .npy; gzip, zstd, bz2 and lz4 compressed inputs (recognised by
+their first bytes, see readers.py) and text outputs (by extension); '-' for stdin and stdout. Arrow is the
+one columnar format inside torchpredict: readers.py yields chunks of rows, writers.py takes record batches.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from torchpredict.errors import InputError
+
+__all__ = ["CODECS", "FORMATS", "STDIO", "SUFFIXES", "detect_format", "expand_inputs", "first_line", "split_suffix"]
+
+FORMATS = ("csv", "tsv", "parquet", "jsonl", "npy")
+STDIO = "-"
+SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
+            ".ndjson": "jsonl", ".json": "jsonl", ".npy": "npy"}
+CODECS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2", ".lz4": "lz4"}
+
+
+def detect_format(path: str | Path, format: str | None = None) -> str:
+    """The file format: the explicit one when given, else from the extension (after any .gz/.zst)."""
+    if format is not None:
+        if format not in FORMATS:
+            raise InputError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+        return format
+    if str(path) == STDIO:
+        raise InputError("cannot tell the format of '-' (stdin/stdout); pass format=... (CLI --format)")
+    suffix, _ = split_suffix(path)
+    if suffix not in SUFFIXES:
+        known = ", ".join(sorted(SUFFIXES))
+        raise InputError(f"file '{path}': cannot tell the format from extension {suffix!r} "
+                         f"(known: {known}); pass format=... (CLI --format)")
+    return SUFFIXES[suffix]
+
+
+def split_suffix(path: str | Path) -> tuple[str, str | None]:
+    """('.csv', 'gzip') for 'a.csv.gz'; ('.csv', None) for 'a.csv'."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in CODECS:
+        return Path(path.stem).suffix.lower(), CODECS[suffix]
+    return suffix, None
+
+
+def expand_inputs(source: str | Path | Sequence[str | Path]) -> list[str]:
+    """Input files in order: '-' (stdin), a file, every data file of a folder, a glob's matches, or a list."""
+    if not isinstance(source, (str, Path)):
+        return [path for item in source for path in expand_inputs(item)]
+    text = str(source)
+    if text == STDIO or (os.path.exists(text) and not os.path.isdir(text)):  # a file, or a pipe: <(zcat a.gz)
+        return [text]
+    if Path(text).is_dir():
+        found = sorted(str(p) for p in Path(text).iterdir()
+                       if p.is_file() and not p.name.startswith(".") and split_suffix(p)[0] in SUFFIXES)
+        if not found:
+            raise InputError(f"input folder '{text}' holds no {', '.join(sorted(SUFFIXES))} files")
+        return found
+    if glob.has_magic(text):
+        found = sorted(p for p in glob.glob(text) if Path(p).is_file())
+        if not found:
+            raise InputError(f"no input file matches '{text}'")
+        return found
+    raise InputError(f"input file '{text}' does not exist")
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a reader or writer library's error, to quote in a one-line message."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
