@@ -79,7 +79,7 @@ def build_bundles() -> None:
     import common  # the peers' workload definition (model class, columns, paths)
 
     from torchpredict.bundle import save
-    from torchpredict.interpretation import MulticlassClassification
+    from torchpredict.classification import MulticlassClassification
     from torchpredict.preprocessing import OneHot, Preprocessor, Standardize
 
     train = pacsv.read_csv(DATA / "data_100k.csv")  # the rows the peers' statistics come from

@@ -119,8 +119,8 @@ def test_saving_over_an_existing_bundle_needs_overwrite(wine, wine_bundle):
 
 
 def test_save_refuses_a_head_that_does_not_fit_the_model(wine, tmp_path):
+    from torchpredict.classification import MulticlassClassification
     from torchpredict.errors import ModelLoadError
-    from torchpredict.interpretation import MulticlassClassification
 
     wrong = MulticlassClassification(target="cultivar", labels=["a", "b", "c", "d"])
     with pytest.raises(ModelLoadError, match="cultivar"):

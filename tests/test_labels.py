@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from torchpredict.classification import BinaryClassification, MulticlassClassification, MultilabelClassification
 from torchpredict.errors import PreprocessingError
-from torchpredict.interpretation import BinaryClassification, MulticlassClassification, MultilabelClassification
 
 
 def test_classification_unknown_label_names_label_and_row():

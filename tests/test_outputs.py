@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from torchpredict.classification import MulticlassClassification
 from torchpredict.errors import ModelLoadError, PreprocessingError
-from torchpredict.interpretation import MulticlassClassification, RawOutput
+from torchpredict.interpretation import RawOutput
 from torchpredict.outputs import select_output
 
 

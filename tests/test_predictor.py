@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from torchpredict.bundle import load, save
+from torchpredict.classification import MulticlassClassification
 from torchpredict.errors import OutOfRangeWarning, SchemaError
-from torchpredict.interpretation import MulticlassClassification, Regression
+from torchpredict.interpretation import Regression
 from torchpredict.predictor import RunStats
 
 

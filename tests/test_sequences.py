@@ -23,8 +23,9 @@ from torch import nn
 from seq2seq_model import MAX_DIGITS, digit_strings, fit, one_thread
 from seq2seq_model import Seq2Seq as Transformer
 from torchpredict.bundle import load, save
+from torchpredict.classification import MulticlassClassification
 from torchpredict.errors import BundleError, ModelLoadError, PreprocessingError
-from torchpredict.interpretation import ModelBatch, MulticlassClassification, head_from_dict
+from torchpredict.interpretation import ModelBatch, head_from_dict
 from torchpredict.manifest import read_manifest, sha256
 from torchpredict.predictor import Predictor, RunStats
 from torchpredict.preprocessing import Preprocessor, TextEncode

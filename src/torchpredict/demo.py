@@ -16,8 +16,8 @@ import pyarrow as pa
 import torch
 
 from torchpredict.bundle import load, save
+from torchpredict.classification import MulticlassClassification
 from torchpredict.errors import OutOfRangeWarning, TorchPredictError
-from torchpredict.interpretation import MulticlassClassification
 from torchpredict.preprocessing import Preprocessor, Standardize
 from torchpredict.readers import read_table
 from torchpredict.writers import write_table

@@ -16,14 +16,9 @@ import pyarrow as pa
 
 from torchpredict.bundle import save
 from torchpredict.checkpoints import load_checkpoint
+from torchpredict.classification import BinaryClassification, MulticlassClassification, MultilabelClassification
 from torchpredict.errors import PreprocessingError
-from torchpredict.interpretation import (
-    BinaryClassification,
-    MulticlassClassification,
-    MultilabelClassification,
-    RawOutput,
-    Regression,
-)
+from torchpredict.interpretation import RawOutput, Regression
 from torchpredict.preprocessing import Impute, MinMax, OneHot, Preprocessor, Standardize
 from torchpredict.readers import read_table
 from torchpredict.tables import as_table
