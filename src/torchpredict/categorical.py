@@ -13,6 +13,7 @@ import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -39,6 +40,11 @@ class _Plan:
     index: dict[Category, int]
     lookup: np.ndarray
     names: tuple[str, ...] = ()
+
+    @cached_property
+    def known(self) -> pa.Array:
+        """The categories as the string array pc.is_in looks values up in (null: the missing category)."""
+        return pa.array(list(self.index), pa.string())
 
 
 class _Encoder(Step):
@@ -128,9 +134,11 @@ class _Encoder(Step):
             return
         plans = dict(zip(self.columns, self._plans(), strict=True))
         for name in names:
-            values = self._values(frame, name)
-            rows = np.flatnonzero(_lookup(values, plans[name].index) < 0)
-            report(rows, *_unknown_wording(values, rows, name, list(plans[name].index), self.fix))
+            values, plan = self._values(frame, name), plans[name]
+            known = pc.is_in(values.cast(pa.string()), value_set=plan.known, skip_nulls=False)
+            rows = np.flatnonzero(~known.to_numpy(zero_copy_only=False))
+            if len(rows):
+                report(rows, *_unknown_wording(values, rows, name, list(plan.index), self.fix))
 
     def _plans(self) -> tuple[_Plan, ...]:
         """Per column lookup tables, built from the fitted state once and reused on every batch."""
