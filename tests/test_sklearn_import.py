@@ -37,7 +37,7 @@ from torch import nn
 
 from sklearn_data import PARITY, Data, datasets
 from torchpredict.bundle import load, save
-from torchpredict.errors import PreprocessingError
+from torchpredict.errors import PreprocessingError, SchemaError
 from torchpredict.interpretation import Regression
 from torchpredict.preprocessing import Preprocessor, from_sklearn
 from torchpredict.sklearn_import import SUPPORTED, convert
@@ -441,3 +441,26 @@ def test_a_model_trained_on_scikit_learn_output_predicts_the_same_from_the_bundl
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
     assert np.corrcoef(got, target[330:])[0, 1] > 0.3  # it learned something
     assert predictor.preprocessor == pre
+
+
+def test_imputer_then_refusing_encoder_rejects_unknown_rows_by_input_row(tmp_path: Path) -> None:
+    """The usual SimpleImputer(most_frequent) -> OneHotEncoder(): a missing sex is imputed and predicted, an
+    unknown one is a bad row named by its input row (or rejected), not a failure of the whole batch."""
+    train, test = mixed()
+    ct = ColumnTransformer([("num", StandardScaler(), ["age"]),
+                            ("sex", make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder()), ["sex"])])
+    pre = from_sklearn(ct.fit(train[["age", "sex"]]), train[["age", "sex"]])
+    torch.manual_seed(0)
+    bundle = save(tmp_path / "b.tpk", nn.Linear(pre.n_features_, 1).eval(), preprocessor=pre,
+                  heads=Regression("y"), examples=train[["age", "sex"]].head(8))
+    rows = test[["age", "sex"]].head(8).copy()
+    rows.loc[3, "sex"] = None  # imputed: known
+    predictor = load(bundle)
+    with pytest.raises(SchemaError, match=r"column 'sex': unknown category 'x' at row 0 \(2 row\(s\) unknown\)"):
+        predictor.predict(rows)
+    rejected = []
+    predictions = predictor.predict(rows, rejects=rejected.append)
+    assert predictions.num_rows == 6
+    assert rejected[0].select(["row", "reason"]).to_pylist() == [
+        {"row": 0, "reason": "column 'sex': unknown category 'x'"},
+        {"row": 5, "reason": "column 'sex': unknown category 'x'"}]

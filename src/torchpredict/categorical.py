@@ -121,14 +121,16 @@ class _Encoder(Step):
         indices = _lookup(values, index)
         if self.params["handle_unknown"] == "error" and (indices < 0).any():
             rows = np.flatnonzero(indices < 0)
-            raise PreprocessingError(_unknown_message(values, rows, name, list(index), when, self.fix))
+            raise PreprocessingError(_unknown_message(values, rows, name, list(index), when, self.fix, int(rows[0])))
         return indices
 
-    def report_unknown(self, frame: pa.Table, names: Sequence[str], report: RowReport) -> None:
+    def report_unknown(self, frame: pa.Table, names: Sequence[str], report: RowReport,
+                       row_numbers: np.ndarray | None = None) -> None:
         """Report the rows of columns `names` holding a category transform would refuse (handle_unknown='error').
 
         Validation calls this, so that such rows are rejected (or named by their input row number) like any
-        other bad value, instead of transform failing the whole batch.
+        other bad value, instead of transform failing the whole batch. row_numbers: the row number of each
+        row of frame, where frame is a selection of the rows reported on (default: their positions).
         """
         if self.params["handle_unknown"] != "error":
             return
@@ -138,7 +140,8 @@ class _Encoder(Step):
             known = pc.is_in(values.cast(pa.string()), value_set=plan.known, skip_nulls=False)
             rows = np.flatnonzero(~known.to_numpy(zero_copy_only=False))
             if len(rows):
-                report(rows, *_unknown_wording(values, rows, name, list(plan.index), self.fix))
+                shown = int(rows[0] if row_numbers is None else row_numbers[rows[0]])
+                report(rows, *_unknown_wording(values, rows, name, list(plan.index), self.fix, shown))
 
     def _plans(self) -> tuple[_Plan, ...]:
         """Per column lookup tables, built from the fitted state once and reused on every batch."""
@@ -498,22 +501,23 @@ def _lookup(values: pa.ChunkedArray, index: dict[Category, int]) -> np.ndarray:
 
 
 def _unknown_message(values: pa.ChunkedArray, rows: np.ndarray, name: str, categories: list[Category], when: str,
-                     fix: str) -> str:
+                     fix: str, shown_row: int) -> str:
+    """The error for rows holding unknown categories, naming the first (as row shown_row) and the known ones."""
     return (
         f"column {name!r}: unknown category {_category_text(values[int(rows[0])].as_py())} at row "
-        f"{int(rows[0])}{' ' + when if when else ''} ({len(rows)} row(s) unknown); known categories: "
+        f"{shown_row}{' ' + when if when else ''} ({len(rows)} row(s) unknown); known categories: "
         f"{_shown(categories)}; {fix if not when else 'add it to categories or change handle_unknown'}"
     )
 
 
 def _unknown_wording(values: pa.ChunkedArray, rows: np.ndarray, name: str, categories: list[Category],
-                     fix: str) -> tuple[Callable[[np.ndarray], list[str]], Callable[[], str]]:
+                     fix: str, shown_row: int) -> tuple[Callable[[np.ndarray], list[str]], Callable[[], str]]:
     """Validation's wording of rows holding unknown categories: a reason per row, and the error message."""
 
     def reasons(some: np.ndarray) -> list[str]:
         return [f"column {name!r}: unknown category {_category_text(values[int(r)].as_py())}" for r in some]
 
-    return reasons, lambda: _unknown_message(values, rows, name, categories, "", fix)
+    return reasons, lambda: _unknown_message(values, rows, name, categories, "", fix, shown_row)
 
 
 def _category_text(value: Any) -> str:

@@ -8,7 +8,7 @@ in numeric.py, missing.py, categorical.py and text.py; importing this module reg
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -115,14 +115,17 @@ class Preprocessor:
         """Report the rows holding a category an encoder refuses (handle_unknown="error"), for Schema.validate's
         row_check: such rows are then rejected, or named by their input row, before transform runs.
 
-        Only columns as they arrive are checked; in a column an earlier step rewrote, transform still refuses.
+        An encoder sees its columns as the steps before it left them (Impute, then OneHot): those earlier steps
+        run here too, on just the columns a refusing encoder after them reads.
         """
-        rewritten: set[str] = set()
-        for step in self.steps:
-            if isinstance(step, (OneHot, IndexEncode)):
-                raw = [n for n in step.columns if n not in rewritten and n in table.column_names]
-                step.report_unknown(table, raw, report)
-            rewritten.update(step.columns)
+        refusing = [i for i, step in enumerate(self.steps) if _refuses_unknown(step)]
+        frame, rows = table, np.arange(table.num_rows)  # rows: where each row of frame is in table
+        for i, step in enumerate(self.steps[: refusing[-1] + 1] if refusing else ()):
+            if i in refusing:
+                frame, rows = _drop_unknown(step, frame, rows, report)
+            read_later = {name for j in refusing if j > i for name in self.steps[j].columns}
+            if read_later & set(step.columns) and i not in refusing:
+                frame = _advance(step, frame)
 
     @property
     def n_features_(self) -> int:
@@ -281,6 +284,34 @@ def _gaps(names: Sequence[str], kept: set[str]) -> dict[int, list[str]]:
         else:
             gaps.setdefault(position, []).append(name)
     return gaps
+
+
+def _refuses_unknown(step: Step) -> bool:
+    return isinstance(step, (OneHot, IndexEncode)) and step.params["handle_unknown"] == "error"
+
+
+def _drop_unknown(step: OneHot | IndexEncode, frame: pa.Table, rows: np.ndarray,
+                  report: RowReport) -> tuple[pa.Table, np.ndarray]:
+    """Report the rows of frame holding categories step refuses (as rows of the checked table); the others."""
+    flagged = np.zeros(frame.num_rows, dtype=bool)
+
+    def collect(some: np.ndarray, reasons: Callable[[np.ndarray], list[str]], message: Callable[[], str]) -> None:
+        flagged[some] = True
+        report(rows[some], lambda these: reasons(np.searchsorted(rows, these)), message)
+
+    step.report_unknown(frame, [n for n in step.columns if n in frame.column_names], collect, row_numbers=rows)
+    if not flagged.any():
+        return frame, rows
+    return frame.filter(pa.array(~flagged)), rows[~flagged]
+
+
+def _advance(step: Step, frame: pa.Table) -> pa.Table:
+    """frame with step applied to its columns (the others as they are)."""
+    if not all(name in frame.column_names for name in step.columns):
+        return frame  # an earlier step replaced one; transform will say so
+    done = step.transform(frame.select(list(step.columns)))
+    rest = frame.drop_columns(list(step.columns))
+    return pa.Table.from_arrays([*rest.columns, *done.columns], names=[*rest.column_names, *done.column_names])
 
 
 def _apply(step: Step, frame: pa.Table, counts: TextCounts | None) -> pa.Table:
