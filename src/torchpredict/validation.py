@@ -8,6 +8,7 @@ masks); Python loops run only over rejected rows, to word their reasons.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -272,7 +273,7 @@ def leaves(col: pa.ChunkedArray, shape: tuple[int, ...], check_level: LevelCheck
 
     check_level(col, rows, size) runs at each level before it is flattened.
     """
-    rows, null_rows = np.arange(len(col)), [np.empty(0, dtype=np.int64)]
+    rows, null_rows = _positions(len(col)), [np.empty(0, dtype=np.int64)]
     for size in shape:
         if check_level is not None:
             check_level(col, rows, size)
@@ -282,6 +283,14 @@ def leaves(col: pa.ChunkedArray, shape: tuple[int, ...], check_level: LevelCheck
         rows = np.repeat(rows[valid], lengths[valid])
         col = pc.list_flatten(col)
     return col, rows, np.concatenate(null_rows)
+
+
+@functools.lru_cache(maxsize=4)
+def _positions(n: int) -> np.ndarray:
+    """0..n-1, read-only and shared: every column of a batch starts from the same row numbers."""
+    positions = np.arange(n)
+    positions.flags.writeable = False
+    return positions
 
 
 def check_column(column: Column, col: pa.ChunkedArray, problems: RowProblems, *, text: bool = False) -> Leaves:
