@@ -8,7 +8,7 @@ in numeric.py, missing.py, categorical.py and text.py; importing this module reg
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ from torchpredict.schema import Schema
 from torchpredict.steps import STEP_TYPES, Step, float64_values, is_numeric, register_step
 from torchpredict.tables import as_table
 from torchpredict.text import TextCounts, TextEncode
-from torchpredict.validation import RowReport
+from torchpredict.validation import RowReport, forward_reports
 
 __all__ = ["STEP_TYPES", "Bucketize", "Clip", "Impute", "IndexEncode", "Log1p", "MaxAbs", "MinMax", "OneHot", "Power",
            "Preprocessor", "Robust", "Standardize", "Step", "TextEncode", "from_sklearn", "register_step"]
@@ -293,13 +293,8 @@ def _refuses_unknown(step: Step) -> bool:
 def _drop_unknown(step: OneHot | IndexEncode, frame: pa.Table, rows: np.ndarray,
                   report: RowReport) -> tuple[pa.Table, np.ndarray]:
     """Report the rows of frame holding categories step refuses (as rows of the checked table); the others."""
-    flagged = np.zeros(frame.num_rows, dtype=bool)
-
-    def collect(some: np.ndarray, reasons: Callable[[np.ndarray], list[str]], message: Callable[[], str]) -> None:
-        flagged[some] = True
-        report(rows[some], lambda these: reasons(np.searchsorted(rows, these)), message)
-
-    step.report_unknown(frame, [n for n in step.columns if n in frame.column_names], collect, row_numbers=rows)
+    names = [n for n in step.columns if n in frame.column_names]
+    flagged = forward_reports(lambda inner: step.report_unknown(frame, names, inner, row_numbers=rows), report, rows)
     if not flagged.any():
         return frame, rows
     return frame.filter(pa.array(~flagged)), rows[~flagged]

@@ -29,6 +29,7 @@ from torchpredict.validation import (
     check_nulls,
     decoded,
     dtype_name,
+    forward_reports,
     is_list,
     leaves,
     read_input,
@@ -280,19 +281,8 @@ class Schema:
 
 def _checked(typed: pa.Table, row_check: RowCheck, problems: RowProblems, positions: np.ndarray) -> pa.Table:
     """typed without the rows row_check reports, which join problems; positions: each typed row's input row."""
-    flagged: list[np.ndarray] = []
-
-    def report(rows: np.ndarray, reasons: Callable[[np.ndarray], list[str]], message: Callable[[], str]) -> None:
-        if len(rows):
-            flagged.append(rows)
-            problems.add(positions[rows], lambda some: reasons(np.searchsorted(positions, some)), message)
-
-    row_check(typed, report)
-    if not flagged:
-        return typed
-    keep = np.ones(typed.num_rows, dtype=bool)
-    keep[np.concatenate(flagged)] = False
-    return typed.filter(pa.array(keep))
+    flagged = forward_reports(lambda report: row_check(typed, report), problems.add, positions)
+    return typed.filter(pa.array(~flagged)) if flagged.any() else typed
 
 
 # -- statistics from training data -----------------------------------------------------------------

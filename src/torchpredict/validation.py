@@ -23,7 +23,8 @@ from torchpredict.tables import _group, _kind, as_table
 if TYPE_CHECKING:
     from torchpredict.schema import Column
 
-__all__ = ["DTYPES", "Leaves", "RowProblems", "RowReport", "check_column", "free_name", "leaves", "read_input"]
+__all__ = ["DTYPES", "Leaves", "RowProblems", "RowReport", "check_column", "forward_reports", "free_name", "leaves",
+           "read_input"]
 
 DTYPES = {
     "float32": pa.float32(),
@@ -37,6 +38,21 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 RowReport = Callable[[np.ndarray, Callable[[np.ndarray], list[str]], Callable[[], str]], None]
 """RowProblems.add's shape: (sorted failing rows, reasons(some_rows) wording each, message() the error)."""
+
+
+def forward_reports(check: Callable[[RowReport], None], report: RowReport, positions: np.ndarray) -> np.ndarray:
+    """Run check on a selection of rows, passing what it reports on to report as the rows `positions` names
+    (position i of the selection is row positions[i]); returns the mask of the selection's rows it reported."""
+    flagged = np.zeros(len(positions), dtype=bool)
+
+    def forward(rows: np.ndarray, reasons: Callable[[np.ndarray], list[str]], message: Callable[[], str]) -> None:
+        if len(rows):
+            flagged[rows] = True
+            report(positions[rows], lambda some: reasons(np.searchsorted(positions, some)), message)
+
+    check(forward)
+    return flagged
+
 
 Leaves = tuple[pa.ChunkedArray, np.ndarray, np.ndarray]
 """A column's values len(shape) list levels down, the row each came from, and the rows holding a null list."""
