@@ -121,6 +121,27 @@ def test_constant_and_near_constant_columns_follow_scikit_learns_rule() -> None:
     assert Standardize(["a"]).fit(data.table(x)).scale_ == (1.0,)
 
 
+def test_constant_columns_scale_to_fixed_values_missing_values_or_not() -> None:
+    """The rule, stated without sklearn's noise: a constant column keeps scale 1; centred steps give exactly 0
+    (MinMax the low end of its range), MaxAbs gives the sign, and missing values stay missing."""
+    x = np.column_stack([np.full(6, 0.1), np.r_[np.nan, np.full(5, -2.5)], np.r_[np.full(5, 7.0), np.nan]])
+    data = Data("constant", ("a", "b", "c"), x, x)
+    missing = np.isnan(x)
+    expected = [
+        (Standardize(data.columns), 0.0),
+        (Robust(data.columns), 0.0),
+        (Robust(data.columns, unit_variance=True), 0.0),
+        (MinMax(data.columns, feature_range=(-1.0, 1.0)), -1.0),
+        (MaxAbs(data.columns), np.sign(x)),
+    ]
+    for step, value in expected:
+        out = transformed(step.fit(data.table(x)), data, x)
+        assert np.array_equal(out, np.where(missing, np.nan, value), equal_nan=True), (step, out)
+    step = Standardize(data.columns).fit(data.table(x))
+    assert step.mean_ == (0.1, -2.5, 7.0) and step.scale_ == (1.0, 1.0, 1.0)
+    np.testing.assert_allclose(transformed(step, data, np.array([[1.1, -1.5, 9.0]])), [[1.0, 1.0, 2.0]])
+
+
 # -- in the preprocessor ---------------------------------------------------------------------------
 
 

@@ -190,8 +190,14 @@ class Clip(Step):
 
 def standard_statistics(x: np.ndarray) -> tuple[float, float]:
     """StandardScaler's mean and scale of non-missing values: corrected two-pass variance, and scale 1
-    where the variance is indistinguishable from rounding error (its `_is_constant_feature` bound)."""
+    where the variance is indistinguishable from rounding error (its `_is_constant_feature` bound).
+
+    A column whose values are all equal gets that value as its mean, not a sum / n that may be an ulp
+    away from it, so it standardizes to exactly 0 (scikit-learn gives rounding noise such as 1e-17).
+    """
     n = len(x)
+    if n and np.all(x == x[0]):
+        return float(x[0]), 1.0
     mean = float(x.sum() / n)
     deviation = x - mean
     var = float(((deviation**2).sum() - deviation.sum() ** 2 / n) / n)

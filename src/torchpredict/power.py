@@ -57,7 +57,11 @@ class Power(Step):
                     "distinct values: drop the column or use method='yeo-johnson'"
                 )
             lmbda = _box_cox_lambda(present)
-        elif _constant_with_no_missing(x):  # scikit-learn keeps these as they are (lambda 1)
+        elif np.all(present == present[0]) or _constant_with_no_missing(x):
+            # A constant column has no exponent to estimate: the likelihood is flat and the optimiser wanders
+            # (lambda 73 for 2.0 repeated, whose power 1e33 then "standardizes" to ±1e17 of rounding noise).
+            # scikit-learn keeps such columns as they are (lambda 1), though only when no value is missing;
+            # here missing values do not change that, so the column standardizes to 0 like StandardScaler's.
             lmbda = 1.0
         else:
             lmbda = _yeo_johnson_lambda(present)
