@@ -59,7 +59,8 @@ def main() -> int:
         return 2
     build_bundles()
     tp = f"{TORCHPREDICT} predict {{bundle}} {{csv}} -o {{out}} --quiet {args.extra}".strip()
-    variants = {"TP": tp, "TP-weights": f"PYTHONPATH={PEERS} {tp.replace('{bundle}', str(WEIGHTS_BUNDLE))}",
+    weights = f"PYTHONPATH={PEERS} {tp.replace('{bundle}', str(WEIGHTS_BUNDLE))} --trust-factory common"
+    variants = {"TP": tp, "TP-weights": weights,
                 **({"TP-cuda": f"{tp} --device cuda"} if args.cuda else {})}
     harness = run_harness(variants, args.floors, args.reps, args.timeout)
     large = run_large(args.times, args.reps, args.timeout, args.extra)

@@ -32,6 +32,7 @@ PUBLIC = {
     "MultilabelClassification",
     "OneHot",
     "OutOfRangeWarning",
+    "PredictionError",
     "Predictor",
     "PreprocessingError",
     "Preprocessor",

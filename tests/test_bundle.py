@@ -222,3 +222,23 @@ def test_model_on_another_device_is_saved_from_a_cpu_copy(diabetes, tmp_path):
     )
     assert all(p.device == torch.device("cpu") for p in model.parameters())
     assert load(path, device="cpu").predict(diabetes["test"]).num_rows == diabetes["test"].num_rows
+
+
+def test_a_weights_bundle_says_at_save_what_loading_will_trust(diabetes, tmp_path):
+    from models_for_tests import make_mlp
+    from torchpredict.errors import ModelLoadError
+
+    torch.manual_seed(0)
+    kwargs = {"in_features": 10, "hidden": 4, "out_features": 1}
+    with pytest.warns(UserWarning) as warned:
+        path = save(tmp_path / "w.tpk", make_mlp(**kwargs), preprocessor=diabetes["preprocessor"],
+                    heads=diabetes["head"], examples=diabetes["train"], storage="weights",
+                    factory="models_for_tests:make_mlp", factory_kwargs=kwargs)
+    assert [str(w.message) for w in warned] == [
+        f"bundle '{path}' stores weights.safetensors + factory 'models_for_tests:make_mlp': loading it imports and "
+        "runs that factory's module, so the loading side must pass trust_factory=['models_for_tests'] "
+        "(CLI --trust-factory models_for_tests)"
+    ]
+    with pytest.raises(ModelLoadError, match="bundle's factory 'models_for_tests:make_mlp' is not trusted"):
+        load(path, device="cpu")
+    assert load(path, device="cpu", trust_factory=["models_for_tests"], verify=True).verify().passed

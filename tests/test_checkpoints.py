@@ -12,7 +12,7 @@ import safetensors.torch
 import torch
 
 from models_for_tests import MLP
-from torchpredict.checkpoints import build_model, load_checkpoint, resolve_factory
+from torchpredict.checkpoints import load_checkpoint
 from torchpredict.errors import ModelLoadError
 
 FACTORY = "models_for_tests:make_mlp"
@@ -95,68 +95,6 @@ def cuda_tagged() -> Iterator[None]:
         yield
     finally:
         torch.serialization.location_tag = original
-
-
-# --- factories ---------------------------------------------------------------------------------------
-
-
-def test_resolve_factory_imports_a_module_callable() -> None:
-    assert isinstance(resolve_factory("models_for_tests:make_mlp")(), MLP)
-    assert resolve_factory("torch.nn:Linear") is torch.nn.Linear
-    assert resolve_factory("models_for_tests:MLP.forward") is MLP.forward
-
-
-@pytest.mark.parametrize(
-    ("ref", "message"),
-    [
-        ("nope", "factory 'nope' must look like 'package.module:callable' or 'path/to/file.py:callable'"),
-        ("models_for_tests:", "factory 'models_for_tests:' must look like"),
-        ("os:nonexistent", "factory 'os:nonexistent': 'os' is a standard-library module"),
-        ("os:system", "factory 'os:system': 'os' is a standard-library module"),
-        ("torch.nn:Nope", "factory 'torch.nn:Nope': module 'torch.nn' has no attribute 'Nope'"),
-        (
-            "no_such_package_xyz.models:f",
-            "cannot import module 'no_such_package_xyz.models': ModuleNotFoundError",
-        ),
-        ("missing_file.py:f", "factory 'missing_file.py:f': file 'missing_file.py' does not exist"),
-        (
-            "models_for_tests:NOT_A_FACTORY",
-            "factory 'models_for_tests:NOT_A_FACTORY' names a int, which is not",
-        ),
-    ],
-)
-def test_resolve_factory_errors(ref: str, message: str) -> None:
-    with pytest.raises(ModelLoadError, match=re.escape(message)):
-        resolve_factory(ref)
-
-
-def test_file_factory_does_not_run_the_scripts_main_block(trained: Path) -> None:
-    net = resolve_factory(f"{trained / 'train.py'}:make_net")()
-
-    assert type(net).__name__ == "Net"
-    assert (trained / "runs.txt").read_text() == "trained\n"
-
-
-def test_file_factory_whose_script_fails_is_reported(tmp_path: Path) -> None:
-    script = tmp_path / "broken.py"
-    script.write_text("import no_such_module_xyz\n")
-    with pytest.raises(
-        ModelLoadError,
-        match=r"running '.*broken.py' \(without its __main__ block\) failed: "
-        "ModuleNotFoundError: No module named 'no_such_module_xyz'",
-    ):
-        resolve_factory(f"{script}:make")
-
-
-def test_build_model_errors() -> None:
-    with pytest.raises(
-        ModelLoadError, match=r"factory 'models_for_tests:make_mlp' failed: TypeError: .*'width'"
-    ):
-        build_model("models_for_tests:make_mlp", {"width": 3})
-    with pytest.raises(
-        ModelLoadError, match="factory 'models_for_tests:make_nothing' returned str, expected"
-    ):
-        build_model("models_for_tests:make_nothing")
 
 
 # --- state dicts -------------------------------------------------------------------------------------------

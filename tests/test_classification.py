@@ -14,7 +14,7 @@ from torch import nn
 from linear_models import logits_of, standardized, train_linear
 from torchpredict.classification import BinaryClassification, MulticlassClassification, MultilabelClassification
 from torchpredict.errors import ModelLoadError, PreprocessingError
-from torchpredict.interpretation import head_from_dict
+from torchpredict.interpretation import ModelBatch, head_from_dict
 
 
 @pytest.fixture(scope="module")
@@ -280,3 +280,22 @@ def test_round_trip_keeps_label_types(wine):
 def test_from_logits_is_checked():
     with pytest.raises(PreprocessingError, match=r"from_logits must be True or False, got 1"):
         BinaryClassification(from_logits=1)
+
+
+@pytest.mark.parametrize("head, scores", [
+    (BinaryClassification("y"), [0.3, float("nan"), -1.0]),
+    (MulticlassClassification("y", labels=["a", "b"], top_k=2), [[0.1, 0.2], [float("inf"), 0.0], [1.0, 0.0]]),
+    (MultilabelClassification("y", labels=["a", "b"]), [[0.1, 0.2], [0.0, float("-inf")], [1.0, 0.0]]),
+])
+def test_a_non_finite_score_never_becomes_a_label(head, scores):
+    raw = torch.tensor(scores)
+    columns = head.interpret(raw)
+    labels = [name for name in head.column_names() if "probability" not in name]
+    for name in labels:
+        assert columns[name][1].as_py() is None, name
+        assert columns[name][0].as_py() is not None and columns[name][2].as_py() is not None
+    reasons = head.refused(ModelBatch(raw, {})).to_pylist()
+    assert reasons[0] is None and reasons[2] is None
+    bad = {"binary": "nan", "multiclass": "inf", "multilabel": "-inf"}[head.type]
+    assert reasons[1] == f"model output for head 'y' is not finite ({bad}) for this row"
+    assert head.refused(ModelBatch(raw[[0, 2]], {})) is None

@@ -14,6 +14,8 @@ import pytest
 
 from conftest import training_time_predictions
 from torchpredict.bundle import load
+from torchpredict.errors import InputError
+from torchpredict.pipeline import predict_file
 from torchpredict.readers import read_table
 from torchpredict.writers import write_table
 
@@ -231,3 +233,51 @@ def test_progress_bar_on_a_terminal_only(wine, wine_bundle, tmp_path):
     text = shown.decode(errors="replace")
     assert "40.0/40.0" in text and "rows/s" in text.split("predicted")[0]  # the bar, then the summary
     assert "predicted 40 rows" in text
+
+
+def test_predict_file_refuses_outputs_that_would_overwrite_an_input(wine, wine_bundle, tmp_path):
+    source = tmp_path / "new.csv"
+    write_table(_with_ids(wine["new"]), source)
+    before = source.read_bytes()
+    predictor = load(wine_bundle, device="cpu")
+    alias = tmp_path / "sub" / ".." / "new.csv"
+    with pytest.raises(InputError) as info:
+        predict_file(predictor, source, alias, keep=["id"])
+    assert str(info.value) == f"output '{alias}' is the input file '{source}'; choose another output (CLI -o)"
+    with pytest.raises(InputError, match=r"^rejects file '.*new.csv' is the input file '.*new.csv'; choose another "
+                       r"rejects=\.\.\. \(CLI --rejects\)$"):
+        predictor.predict_file(source, tmp_path / "out.csv", keep=["id"], rejects=source)
+    with pytest.raises(InputError, match=r"^report file '.*out.csv' is the output '.*out.csv'; "):
+        predict_file(predictor, source, tmp_path / "out.csv", keep=["id"], report=tmp_path / "out.csv")
+    with pytest.raises(InputError, match=r"^output folder '.*/' holds the input file '.*new.csv'; write the parts "
+                       r"to a folder without inputs \(CLI -o\)$"):
+        predict_file(predictor, str(tmp_path / "*.csv"), f"{tmp_path}/", keep=["id"])
+    assert source.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.csv"]  # nothing written, not even a temporary file
+
+
+def test_loading_silences_torch_while_it_loads_and_restores_it_after():
+    import logging
+    import warnings
+
+    from torchpredict.cli import _quiet_torch
+
+    export = logging.getLogger("torch.export")
+    before = (logging.getLogger("torch").level, export.level)
+    with _quiet_torch(), warnings.catch_warnings(record=True) as caught:
+        export.warning("Ran into the following error when deserializing")
+        warnings.warn("deprecated", UserWarning, stacklevel=1)
+        assert not export.isEnabledFor(logging.CRITICAL)
+        assert not logging.getLogger("torch.made_while_loading").isEnabledFor(logging.CRITICAL)
+    assert caught == []
+    assert (logging.getLogger("torch").level, export.level) == before
+    assert export.isEnabledFor(logging.WARNING)
+
+
+def test_importing_the_cli_sets_up_no_logging():
+    code = ("import logging, torchpredict, torchpredict.cli, torchpredict.messages; "
+            "assert not logging.root.handlers; print(sorted(n for n in logging.root.manager.loggerDict "
+            "if n.startswith('torch')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

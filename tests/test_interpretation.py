@@ -166,3 +166,24 @@ def test_from_dict_errors():
         RawOutput.from_dict(BinaryClassification().to_dict())
     with pytest.raises(BundleError, match=r"output head 'raw': .*unexpected keyword argument 'width'"):
         head_from_dict({"type": "raw", "params": {"width": 3}})
+
+
+@pytest.mark.parametrize("state, message", [
+    ({"mean_": [float("nan")], "std_": [1.0]},
+     r"state 'mean_' must hold 1 finite numbers, got nan at position 0 \('y'\)"),
+    ({"mean_": [0.0], "std_": [0.0]}, r"state 'std_' must hold 1 finite numbers > 0, got 0\.0 at position 0 \('y'\)"),
+    ({"mean_": [0.0, 1.0], "std_": [1.0]}, r"state 'mean_' must hold 1 finite numbers, got a list of 2"),
+    ({"mean_": "abc", "std_": [1.0]}, r"state 'mean_' must hold 1 finite numbers, got 'abc'"),
+])
+def test_a_regression_head_refuses_scales_it_cannot_multiply_back_by(state, message):
+    d = Regression("y", scale=True).fit([1.0, 2.0, 4.0]).to_dict()
+    assert head_from_dict(d).mean_ is not None
+    with pytest.raises(PreprocessingError, match=message):
+        head_from_dict(d | {"state": state})
+
+
+def test_head_params_and_state_must_be_objects():
+    with pytest.raises(BundleError, match=r"output head 'regression': 'params' must be an object, got a list of 1"):
+        head_from_dict({"type": "regression", "params": ["y"]})
+    with pytest.raises(BundleError, match=r"output head 'raw': 'state' must be an object, got 'x'"):
+        head_from_dict({"type": "raw", "params": {}, "state": "x"})

@@ -271,3 +271,8 @@ def test_bad_parameters() -> None:
         MinMax(["a"], feature_range=(1, 0))
     with pytest.raises(PreprocessingError, match=r"^MaxAbs needs at least one column$"):
         MaxAbs([])
+
+
+def test_clip_refuses_a_nan_bound_which_would_make_every_value_nan():
+    with pytest.raises(PreprocessingError, match=r"Clip bounds must be numbers or None, got lower=nan, upper=None"):
+        Clip(["a"], lower=float("nan"))

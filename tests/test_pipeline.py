@@ -376,3 +376,28 @@ def test_an_output_extension_that_says_no_format_asks_for_output_format(predicto
         predict_file(predictor, tmp_path / "in.csv", tmp_path / "out.txt")
     predict_file(predictor, tmp_path / "in.csv", tmp_path / "out.txt", output_format="tsv")
     assert (tmp_path / "out.txt").read_text().startswith('"id"\t"progression"')
+
+
+def test_rows_whose_score_is_not_finite_join_the_rejected_rows_and_every_row_is_counted(tmp_path):
+    """Two files into a folder of parts: a bad value (rejected at validation) and a proline of 1e300 (a valid
+    float64 whose NaN score is refused after the model) are both rejected rows, in row order, with their file."""
+    predictor = load(Path(__file__).parent / "data" / "wine-v1" / "wine.tpk", device="cpu", batch_size=3)
+    table = read_table(Path(__file__).parent / "data" / "wine-v1" / "new_wines.csv")
+    names = []
+    for i, (start, bad) in enumerate(((0, 1), (10, 4))):
+        rows = table.slice(start, 10).to_pylist()
+        rows[bad]["proline"] = 1e300
+        rows[2]["hue"] = "pale"
+        path = tmp_path / f"in{i}.csv"
+        pacsv.write_csv(pa.Table.from_pylist([{k: str(v) for k, v in row.items()} for row in rows]), path)
+        names.append(str(path))
+    rejects = tmp_path / "rejects.csv"
+    stats = predict_file(predictor, names, f"{tmp_path}/out/", keep=["id"], rejects=rejects, part_rows=7)
+    assert stats.rows_in == 20 == stats.rows_predicted + stats.rows_rejected and stats.rows_rejected == 4
+    refused = read_table(rejects)
+    assert list(zip(refused.column("file").to_pylist(), refused.column("row").to_pylist(), strict=True)) == [
+        (names[0], 1), (names[0], 2), (names[1], 2), (names[1], 4)]
+    assert "is not finite (nan) for this row" in refused.column("reason")[0].as_py()
+    assert "column 'hue'" in refused.column("reason")[1].as_py()
+    predicted = pa.concat_tables(read_table(part) for part in sorted((tmp_path / "out").glob("part-*.parquet")))
+    assert predicted.num_rows == 16 and predicted.column("cultivar").null_count == 0

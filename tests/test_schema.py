@@ -219,6 +219,23 @@ def test_unexpected_columns_are_named_with_the_fix() -> None:
     assert mixed_schema().validate(data, keep=["foo", "bar"]).table.column_names[-2:] == ["foo", "bar"]
 
 
+def test_ten_thousand_unexpected_columns_are_counted_and_shown_by_their_first_and_last() -> None:
+    data = {"age": [1.0], "visits": [1], "city": ["oslo"], "member": [True]} | {f"x{i}": [1] for i in range(10_000)}
+    with pytest.raises(SchemaError) as info:
+        mixed_schema().validate(data)
+    assert str(info.value) == f"10,000 unexpected columns: 'x0', 'x1', 'x2', 'x3', 'x4', … 'x9999'; {UNEXPECTED_HINT}"
+
+
+def test_a_huge_value_or_column_name_is_echoed_cut_with_its_length() -> None:
+    huge = "a" * 5_000_000
+    with pytest.raises(SchemaError) as info:
+        mixed_schema().validate({"age": [huge], "visits": [1], "city": ["oslo"], "member": [True]})
+    assert str(info.value) == f"column 'age': expected float32, got '{'a' * 50}…' (5,000,000 chars) (string) at row 0"
+    with pytest.raises(SchemaError) as info:
+        mixed_schema().validate({"age": [1.0], "visits": [1], "city": ["oslo"], "member": [True], huge: [1]})
+    assert str(info.value) == f"unexpected column(s) '{'a' * 50}…' (5,000,000 chars); {UNEXPECTED_HINT}"
+
+
 def test_missing_and_unexpected_are_reported_separately_in_one_error() -> None:
     with pytest.raises(
         SchemaError, match=r"^missing column\(s\) 'age', 'member'; unexpected column\(s\) 'foo'"
@@ -514,3 +531,20 @@ def test_a_row_check_runs_on_typed_rows_and_its_rows_join_the_rejected_by_input_
 
     with pytest.raises(SchemaError, match="^lima at row 101$"):  # raising names the input row (first_row + row)
         mixed_schema().validate({**data, "age": [0.0, 1.0, 2.0, 3.0]}, first_row=100, row_check=no_lima)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.update(dtype="float128"), r"^column 0 \('a'\): 'dtype' must be one of float32, float64, "),
+    (lambda c: c.update(shape="3"), r"^column 0 \('a'\): 'shape' must be a list of sizes >= 1, got '3'$"),
+    (lambda c: c.update(name=7), r"^column 0: 'name' must be a non-empty string, got 7$"),
+    (lambda c: c["stats"].update(mean=float("nan")), r"'stats\.mean' must be a finite number or null, got nan$"),
+    (lambda c: c["stats"].update(missing_rate=2), r"'stats\.missing_rate' must be a number in \[0, 1\], got 2$"),
+])
+def test_a_schema_read_from_json_refuses_fields_of_the_wrong_type(change, message):
+    d = Schema.from_table({"a": [1.0, 2.0]}, features=["a"]).to_dict()
+    assert Schema.from_dict(d).to_dict() == d
+    change(d["columns"][0])
+    with pytest.raises(SchemaError, match=message):
+        Schema.from_dict(d)
+    with pytest.raises(SchemaError, match=r"appear more than once"):
+        Schema.from_dict({"columns": [Schema.from_table({"a": [1.0]}, features=["a"]).to_dict()["columns"][0]] * 2})

@@ -32,6 +32,7 @@ from torchpredict.preprocessing import Preprocessor, TextEncode
 from torchpredict.sequences import IGNORE_INDEX, Call, Seq2Seq, TokenClassification
 from torchpredict.text import EOS_ID, PAD_ID, UNK_ID, TruncationWarning, UnknownTokenWarning
 
+TRUST = ["seq2seq_model"]  # the beam bundle's factory is the tests' own seq2seq_model:Seq2Seq
 LENGTH = MAX_DIGITS + 1  # up to 8 digits and eos, for the source ids and for the decoded answer
 
 
@@ -67,9 +68,10 @@ def sorter(tmp_path_factory: pytest.TempPathFactory) -> dict:
         folder = tmp_path_factory.mktemp("sort")
         path = save(folder / "sort.tpk", model, preprocessor=preprocessor, heads=head, examples=table)
         beam = Seq2Seq("sorted", max_length=LENGTH, strategy="beam", beam_width=4).fit(answers)
-        beam_path = save(folder / "sort-beam.tpk", model, preprocessor=preprocessor, heads=beam, examples=table,
-                         storage="weights", factory="seq2seq_model:Seq2Seq",
-                         factory_kwargs={"src_vocab": src_vocab, "tgt_vocab": tgt_vocab})
+        with pytest.warns(UserWarning, match=r"must pass trust_factory=\['seq2seq_model'\]"):
+            beam_path = save(folder / "sort-beam.tpk", model, preprocessor=preprocessor, heads=beam, examples=table,
+                             storage="weights", factory="seq2seq_model:Seq2Seq",
+                             factory_kwargs={"src_vocab": src_vocab, "tgt_vocab": tgt_vocab})
     return {"model": model, "preprocessor": preprocessor, "head": head, "path": path, "beam_path": beam_path,
             "test": test}
 
@@ -95,7 +97,7 @@ def test_greedy_decoding_through_load_predict_sorts_held_out_strings(sorter: dic
 
 def test_beam_search_is_at_least_as_accurate_as_greedy(sorter: dict, greedy_predictions: pa.Table):
     with one_thread():
-        beam = load(sorter["beam_path"], device="cpu").predict({"digits": sorter["test"]})
+        beam = load(sorter["beam_path"], device="cpu", trust_factory=TRUST).predict({"digits": sorter["test"]})
     assert exact_match(beam, sorter["test"]) >= exact_match(greedy_predictions, sorter["test"])
 
 
@@ -130,8 +132,8 @@ def test_verify_re_decodes_the_golden_examples(sorter: dict, predictor: Predicto
     manifest["files"]["examples/outputs.safetensors"] = sha256(outputs_file)
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="golden examples do not reproduce on cpu: FAILED"):
-        load(bundle, device="cpu", verify=True)
-    assert load(sorter["beam_path"], device="cpu", verify=True).verify().passed  # only one id was changed, by one
+        load(bundle, device="cpu", verify=True, trust_factory=TRUST)
+    assert load(sorter["beam_path"], device="cpu", trust_factory=TRUST, verify=True).verify().passed  # one id changed
 
 
 def test_unknown_empty_and_over_long_inputs_are_defined(predictor: Predictor):
@@ -162,14 +164,16 @@ def run_cli(*args: object) -> subprocess.CompletedProcess:
 def test_the_cli_predicts_jsonl_and_csv_text_columns_like_the_python_api(sorter: dict, tmp_path: Path):
     """On the weights bundle: loading a .pt2 costs a fresh process 6 s before it predicts anything."""
     texts = [*sorter["test"][:20], "", "0012"]
-    expected = load(sorter["beam_path"], device="cpu").predict({"digits": texts})["sorted"].to_pylist()
+    beam = load(sorter["beam_path"], device="cpu", trust_factory=TRUST)
+    expected = beam.predict({"digits": texts})["sorted"].to_pylist()
     assert expected[-2:] == ["", "0012"]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"digits": s}) + "\n" for s in texts))
     with open(tmp_path / "in.csv", "w", newline="") as handle:
         csv.writer(handle).writerows([["digits"], *([s] for s in texts)])
     for name in ("in.jsonl", "in.csv"):
         out = tmp_path / name.replace("in", "out")
-        result = run_cli("predict", sorter["beam_path"], tmp_path / name, "-o", out, "--quiet", "--device", "cpu")
+        result = run_cli("predict", sorter["beam_path"], tmp_path / name, "-o", out, "--quiet", "--device", "cpu",
+                         "--trust-factory", "seq2seq_model")
         assert result.returncode == 0, result.stderr
         if name.endswith(".jsonl"):
             got = [json.loads(line)["sorted"] for line in out.read_text().splitlines()]

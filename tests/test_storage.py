@@ -22,6 +22,7 @@ from torchpredict.errors import ModelLoadError, SchemaError
 from torchpredict.storage import EXPORT_FILE, WEIGHTS_FILE, check_inputs, load_model, store_model
 
 CPU = torch.device("cpu")
+TRUST = ["models_for_tests"]  # the weights entries' factories come from the tests' own module
 
 
 @pytest.fixture(autouse=True)
@@ -229,7 +230,7 @@ def test_uncapturable_model_falls_back_to_weights_and_says_why(tmp_path: Path) -
     assert "data-dependent" in entry["fallback_reason"]
     assert json.loads(json.dumps(entry)) == entry
     assert not (tmp_path / EXPORT_FILE).exists()
-    loaded = load_model(tmp_path, entry, CPU)
+    loaded = load_model(tmp_path, entry, CPU, trust_factory=TRUST)
     assert not loaded.training
     for x in (torch.randn(3, 4), -torch.randn(3, 4) * 10, torch.randn(3, 4) * 10):
         assert_same(eager(model, x), loaded(x))
@@ -262,14 +263,14 @@ def test_weights_method_with_factory_kwargs_and_tied_weights(tmp_path: Path) -> 
         "factory_kwargs": kwargs,
     }
     x = torch.randn(9, 5)
-    assert_same(eager(model, x), load_model(tmp_path, entry, CPU)(x))
+    assert_same(eager(model, x), load_model(tmp_path, entry, CPU, trust_factory=TRUST)(x))
 
     tied = Tied()
     tied_dir = tmp_path / "tied"
     entry = store_model(
         tied, {"x": torch.randn(4, 4)}, tied_dir, factory="models_for_tests:Tied", method="weights"
     )
-    loaded = load_model(tied_dir, entry, CPU)
+    loaded = load_model(tied_dir, entry, CPU, trust_factory=TRUST)
     assert loaded.decode.weight is loaded.encode.weight
     assert_same(eager(tied, x[:, :4]), loaded(x[:, :4]))
 
@@ -342,11 +343,36 @@ def test_load_model_errors(tmp_path: Path, stored_mlp: tuple[Path, dict]) -> Non
     (tmp_path / WEIGHTS_FILE).write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken")
     weights = {**entry, "format": "weights", "file": WEIGHTS_FILE, "factory": "models_for_tests:MLP"}
     with pytest.raises(ModelLoadError, match=r"weights file 'weights.safetensors' could not be read: "):
-        load_model(tmp_path, weights, CPU)
+        load_model(tmp_path, weights, CPU, trust_factory=TRUST)
     with pytest.raises(
         ModelLoadError, match=r"model entry for 'weights.safetensors' has no factory reference"
     ):
-        load_model(tmp_path, {**weights, "factory": None}, CPU)
+        load_model(tmp_path, {**weights, "factory": None}, CPU, trust_factory=TRUST)
+
+
+def test_a_weights_entry_builds_only_from_a_trusted_factory(tmp_path: Path) -> None:
+    entry = store_model(MLP(), {"x": torch.randn(4, 4)}, tmp_path, factory="models_for_tests:MLP", method="weights")
+    with pytest.raises(ModelLoadError, match=r"bundle's factory 'models_for_tests:MLP' is not trusted: .* pass "
+                       r"trust_factory=\['models_for_tests'\] \(CLI --trust-factory models_for_tests\)"):
+        load_model(tmp_path, entry, CPU)
+    assert isinstance(load_model(tmp_path, entry, CPU, trust_factory=TRUST), MLP)
+
+
+@pytest.mark.parametrize(
+    ("factory", "kwargs", "message"),
+    [
+        ("torch.nn:Linear", {"in_features": 4, "out_features": 3},
+         "'Linear' is defined in module 'torch.nn.modules.linear', not in 'torch.nn'"),
+        ("models_for_tests:make_mlp", {"hidden": {"size": 8}},
+         "factory_kwargs 'hidden' is a JSON object; a bundle's factory arguments may only be"),
+    ],
+)
+def test_saving_refuses_factories_a_bundle_could_not_load(tmp_path: Path, factory: str, kwargs: dict,
+                                                          message: str) -> None:
+    with pytest.raises(ModelLoadError, match=message):
+        store_model(MLP(), {"x": torch.randn(4, 4)}, tmp_path, factory=factory, factory_kwargs=kwargs,
+                    method="weights")
+    assert not (tmp_path / WEIGHTS_FILE).exists()
 
 
 def test_weights_that_do_not_fit_the_factory_are_reported(tmp_path: Path) -> None:
@@ -357,7 +383,7 @@ def test_weights_that_do_not_fit_the_factory_are_reported(tmp_path: Path) -> Non
     with pytest.raises(
         ModelLoadError, match=r"'hidden.weight' has shape \[8, 4\] in the checkpoint, \[9, 4\]"
     ):
-        load_model(tmp_path, entry, CPU)
+        load_model(tmp_path, entry, CPU, trust_factory=TRUST)
 
 
 # --- check_inputs -----------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ _EXPORTS = {
     "ModelLoadError": "torchpredict.errors",
     "DeviceError": "torchpredict.errors",
     "InputError": "torchpredict.errors",
+    "PredictionError": "torchpredict.errors",
     "OutOfRangeWarning": "torchpredict.errors",
 }
 

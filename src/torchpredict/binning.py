@@ -8,15 +8,17 @@ fall into the first or last bin.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from numbers import Integral
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from torchpredict.errors import PreprocessingError
 from torchpredict.numeric import fit_values, refuse_rows, replace_columns
-from torchpredict.steps import Step, register_step
+from torchpredict.steps import Step, finite, per_column, register_step, state_rules
 
 __all__ = ["Bucketize"]
 
@@ -47,7 +49,7 @@ class Bucketize(Step):
     """
 
     type = "bucketize"
-    state = ("bin_edges_",)
+    state = state_rules(bin_edges_=per_column("lists of >= 2 finite, non-decreasing edges", lambda v: _edges_read(v)))
     strategies = ("quantile", "uniform", "kmeans")
 
     def __init__(
@@ -140,6 +142,14 @@ class Bucketize(Step):
                     f"{name}_bin{i}": pa.array((index == i).astype(np.float64)) for i in range(len(edges) - 1)
                 }
         return replace_columns(frame, blocks)
+
+
+def _edges_read(value: Any) -> tuple[float, ...]:
+    """One column's bin edges read from JSON: at least two finite numbers, never decreasing."""
+    edges = tuple(finite(v) for v in value) if isinstance(value, list) else ()
+    if len(edges) < 2 or any(b < a for a, b in itertools.pairwise(edges)):
+        raise ValueError("not >= 2 non-decreasing edges")
+    return edges
 
 
 def _one_of(what: str, value: str, allowed: Sequence[str]) -> None:

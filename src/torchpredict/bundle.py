@@ -12,17 +12,19 @@ import os
 import platform
 import shutil
 import tempfile
+import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import torch
 
 from torchpredict.device import resolve_device
 from torchpredict.errors import BundleError, TorchPredictError
+from torchpredict.factories import trust_hint
 from torchpredict.golden import GoldenExamples
 from torchpredict.inference import to_tensors
 from torchpredict.interpretation import ModelBatch, head_from_dict
@@ -47,6 +49,7 @@ __all__ = ["load", "save"]
 SCHEMA_FILE = "schema.json"
 PREPROCESSING_FILE = "preprocessing.json"
 DEFAULT_EXAMPLE_ROWS = 8
+T = TypeVar("T")
 
 
 def save(path: str | Path, model: torch.nn.Module, *, preprocessor: Preprocessor, heads: Any, examples: Any,
@@ -81,6 +84,9 @@ def save(path: str | Path, model: torch.nn.Module, *, preprocessor: Preprocessor
         manifest = _write_contents(staging, _cpu_eval(model), preprocessor, head_list, golden_inputs, options)
         write_manifest(staging, manifest)
         _publish(staging, path, overwrite)
+    if manifest.model["format"] == "weights":
+        warnings.warn(f"bundle '{path}' stores {manifest.model['file']} + factory {factory!r}: loading it imports "
+                      f"and runs that factory's module, so the loading side must {trust_hint(factory)}", stacklevel=2)
     return path
 
 
@@ -141,13 +147,18 @@ def _publish(staging: Path, path: Path, overwrite: bool) -> None:
 
 
 def load(path: str | Path, *, device: str | torch.device = "auto", batch_size: int = DEFAULT_BATCH_SIZE,
-         verify: bool = False) -> Predictor:
-    """Load a bundle as a Predictor on a device ("auto", "cpu", "cuda", "cuda:N", "mps").
+         verify: bool = False, trust_factory: Sequence[str] = (), trust_torch_loader: bool = False) -> Predictor:
+    """Load a bundle as a Predictor on a device ("auto", "cpu", "cuda", "cuda:N", "mps"), running no code from it.
 
     Every file's sha256 is checked; the model is in eval mode and runs under inference_mode.
     verify=True re-runs the golden examples and raises BundleError if they deviate.
+    trust_factory: modules you vouch for ("mypkg" covers mypkg.nets), from which a weights bundle's factory
+    may be imported and called (installed packages may declare theirs under the "torchpredict.factories"
+    entry point instead). trust_torch_loader: let torch.export.load build a model.pt2 that torchpredict's
+    own reader does not; torch's loader can run code from a crafted archive, so only for bundles you trust.
 
     >>> predictor = torchpredict.load("wine.tpk", device="cpu")    # doctest: +SKIP
+    >>> predictor = torchpredict.load("net.tpk", trust_factory=["mypkg"])    # doctest: +SKIP
     """
     origin = str(path)
     target = resolve_device(device)
@@ -156,7 +167,8 @@ def load(path: str | Path, *, device: str | torch.device = "auto", batch_size: i
         check_hashes(root, manifest, origin)
         _require_files(manifest, origin, [PREPROCESSING_FILE, manifest.model.get("file", "model")])
         preprocessor, heads, golden = _read_parts(root, manifest, origin)
-        model = load_model(root, manifest.model, target)
+        model = load_model(root, manifest.model, target, trust_factory=trust_factory,
+                           trust_torch_loader=trust_torch_loader)
     predictor = Predictor(model=model, preprocessor=preprocessor, heads=heads, model_entry=manifest.model,
                           device=target, batch_size=batch_size, manifest=manifest, golden=golden)
     if verify:
@@ -173,15 +185,24 @@ def _require_files(manifest: Manifest, origin: str, names: Sequence[str]) -> Non
 
 
 def _read_parts(root: Path, manifest: Manifest, origin: str) -> tuple[Preprocessor, list, GoldenExamples]:
-    """The JSON parts of a bundle; anything malformed becomes a BundleError naming the bundle."""
-    try:
-        preprocessor = Preprocessor.from_dict(load_json(root, PREPROCESSING_FILE, origin))
-        heads = [head_from_dict(head) for head in manifest.heads]
-        golden = GoldenExamples.read(root, manifest.examples)
-    except BundleError:
-        raise
-    except TorchPredictError as exc:
-        raise BundleError(f"bundle '{origin}': {exc}") from None
-    except (KeyError, TypeError, ValueError, OSError, pa.ArrowException) as exc:
-        raise BundleError(f"bundle '{origin}': malformed contents ({type(exc).__name__}: {exc})") from None
+    """The JSON parts of a bundle; anything malformed becomes a BundleError naming the bundle, file and field."""
+    preprocessor = _part(origin, PREPROCESSING_FILE,
+                         lambda: Preprocessor.from_dict(load_json(root, PREPROCESSING_FILE, origin)))
+    heads = [_part(origin, f"manifest.json heads[{i}] ({head['type']}):", lambda head=head: head_from_dict(head))
+             for i, head in enumerate(manifest.heads)]
+    golden = _part(origin, "", lambda: GoldenExamples.read(root, manifest.examples))
     return preprocessor, heads, golden
+
+
+def _part(origin: str, where: str, read: Callable[[], T]) -> T:
+    """read(), its errors (and any a malformed file provokes in it) a BundleError: bundle 'x': WHERE error."""
+    prefix = f"bundle '{origin}': {where + ' ' if where else ''}"
+    try:
+        return read()
+    except TorchPredictError as exc:
+        if str(exc).startswith(f"bundle '{origin}'"):
+            raise
+        raise BundleError(f"{prefix}{exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError, OSError,
+            pa.ArrowException) as exc:
+        raise BundleError(f"{prefix}malformed contents ({type(exc).__name__}: {exc})") from None

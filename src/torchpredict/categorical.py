@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from torchpredict.errors import PreprocessingError
-from torchpredict.steps import Step, is_numeric, register_step
+from torchpredict.steps import Step, categories, is_numeric, optional, per_column, register_step, state_rules
 
 if TYPE_CHECKING:
     from torchpredict.validation import RowReport
@@ -30,6 +30,8 @@ __all__ = ["IndexEncode", "OneHot"]
 
 Category = str | None  # None: the missing-value category
 Categories = tuple[Category, ...]
+KNOWN = "non-empty lists of distinct categories (strings, null last)"  # how state rules word them
+RARE = "lists of some of the column's categories"
 INFREQUENT = "infrequent"  # OneHot names the grouped column f"{col}=infrequent" (scikit-learn: infrequent_sklearn)
 
 
@@ -174,7 +176,8 @@ class OneHot(_Encoder):
     """
 
     type = "onehot"
-    state = ("categories_", "infrequent_categories_")
+    state = state_rules(categories_=per_column(KNOWN, lambda v: _known(v)),
+                        infrequent_categories_=optional(per_column(RARE, categories, within="categories_")))
     unknown_options = ("error", "ignore", "infrequent_if_exist")
     fix = "use OneHot(..., handle_unknown='ignore') to encode unknowns as all zeros"
     infrequent_categories_: tuple[Categories, ...] | None = None  # None: read from a bundle written before grouping
@@ -273,7 +276,9 @@ class IndexEncode(_Encoder):
     """
 
     type = "indexencode"
-    state = ("categories_", "infrequent_categories_", "cardinality_")
+    state = state_rules(categories_=per_column(KNOWN, lambda v: _known(v)),
+                        infrequent_categories_=per_column(RARE, categories, within="categories_"),
+                        cardinality_=per_column("integers >= 1", lambda v: _cardinality(v)))
     unknown_options = ("error", "reserved", "use_encoded_value")
     missing_is_counted = False
     fix = "use IndexEncode(..., handle_unknown='reserved') to encode unknowns as 0"
@@ -382,6 +387,24 @@ def _infrequent_mask(counts: np.ndarray, n_rows: int, min_frequency: float | Non
         else:
             mask[np.argsort(counts, kind="mergesort")[:-frequent]] = True
     return mask
+
+
+# -- state read from JSON ------------------------------------------------------------------------------
+
+
+def _known(value: Any) -> Categories:
+    """One column's learned categories: at least one."""
+    known = categories(value)
+    if not known:
+        raise ValueError("no categories")
+    return known
+
+
+def _cardinality(value: Any) -> int:
+    """One column's embedding size: 1 + its largest code."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError("not an integer >= 1")
+    return value
 
 
 # -- parameters ----------------------------------------------------------------------------------------

@@ -8,16 +8,11 @@ Unpickling runs code from the file, so it only happens when the caller says they
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import importlib
-import importlib.util
 import pickle
 import re
-import sys
 import types
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,124 +20,16 @@ import torch
 from torch import nn
 
 from torchpredict.errors import ModelLoadError
+from torchpredict.factories import build_model, error_summary, load_source
 
-__all__ = [
-    "build_model",
-    "error_summary",
-    "is_file_ref",
-    "load_checkpoint",
-    "load_source",
-    "load_state",
-    "resolve_factory",
-]
+__all__ = ["error_summary", "load_checkpoint", "load_state"]
 
 _STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict")
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-_REF_FORMS = "'package.module:callable' or 'path/to/file.py:callable'"
 _MAIN_FIX = (
     "pass source='train.py' (CLI --source train.py) pointing at the file that defines it, "
     "or save model.state_dict() instead"
 )
-
-
-# --- factories ---------------------------------------------------------------------------------------
-
-
-def resolve_factory(ref: str) -> Callable[..., Any]:
-    """Find the callable a factory reference names, without running any `__main__` block.
-
-    `ref` is "package.module:callable" (imported) or "path/to/file.py:callable" (the file is executed
-    as a module named other than __main__, so its `if __name__ == "__main__":` block does not run).
-    Standard-library callables are refused: a factory builds a model, and a reference read from a
-    bundle must not be able to name `os:system`.
-
-    >>> resolve_factory("torch.nn:Linear")(3, 2)
-    Linear(in_features=3, out_features=2, bias=True)
-    """
-    target, _, attribute = ref.rpartition(":") if isinstance(ref, str) else ("", "", "")
-    if not target or not attribute:
-        raise ModelLoadError(f"factory {ref!r} must look like {_REF_FORMS}")
-    module = _module_for(ref, target)
-    found = _attribute(ref, module, attribute)
-    if not callable(found):
-        raise ModelLoadError(f"factory {ref!r} names a {type(found).__name__}, which is not callable")
-    return found
-
-
-def is_file_ref(ref: str) -> bool:
-    """Whether a factory reference names a source file rather than an importable module."""
-    target = ref.rpartition(":")[0]
-    return target.endswith(".py") or "/" in target or "\\" in target
-
-
-def build_model(factory: str, factory_kwargs: Mapping[str, Any] | None = None) -> nn.Module:
-    """Call the factory `factory` names with `factory_kwargs` and check that it built an nn.Module."""
-    build = resolve_factory(factory)
-    try:
-        model = build(**dict(factory_kwargs or {}))
-    except Exception as exc:
-        raise ModelLoadError(f"factory {factory!r} failed: {error_summary(exc)}") from exc
-    if not isinstance(model, nn.Module):
-        raise ModelLoadError(f"factory {factory!r} returned {type(model).__name__}, expected an nn.Module")
-    return model
-
-
-def _module_for(ref: str, target: str) -> types.ModuleType:
-    if is_file_ref(ref):
-        path = Path(target)
-        if not path.is_file():
-            raise ModelLoadError(f"factory {ref!r}: file '{target}' does not exist")
-        return load_source(path)
-    if target.split(".")[0] in sys.stdlib_module_names:
-        raise ModelLoadError(
-            f"factory {ref!r}: '{target}' is a standard-library module; a factory must be a class or "
-            "function of your own code that builds the nn.Module"
-        )
-    try:
-        return importlib.import_module(target)
-    except Exception as exc:
-        raise ModelLoadError(
-            f"factory {ref!r}: cannot import module '{target}': {error_summary(exc)}"
-        ) from exc
-
-
-def _attribute(ref: str, module: types.ModuleType, dotted: str) -> Any:
-    found: Any = module
-    for part in dotted.split("."):
-        if not hasattr(found, part):
-            raise ModelLoadError(f"factory {ref!r}: module '{module.__name__}' has no attribute '{dotted}'")
-        found = getattr(found, part)
-    return found
-
-
-def load_source(path: Path) -> types.ModuleType:
-    """Execute a training script as a module (not __main__), so its classes and functions can be used.
-
-    The script's directory is on sys.path while it runs, as it would be under `python train.py`.
-    """
-    resolved = Path(path).resolve()
-    if not resolved.is_file():
-        raise ModelLoadError(f"source '{path}' does not exist")
-    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:12]
-    stem = re.sub(r"\W", "_", resolved.stem)
-    name = f"torchpredict_source_{stem}_{digest}"
-    spec = importlib.util.spec_from_file_location(name, resolved)
-    if spec is None or spec.loader is None:
-        raise ModelLoadError(f"source '{path}' is not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses and pickle look classes up here
-    sys.path.insert(0, str(resolved.parent))
-    try:
-        spec.loader.exec_module(module)
-    except (Exception, SystemExit) as exc:
-        sys.modules.pop(name, None)
-        raise ModelLoadError(
-            f"running '{path}' (without its __main__ block) failed: {error_summary(exc)}"
-        ) from exc
-    finally:
-        with contextlib.suppress(ValueError):  # the script may have edited sys.path itself
-            sys.path.remove(str(resolved.parent))
-    return module
 
 
 # --- state dicts ----------------------------------------------------------------------------------------
@@ -213,14 +100,6 @@ def _check_shapes(expected: Mapping[str, Any], state: Mapping[str, Any], what: s
 def _few(keys: list[str], shown: int = 5) -> str:
     listed = ", ".join(f"'{key}'" for key in keys[:shown])
     return listed if len(keys) <= shown else f"{listed} and {len(keys) - shown} more"
-
-
-def error_summary(exc: BaseException) -> str:
-    """One readable line for an exception: its type and the first line of its message, capped."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = " ".join(lines[0].split()) if lines else ""
-    text = text if len(text) <= 300 else text[:300] + "…"
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 # --- checkpoints ----------------------------------------------------------------------------------------

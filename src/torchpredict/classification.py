@@ -23,6 +23,7 @@ from torchpredict.interpretation import (
     _check_target,
     _column,
     _is_table,
+    per_row,
     register_head,
 )
 from torchpredict.labels import Labels, check_labels, encode_labels, label_array, take_labels
@@ -37,6 +38,7 @@ class _Classifier(Head):
     labels: Labels | None
     labels_: Labels | None
     _default_labels: ClassVar[Labels | None] = None
+    finite_scores = True
 
     @property
     def classes(self) -> Labels:
@@ -115,7 +117,7 @@ class BinaryClassification(_Classifier):
             raise _bad_shape(self, expected, tensor)
         probability = torch.sigmoid(tensor.float()) if self.from_logits else tensor.float()
         positive = (probability > self.threshold).numpy().astype(np.int64)
-        return {self.target: take_labels(classes, positive),
+        return {self.target: _where_finite(take_labels(classes, positive), tensor),
                 f"{self.target}_probability": pa.array(probability.numpy())}
 
     def _params(self) -> dict[str, Any]:
@@ -174,7 +176,7 @@ class MulticlassClassification(_Classifier):
         scores = tensor.to(torch.float64)  # exact for every input dtype, so ties are the model's own
         best = torch.argmax(scores, dim=1)
         chosen = probabilities.gather(1, best[:, None])[:, 0]
-        columns = {self.target: take_labels(classes, best.numpy()),
+        columns = {self.target: _where_finite(take_labels(classes, best.numpy()), tensor),
                    f"{self.target}_probability": pa.array(chosen.numpy())}
         if self.probabilities:
             per_class = probabilities.T.contiguous()
@@ -191,7 +193,7 @@ class MulticlassClassification(_Classifier):
         top = probabilities.gather(1, order).T.contiguous()
         columns = {}
         for i in range(self.top_k):
-            columns[f"{self.target}_top{i + 1}"] = take_labels(classes, order[:, i].numpy())
+            columns[f"{self.target}_top{i + 1}"] = _where_finite(take_labels(classes, order[:, i].numpy()), scores)
             columns[f"{self.target}_top{i + 1}_probability"] = pa.array(top[i].numpy())
         return columns
 
@@ -209,6 +211,7 @@ class MultilabelClassification(Head):
     """
 
     type = "multilabel"
+    finite_scores = True
 
     def __init__(self, target: str = "prediction", *, labels: Sequence[int | str],
                  threshold: float | Sequence[float] = 0.5, from_logits: bool = True,
@@ -280,7 +283,8 @@ class MultilabelClassification(Head):
         probabilities = torch.sigmoid(tensor.float()) if self.from_logits else tensor.float()
         on = (probabilities > torch.tensor(self.threshold, dtype=torch.float32)).T.contiguous()
         per_label = probabilities.T.contiguous()
-        columns = {f"{self.target}_{label}": pa.array(on[j].numpy()) for j, label in enumerate(self.labels)}
+        columns = {f"{self.target}_{label}": _where_finite(pa.array(on[j].numpy()), tensor)
+                   for j, label in enumerate(self.labels)}
         for j, label in enumerate(self.labels):
             columns[f"{self.target}_probability_{label}"] = pa.array(per_label[j].numpy())
         return columns
@@ -289,6 +293,13 @@ class MultilabelClassification(Head):
         threshold = self.threshold if isinstance(self.threshold, float) else list(self.threshold)
         return {"target": self.target, "labels": list(self.labels), "threshold": threshold,
                 "from_logits": self.from_logits, "output": self.output}
+
+
+def _where_finite(labels: pa.Array, scores: torch.Tensor) -> pa.Array:
+    """labels, null in the rows whose scores are not all finite: a NaN score never becomes a label (the
+    Predictor sets such rows aside as rejected, see Head.refused; this holds for direct calls too)."""
+    finite = torch.isfinite(per_row(scores)).all(dim=1).numpy()
+    return labels if finite.all() else pc.if_else(pa.array(finite), labels, pa.nulls(len(labels), labels.type))
 
 
 def _check_threshold(threshold: Any) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import sys
 import time
 import warnings
@@ -18,6 +19,7 @@ from typing import Any
 
 from torchpredict import __version__
 from torchpredict.errors import TorchPredictError
+from torchpredict.messages import one_line
 
 __all__ = ["main"]
 
@@ -36,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TorchPredictError as exc:
         if args.debug:
             raise
-        _say(f"error: {exc}")
+        _say(one_line(f"error: {exc}"))
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         _say("interrupted")
@@ -44,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = one_line(str(exc).strip().splitlines()[0], limit=300) if str(exc).strip() else ""
         _say(f"internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)")
         return EXIT_INTERNAL
 
@@ -101,6 +103,7 @@ def _add_predict(sub: Any, common: argparse.ArgumentParser) -> None:
                    "minus one, leaving one for reading and writing)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    _add_trust(p)
     p.set_defaults(run=_run_predict)
 
 
@@ -115,7 +118,16 @@ def _add_verify(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("verify", parents=[common], help="re-run the bundle's golden examples on this machine")
     p.add_argument("bundle")
     p.add_argument("--device", default="auto")
+    _add_trust(p)
     p.set_defaults(run=_run_verify)
+
+
+def _add_trust(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-factory", metavar="MODULE", type=_names, action="extend", default=[],
+                   help="a module you vouch for (repeatable or comma-separated; 'mypkg' covers mypkg.nets): a "
+                   "weights bundle's factory from it may be imported and run")
+    p.add_argument("--trust-torch-loader", action="store_true", help="let torch.export.load build a model.pt2 "
+                   "torchpredict's reader does not; it can run code from a crafted archive: trusted bundles only")
 
 
 def _add_pack(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -157,7 +169,9 @@ def _run_predict(args: argparse.Namespace) -> int:
     from torchpredict.bundle import load
     from torchpredict.pipeline import predict_file
 
-    predictor = load(args.bundle, device=args.device, batch_size=args.batch_size)
+    with _quiet_torch():
+        predictor = load(args.bundle, device=args.device, batch_size=args.batch_size,
+                         trust_factory=args.trust_factory, trust_torch_loader=args.trust_torch_loader)
     options = {"part_rows": args.part_rows} if args.part_rows is not None else {}
     started = time.perf_counter()
     with _progress_bar(quiet=args.quiet) as progress, warnings.catch_warnings():
@@ -170,6 +184,26 @@ def _run_predict(args: argparse.Namespace) -> int:
         for line in _summary(stats, time.perf_counter() - started, args):
             _say(line)
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _quiet_torch() -> Iterator[None]:
+    """Torch's warnings and log lines off while a bundle loads: a bad bundle is one error line, not the
+    traceback torch logs on its way to raising (levels restored afterwards; importing torch sets them)."""
+    import torch  # noqa: F401  # its import configures the torch loggers this silences
+
+    names = ["torch", *(n for n in logging.root.manager.loggerDict if n.startswith("torch."))]
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for logger in loggers:
+            logger.setLevel(logging.CRITICAL + 1)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -249,7 +283,9 @@ def _run_verify(args: argparse.Namespace) -> int:
     from torchpredict.bundle import load
     from torchpredict.errors import BundleError
 
-    predictor = load(args.bundle, device=args.device)
+    with _quiet_torch():
+        predictor = load(args.bundle, device=args.device, trust_factory=args.trust_factory,
+                         trust_torch_loader=args.trust_torch_loader)
     report = predictor.verify()
     if not report.passed:
         raise BundleError(f"bundle '{args.bundle}' on {predictor.device}: {report.describe()}")
@@ -261,13 +297,26 @@ def _run_pack(args: argparse.Namespace) -> int:
     from torchpredict.packing import pack
 
     target = args.target[0] if len(args.target) == 1 else args.target
-    path = pack(args.checkpoint, args.output, train=args.train, target=target, task=args.task,
-                factory=args.factory, factory_kwargs=args.factory_kwargs, trust_pickle=args.trust_pickle,
-                source=args.source, standardize=args.standardize, minmax=args.minmax, impute=args.impute,
-                one_hot=args.one_hot, passthrough=args.keep, scale_target=args.scale_target, labels=args.labels,
-                name=args.name, storage=args.storage, overwrite=args.overwrite)
-    print(f"wrote bundle '{path}'")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"bundle '.*' stores weights")  # printed below instead
+        path = pack(args.checkpoint, args.output, train=args.train, target=target, task=args.task,
+                    factory=args.factory, factory_kwargs=args.factory_kwargs, trust_pickle=args.trust_pickle,
+                    source=args.source, standardize=args.standardize, minmax=args.minmax, impute=args.impute,
+                    one_hot=args.one_hot, passthrough=args.keep, scale_target=args.scale_target,
+                    labels=args.labels, name=args.name, storage=args.storage, overwrite=args.overwrite)
+    print(f"wrote bundle '{path}'{_trust_needed(path)}")
     return EXIT_OK
+
+
+def _trust_needed(path: Path) -> str:
+    """What loading a weights bundle will need, said when it is written."""
+    from torchpredict.factories import trusted_package
+    from torchpredict.manifest import read_manifest
+
+    factory = read_manifest(path).model.get("factory")
+    if not isinstance(factory, str):
+        return ""
+    return f" (weights + factory {factory!r}: load it with --trust-factory {trusted_package(factory)})"
 
 
 def _run_demo(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ __all__ = [
     "InputError",
     "ModelLoadError",
     "OutOfRangeWarning",
+    "PredictionError",
     "PreprocessingError",
     "SchemaError",
     "TorchPredictError",
@@ -32,6 +33,10 @@ class SchemaError(TorchPredictError, ValueError):
 
 class PreprocessingError(TorchPredictError, ValueError):
     """A preprocessing step cannot be fitted or applied (unfitted, unknown category, bad parameter)."""
+
+
+class PredictionError(TorchPredictError, ValueError):
+    """The model's output for a row cannot be read as a prediction (a NaN or infinite score)."""
 
 
 class ModelLoadError(TorchPredictError, RuntimeError):

@@ -4,17 +4,20 @@ Two reasons. Speed: `torch.export.load` imports torch._dynamo through its deseri
 ~100 MB of memory, in every process) and rebuilds symbolic shapes the inference path never uses; this
 reader builds the same aten graph from the archive's JSON and raw weights in milliseconds. Safety:
 `torch.export.load` retries a sample-inputs pickle that the weights-only unpickler refuses with
-`weights_only=False`, and reads pickled payloads and custom objects, so a crafted archive runs code; this
-reader never unpickles, and the checked fallback (`load_checked`) refuses archives that would need it.
+`weights_only=False`, reads pickled payloads and custom objects, and evaluates the archive's size expressions
+with sympy, so a crafted archive runs code; this reader never unpickles and never evaluates a string.
 
 What it reads: archive version 0, schema major version 8, graphs of `torch.ops` operator overloads and
 symbolic-int arithmetic with raw (unpickled) weights and tensor constants, user inputs and outputs that are
-tensors. Anything else raises `Unsupported`, and the caller may fall back to `load_checked`.
+tensors. It builds on any device, as torch's move_to_device_pass would: weights and constants are copied
+there and every device argument in the graph names it. Anything else raises `Unsupported`, and a caller the
+user has allowed to may fall back to torch_loader.load_checked. Every member's declared size is checked before it is
+read: a tensor must fit its member, a member may not be far larger than its tensors need or inflate like a
+zip bomb, and model.json is capped, each a ModelLoadError naming the member.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import keyword
 import math
@@ -30,10 +33,15 @@ import torch
 from torch import fx, nn
 from torch.utils import _pytree as pytree
 
-__all__ = ["ExportedModule", "Unsupported", "load_checked", "read_archive"]
+from torchpredict.archive import member_problem
+from torchpredict.errors import ModelLoadError
+
+__all__ = ["MAX_JSON_BYTES", "SYMBOLIC_OPS", "ExportedModule", "Unsupported", "read_archive", "read_member"]
 
 SCHEMA_MAJOR = 8
 ARCHIVE_VERSION = "0"
+MAX_JSON_BYTES = 256 << 20  # model.json of a large transformer is a few MB
+_SLACK = 1 << 20  # bytes a weights member may hold beyond twice what its tensors need
 
 # torch._export.serde.schema's enums, by value (the schema version pins them).
 _DTYPES = {
@@ -46,7 +54,7 @@ _MEMORY_FORMATS = {
     1: torch.contiguous_format, 2: torch.channels_last, 3: torch.channels_last_3d, 4: torch.preserve_format,
 }
 _FLOATS = {"Infinity": math.inf, "-Infinity": -math.inf, "NaN": math.nan}
-_SYMBOLIC_OPS: dict[str, Callable[..., Any]] = {
+SYMBOLIC_OPS: dict[str, Callable[..., Any]] = {
     **{f"_operator.{name}": getattr(operator, name) for name in (
         "eq", "ne", "le", "ge", "lt", "gt", "neg", "pos", "mul", "add", "sub", "floordiv", "mod", "pow",
         "truediv", "and_", "or_", "lshift", "rshift",
@@ -95,19 +103,20 @@ def _children(spec: pytree.TreeSpec) -> list[pytree.TreeSpec]:
 # --- the archive ------------------------------------------------------------------------------------------
 
 
-def read_archive(path: str | Path) -> ExportedModule:
-    """Build the archive's model on the CPU, in eval mode, without torch.export.load and without unpickling.
+def read_archive(path: str | Path, device: torch.device | str = "cpu") -> ExportedModule:
+    """Build the archive's model on `device`, in eval mode, without torch.export.load and without unpickling.
 
-    >>> module = read_archive("bundle/model.pt2")  # doctest: +SKIP
-    >>> module(torch.randn(4, 13)).shape  # doctest: +SKIP
+    >>> module = read_archive("bundle/model.pt2", "cuda")  # doctest: +SKIP
+    >>> module(torch.randn(4, 13, device="cuda")).shape  # doctest: +SKIP
     torch.Size([4, 3])
     """
+    device = torch.device(device)
     with zipfile.ZipFile(path) as archive:
         root = _archive_root(archive)
         program = _json(archive, f"{root}/models/model.json")
         _check_versions(archive, root, program)
-        state = _payloads(archive, root, "weights") | _payloads(archive, root, "constants")
-        module = _build(program, state)
+        state = _payloads(archive, root, "weights", device) | _payloads(archive, root, "constants", device)
+        module = _build(program, state, device)
     module.train(False)
     return module
 
@@ -120,16 +129,33 @@ def _archive_root(archive: zipfile.ZipFile) -> str:
 
 
 def _json(archive: zipfile.ZipFile, name: str) -> Any:
+    return json.loads(read_member(archive, _info(archive, name), MAX_JSON_BYTES))
+
+
+def _info(archive: zipfile.ZipFile, name: str) -> zipfile.ZipInfo:
     try:
-        return json.loads(archive.read(name))
+        return archive.getinfo(name)
     except KeyError as exc:
         raise Unsupported(f"the archive has no '{name}'") from exc
 
 
+def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
+    """A member's bytes, once its declared size is known to be at most `limit` and not bomb-like: zipfile
+    stops at the declared size, so nothing larger is ever allocated."""
+    problem = member_problem(info, limit)
+    if problem:
+        raise ModelLoadError(problem)
+    return archive.read(info)
+
+
+def _text(archive: zipfile.ZipFile, name: str) -> str:
+    return read_member(archive, _info(archive, name), 64).decode(errors="replace").strip()
+
+
 def _check_versions(archive: zipfile.ZipFile, root: str, program: Mapping[str, Any]) -> None:
-    version = archive.read(f"{root}/archive_version").decode().strip()
+    version = _text(archive, f"{root}/archive_version")
     major = (program.get("schema_version") or {}).get("major")
-    order = archive.read(f"{root}/byteorder").decode().strip() if f"{root}/byteorder" in archive.namelist() else None
+    order = _text(archive, f"{root}/byteorder") if f"{root}/byteorder" in archive.namelist() else None
     if version != ARCHIVE_VERSION or major != SCHEMA_MAJOR:
         raise Unsupported(f"archive version {version}, schema major {major} (reads {ARCHIVE_VERSION}, {SCHEMA_MAJOR})")
     if order not in (None, sys.byteorder):
@@ -138,33 +164,70 @@ def _check_versions(archive: zipfile.ZipFile, root: str, program: Mapping[str, A
         raise Unsupported("namedtuple inputs or outputs")
 
 
-def _payloads(archive: zipfile.ZipFile, root: str, kind: str) -> dict[str, torch.Tensor]:
-    """Weights or constants by name, read from raw bytes; tensors sharing a file share its storage."""
+def _payloads(archive: zipfile.ZipFile, root: str, kind: str, device: torch.device) -> dict[str, torch.Tensor]:
+    """Weights or constants by name, read from raw bytes onto `device`; tensors sharing a file share its storage.
+
+    Every tensor's extent is checked against its member's declared size before any member is read.
+    """
     config = _json(archive, f"{root}/data/{kind}/model_{kind}_config.json")["config"]
-    files: dict[str, torch.Tensor] = {}
+    layouts = {name: _layout(kind, name, meta) for name, meta in config.items()}
+    files = {member: _raw(archive, _info(archive, f"{root}/data/{kind}/{member}"), dtype, need, device)
+             for member, (dtype, need) in _member_needs(kind, layouts).items()}
     tensors = {}
-    for name, meta in config.items():
-        if meta.get("use_pickle") or not meta["path_name"].startswith(("weight_", "tensor_")):
-            raise Unsupported(f"{kind} '{name}' is stored as a pickle or custom object")
-        tensor_meta = meta["tensor_meta"]
-        dtype = _enum(_DTYPES, tensor_meta["dtype"], "dtype")
-        if meta["path_name"] not in files:
-            files[meta["path_name"]] = _raw(archive, f"{root}/data/{kind}/{meta['path_name']}", dtype)
-        tensor = files[meta["path_name"]].as_strided(
-            _ints(tensor_meta["sizes"]), _ints(tensor_meta["strides"]), _ints([tensor_meta["storage_offset"]])[0]
-        )
-        tensors[name] = nn.Parameter(tensor, requires_grad=False) if meta.get("is_param") else tensor
+    for name, (member, _, sizes, strides, offset) in layouts.items():
+        tensor = files[member].as_strided(sizes, strides, offset)
+        tensors[name] = nn.Parameter(tensor, requires_grad=False) if config[name].get("is_param") else tensor
     return tensors
 
 
-def _raw(archive: zipfile.ZipFile, name: str, dtype: torch.dtype) -> torch.Tensor:
-    data = bytearray(archive.read(name))
-    return torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
+def _layout(kind: str, name: str, meta: Mapping[str, Any]) -> tuple[str, torch.dtype, list[int], list[int], int]:
+    """(member, dtype, sizes, strides, storage offset) of one stored tensor, refusing pickles."""
+    if meta.get("use_pickle") or not meta["path_name"].startswith(("weight_", "tensor_")):
+        raise Unsupported(f"{kind} '{name}' is stored as a pickle or custom object")
+    if not _NAME.fullmatch(meta["path_name"]):
+        raise Unsupported(f"{kind} '{name}' is stored in member {meta['path_name']!r}")
+    tensor_meta = meta["tensor_meta"]
+    sizes, strides = _ints(tensor_meta["sizes"]), _ints(tensor_meta["strides"])
+    offset = _ints([tensor_meta["storage_offset"]])[0]
+    if len(sizes) != len(strides) or min([*sizes, *strides, offset], default=0) < 0:
+        raise ModelLoadError(f"{kind} '{name}': sizes {sizes}, strides {strides} and offset {offset} do not describe "
+                             "a tensor")
+    return meta["path_name"], _enum(_DTYPES, tensor_meta["dtype"], "dtype"), sizes, strides, offset
+
+
+def _member_needs(kind: str, layouts: Mapping[str, tuple]) -> dict[str, tuple[torch.dtype, int]]:
+    """Each member's dtype and the bytes its largest tensor reaches (tensors sharing a member share a dtype)."""
+    needs: dict[str, tuple[torch.dtype, int]] = {}
+    for name, (member, dtype, sizes, strides, offset) in layouts.items():
+        reach = sum((size - 1) * stride for size, stride in zip(sizes, strides, strict=True))
+        extent = 0 if 0 in sizes else offset + 1 + reach
+        known_dtype, known = needs.get(member, (dtype, 0))
+        if known_dtype != dtype:
+            raise Unsupported(f"{kind} '{name}' reads member '{member}' as {dtype}, another tensor as {known_dtype}")
+        needs[member] = (dtype, max(known, extent * dtype.itemsize))
+    return needs
+
+
+def _raw(archive: zipfile.ZipFile, info: zipfile.ZipInfo, dtype: torch.dtype, need: int,
+         device: torch.device) -> torch.Tensor:
+    """A member's bytes as a flat tensor on `device`, after checking its declared size against `need`."""
+    if info.file_size < need:
+        raise ModelLoadError(f"member '{info.filename}' holds {info.file_size:,} bytes, but its tensors need {need:,}")
+    if info.file_size > 2 * need + _SLACK:
+        raise ModelLoadError(f"member '{info.filename}' declares {info.file_size:,} bytes, but its tensors need only "
+                             f"{need:,}")
+    data = bytearray(read_member(archive, info, info.file_size))
+    if len(data) % dtype.itemsize:
+        raise ModelLoadError(f"member '{info.filename}' holds {len(data):,} bytes, not a whole number of {dtype}")
+    flat = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
+    return flat if device.type == "cpu" else flat.to(device)
 
 
 def _ints(values: list[Mapping[str, Any]]) -> list[int]:
     if any("as_int" not in value for value in values):
         raise Unsupported("a stored tensor with a symbolic size")
+    if any(type(value["as_int"]) is not int for value in values):
+        raise ModelLoadError(f"a stored tensor's sizes are not integers: {str(values)[:80]}")
     return [value["as_int"] for value in values]
 
 
@@ -177,10 +240,10 @@ def _enum(table: Mapping[int, Any], value: int, what: str) -> Any:
 # --- the graph --------------------------------------------------------------------------------------------
 
 
-def _build(program: Mapping[str, Any], state: dict[str, torch.Tensor]) -> ExportedModule:
+def _build(program: Mapping[str, Any], state: dict[str, torch.Tensor], device: torch.device) -> ExportedModule:
     graph_module = program["graph_module"]
     serialized = graph_module["graph"]
-    builder = _GraphBuilder()
+    builder = _GraphBuilder(device)
     holder = nn.Module()
     for spec, value in zip(graph_module["signature"]["input_specs"], serialized["inputs"], strict=True):
         builder.add_input(spec, value, state, holder)
@@ -196,11 +259,15 @@ def _build(program: Mapping[str, Any], state: dict[str, torch.Tensor]) -> Export
 
 
 class _GraphBuilder:
-    """Turns serialized nodes into an fx.Graph, keeping a map from serialized value names to fx nodes."""
+    """Turns serialized nodes into an fx.Graph, keeping a map from serialized value names to fx nodes.
 
-    def __init__(self) -> None:
+    Every device argument becomes `device`, as torch's move_to_device_pass rewrites them.
+    """
+
+    def __init__(self, device: torch.device) -> None:
         self.graph = fx.Graph()
         self.values: dict[str, fx.Node] = {}
+        self.device = device
 
     def add_input(self, spec: Mapping[str, Any], value: Mapping[str, Any], state: Mapping[str, torch.Tensor],
                   holder: nn.Module) -> None:
@@ -266,6 +333,8 @@ class _GraphBuilder:
 
     def _value(self, argument: Mapping[str, Any]) -> Any:
         (kind, value), = argument.items()
+        if kind == "as_device":
+            return self.device
         if kind in _SCALARS:
             return _SCALARS[kind](value)
         if kind in ("as_tensor", "as_optional_tensor"):
@@ -305,14 +374,13 @@ _SCALARS: dict[str, Callable[[Any], Any]] = {
     "as_scalar_type": lambda value: _enum(_DTYPES, value, "dtype"),
     "as_layout": lambda value: _enum(_LAYOUTS, value, "layout"),
     "as_memory_format": lambda value: _enum(_MEMORY_FORMATS, value, "memory format"),
-    "as_device": lambda value: torch.device(value["type"], value.get("index")),
 }
 
 
 def _operator(target: str) -> Callable[..., Any]:
     """An aten/prims/custom operator overload or a symbolic-int function; never any other callable."""
-    if target in _SYMBOLIC_OPS:
-        return _SYMBOLIC_OPS[target]
+    if target in SYMBOLIC_OPS:
+        return SYMBOLIC_OPS[target]
     parts = target.split(".")
     if len(parts) != 5 or parts[:2] != ["torch", "ops"] or parts[2] == "higher_order":
         raise Unsupported(f"operator '{target}'")
@@ -353,35 +421,3 @@ def _attach(holder: nn.Module, target: str, tensor: torch.Tensor, *, parameter: 
         module.register_parameter(leaf, tensor if isinstance(tensor, nn.Parameter) else nn.Parameter(tensor, False))
     else:
         module.register_buffer(leaf, tensor)
-
-
-# --- the checked fallback ---------------------------------------------------------------------------------
-
-
-def load_checked(path: str | Path) -> torch.export.ExportedProgram:
-    """torch.export.load, after checking that it will not unpickle anything beyond plain tensors.
-
-    torch.export.load reads payloads marked use_pickle and custom objects with pickle, and retries a
-    sample-inputs file that torch.load(weights_only=True) refuses with weights_only=False. So: no payload
-    may be pickled or a custom object, and every .pt member must load under weights_only=True here first.
-    """
-    with zipfile.ZipFile(path) as archive:
-        for name in archive.namelist():
-            if name.endswith("_config.json"):
-                _check_config(name, json.loads(archive.read(name)))
-            elif name.endswith(".pt"):
-                _check_weights_only(name, archive.read(name))
-    return torch.export.load(path)
-
-
-def _check_config(name: str, config: Mapping[str, Any]) -> None:
-    for item, meta in (config.get("config") or {}).items():
-        if meta.get("use_pickle") or not str(meta.get("path_name", "")).startswith(("weight_", "tensor_")):
-            raise Unsupported(f"'{item}' in {name} is a pickle or custom object; torchpredict does not unpickle")
-
-
-def _check_weights_only(name: str, data: bytes) -> None:
-    try:
-        torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
-    except Exception as exc:
-        raise Unsupported(f"'{name}' holds more than plain tensors (refused by torch.load(weights_only=True))") from exc

@@ -13,8 +13,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from torchpredict.errors import BundleError
 from torchpredict.inference import RawOutput, flatten_outputs
 
 __all__ = ["GoldenExamples", "Verification"]
@@ -65,8 +67,16 @@ class GoldenExamples:
 
     @classmethod
     def read(cls, directory: Path, entry: dict) -> GoldenExamples:
-        inputs = pq.read_table(directory / entry["inputs"])
-        outputs = load_file(str(directory / entry["outputs"]))
+        """Read both files of a manifest's (checked) "examples" entry; a file that is not what its name says
+        (garbage, or a pickle named .safetensors) is a BundleError naming it, and nothing is unpickled."""
+        try:
+            inputs = pq.read_table(directory / entry["inputs"])
+        except (pa.ArrowException, OSError) as exc:
+            raise BundleError(f"golden examples: file '{entry['inputs']}' is not a Parquet file ({exc})") from None
+        try:
+            outputs = load_file(str(directory / entry["outputs"]))
+        except (SafetensorError, OSError) as exc:
+            raise BundleError(f"golden examples: file '{entry['outputs']}' is not a safetensors file ({exc})") from None
         return cls(inputs=inputs, outputs=outputs, atol=float(entry["atol"]), rtol=float(entry["rtol"]))
 
     def compare(self, raw: RawOutput) -> Verification:

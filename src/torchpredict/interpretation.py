@@ -10,7 +10,7 @@ classification.py adds the classification heads, sequences.py the sequence heads
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -18,8 +18,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from torchpredict.errors import BundleError, ModelLoadError, PreprocessingError
+from torchpredict.errors import BundleError, ModelLoadError, PreprocessingError, TorchPredictError
 from torchpredict.outputs import Output, as_tensor, select_output
+from torchpredict.steps import finite, positive, shown
 
 __all__ = [
     "Head",
@@ -27,6 +28,7 @@ __all__ = [
     "RawOutput",
     "Regression",
     "head_from_dict",
+    "nonfinite_rows",
     "register_head",
 ]
 
@@ -46,6 +48,7 @@ class Head:
     type: ClassVar[str]
     target: Any
     output: Output
+    finite_scores: ClassVar[bool] = False  # must a row's scores be finite to be read (a label from NaN is a lie)
 
     @property
     def name(self) -> str:
@@ -73,19 +76,37 @@ class Head:
         """The prediction columns for one batch of the infer stage (its output, interpreted, by default)."""
         return self.interpret(self.select(batch.raw))
 
+    def refused(self, batch: ModelBatch) -> pa.Array | None:
+        """Per row of the batch, why this head cannot read its output (null where it can); None when it can for
+        every row. With finite_scores, a row holding a NaN or infinite score is refused."""
+        if not self.finite_scores:
+            return None
+        return nonfinite_rows(as_tensor(self.select(batch.raw)), self._output_text())
+
+    def _output_text(self) -> str:
+        which = "" if self.output is None else f" {self.output!r}"
+        return f"model output{which} for head {self.name!r}"
+
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, "params": self._params(), "state": self._state()}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Head:
+    def from_dict(cls, d: Any) -> Head:
+        """Rebuild from `to_dict()`: params checked by the constructor, learned state by `_load_state`."""
         if not isinstance(d, Mapping) or d.get("type") != cls.type:
             got = d.get("type") if isinstance(d, Mapping) else d
-            raise BundleError(f"output head: expected type {cls.type!r}, got {got!r}")
+            raise BundleError(f"output head: expected type {cls.type!r}, got {shown(got)}")
+        params, state = d.get("params") or {}, d.get("state") or {}
+        for what, value in (("params", params), ("state", state)):
+            if not isinstance(value, Mapping):
+                raise BundleError(f"output head {cls.type!r}: '{what}' must be an object, got {shown(value)}")
         try:
-            head = cls(**d.get("params", {}))
-        except TypeError as exc:
+            head = cls(**params)
+            head._load_state(state)
+        except TorchPredictError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
             raise BundleError(f"output head {cls.type!r}: {exc}") from None
-        head._load_state(d.get("state", {}))
         return head
 
     def _params(self) -> dict[str, Any]:
@@ -205,8 +226,23 @@ class Regression(Head):
 
     def _load_state(self, state: Mapping[str, Any]) -> None:
         if "mean_" in state:
-            self.mean_ = tuple(float(m) for m in state["mean_"])
-            self.std_ = tuple(float(s) for s in state["std_"])
+            self.mean_ = self._per_target(state, "mean_", "finite numbers", finite)
+            self.std_ = self._per_target(state, "std_", "finite numbers > 0", positive)
+
+    def _per_target(self, state: Mapping[str, Any], name: str, wanted: str,
+                    item: Callable[[Any], float]) -> tuple[float, ...]:
+        """One number per target read from JSON, the scale the predictions are multiplied back by."""
+        value, k = state.get(name), len(self.targets)
+        expected = f"state {name!r} must hold {k} {wanted}"
+        if not isinstance(value, list) or len(value) != k:
+            raise PreprocessingError(f"{expected}, got {shown(value)}")
+        numbers = []
+        for i, v in enumerate(value):
+            try:
+                numbers.append(item(v))
+            except ValueError:
+                raise PreprocessingError(f"{expected}, got {shown(v)} at position {i} ({self.targets[i]!r})") from None
+        return tuple(numbers)
 
 
 class RawOutput(Head):
@@ -297,6 +333,25 @@ def head_from_dict(d: Mapping[str, Any]) -> Head:
     if kind not in _HEADS:
         raise BundleError(f"unknown output head type {kind!r}; known types: {sorted(_HEADS)}")
     return _HEADS[kind].from_dict(d)
+
+
+def per_row(tensor: torch.Tensor) -> torch.Tensor:
+    """[n, ...] as [n, k]: each row's values in one row (an [n] tensor as [n, 1])."""
+    return tensor.flatten(start_dim=1) if tensor.ndim > 1 else tensor.reshape(-1, 1)
+
+
+def nonfinite_rows(tensor: torch.Tensor, what: str) -> pa.Array | None:
+    """Per row, "WHAT is not finite (nan) for this row" where its values are not all finite; None if all are."""
+    values = per_row(tensor.detach())
+    finite = torch.isfinite(values) if values.is_floating_point() else torch.ones_like(values, dtype=torch.bool)
+    bad = ~finite.all(dim=1)
+    if not bool(bad.any()):
+        return None
+    reasons: list[str | None] = [None] * len(values)
+    for row in torch.nonzero(bad).flatten().tolist():
+        first = values[row][~finite[row]][0].item()
+        reasons[row] = f"{what} is not finite ({first}) for this row"
+    return pa.array(reasons, pa.string())
 
 
 def _bad_shape(head: Head, expected: str, tensor: torch.Tensor) -> ModelLoadError:

@@ -1,21 +1,23 @@
 """manifest.json: what a bundle is, who wrote it, how its model is stored, and every file's sha256.
 
 Reading a manifest needs no torch, so `torchpredict inspect` and the integrity checks stay fast and never
-touch weights. A `.zip` of a bundle folder is opened by extracting it, safely, into a temporary folder.
+touch weights. A `.zip` of a bundle folder is opened by extracting the files its manifest lists, within
+bounds, into a temporary folder (archive.py); its JSON files are read within bounds of size and nesting.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
-import zipfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import math
+import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
+from torchpredict.archive import MANIFEST_FILE, MAX_MANIFEST_BYTES, load_bounded_json, opened
+from torchpredict.archive import is_safe as _is_safe  # check_hashes' name for it
 from torchpredict.errors import BundleError
 
 __all__ = ["FORMAT_ID", "FORMAT_VERSION", "MANIFEST_FILE", "Manifest", "check_hashes", "load_json", "opened",
@@ -23,7 +25,7 @@ __all__ = ["FORMAT_ID", "FORMAT_VERSION", "MANIFEST_FILE", "Manifest", "check_ha
 
 FORMAT_ID = "torchpredict.bundle"
 FORMAT_VERSION = 1
-MANIFEST_FILE = "manifest.json"
+MODEL_FORMATS = ("export", "weights")
 
 
 @dataclass(frozen=True)
@@ -46,22 +48,176 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: Any, origin: str) -> Manifest:
+        """The manifest with every field's JSON type and value checked (manifest.schema.json), so that later
+        stages can trust them; any violation is a BundleError naming the field."""
         if not isinstance(data, dict) or data.get("format") != FORMAT_ID:
             found = data.get("format") if isinstance(data, dict) else None
             raise BundleError(f"bundle '{origin}': manifest.json is not a torchpredict manifest (format {found!r})")
         version = data.get("format_version")
-        if not isinstance(version, int):
+        if not isinstance(version, int) or isinstance(version, bool):
             raise BundleError(f"bundle '{origin}': manifest.json has no integer format_version")
         if version > FORMAT_VERSION:
-            writer = data.get("producer", {}).get("torchpredict", "a newer version")
+            writer = _writer(data.get("producer"))
             raise BundleError(f"bundle '{origin}': format version {version} is newer than this torchpredict "
                               f"reads ({FORMAT_VERSION}); it was written by torchpredict {writer}: "
                               f"upgrade to torchpredict>={writer}")
         missing = [key for key in ("name", "model", "heads", "examples", "files") if key not in data]
         if missing:
             raise BundleError(f"bundle '{origin}': manifest.json lacks {', '.join(missing)}")
+        try:
+            _check_fields(data)
+        except _InvalidField as bad:
+            raise BundleError(f"bundle '{origin}': manifest.json {bad}") from None
         known = {key: data[key] for key in cls.__dataclass_fields__ if key in data}
         return cls(**{"model_version": "1", "created_at": "", "producer": {}} | known)
+
+
+class _InvalidField(ValueError):
+    """A manifest field of the wrong JSON type or value; its text is "field 'x.y' must be ..., got ..."."""
+
+    def __init__(self, where: str, expected: str, value: Any) -> None:
+        super().__init__(f"field '{where}' must be {expected}, got {_got(value)}")
+
+
+def _check_fields(data: dict[str, Any]) -> None:
+    """Raise _InvalidField for the first field of a manifest that manifest.schema.json does not allow."""
+    for name in ("name", "model_version", "created_at"):
+        if name in data:
+            _string(data[name], name, empty=name != "name")
+    if "producer" in data:
+        for key, value in _object(data["producer"], "producer", "an object of strings").items():
+            _string(value, f"producer.{key}")
+    files = _files(data["files"])
+    _model(data["model"])
+    _heads(data["heads"])
+    _examples(data["examples"], files)
+
+
+def _writer(producer: Any) -> str:
+    """Which torchpredict wrote a manifest, for the upgrade hint."""
+    writer = producer.get("torchpredict") if isinstance(producer, dict) else None
+    return writer if isinstance(writer, str) else "a newer version"
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_MISSING = object()  # a field that is not there, as messages show it: "got nothing"
+
+
+def _files(value: Any) -> dict[str, Any]:
+    files = _object(value, "files", "an object of path -> sha256")
+    for rel, digest in files.items():
+        _inside(rel, f"files.{rel}")
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise _InvalidField(f"files.{rel}", "a sha256 (64 lowercase hex digits)", digest)
+    return files
+
+
+def _model(value: Any) -> None:
+    model = _object(value, "model")
+    if model.get("format") not in MODEL_FORMATS:
+        raise _InvalidField("model.format", " or ".join(map(repr, MODEL_FORMATS)), model.get("format"))
+    if "file" in model:
+        _string(model["file"], "model.file", empty=False)
+    for i, spec in enumerate(_list(model.get("inputs", _MISSING), "model.inputs", "a list of the model's inputs")):
+        _model_input(spec, f"model.inputs[{i}]")
+    for key in ("factory", "fallback_reason"):
+        if model.get(key) is not None:
+            _string(model[key], f"model.{key}")
+    if model.get("factory_kwargs") is not None:
+        _object(model["factory_kwargs"], "model.factory_kwargs")
+    if model.get("call") is not None:
+        call = _object(model["call"], "model.call")
+        for key in ("kind", "source", "prefix"):
+            if key in call:
+                _string(call[key], f"model.call.{key}")
+
+
+def _model_input(value: Any, where: str) -> None:
+    spec = _object(value, where, "an object with name, dtype and shape")
+    _string(spec.get("name", _MISSING), f"{where}.name", empty=False)
+    _string(spec.get("dtype", _MISSING), f"{where}.dtype", empty=False)
+    shape = _list(spec.get("shape", _MISSING), f"{where}.shape", "a list of sizes (integers or null)")
+    for j, size in enumerate(shape):
+        if size is not None and (not _is_int(size) or size < 0):
+            raise _InvalidField(f"{where}.shape[{j}]", "an integer >= 0 or null", size)
+
+
+def _heads(value: Any) -> None:
+    heads = _list(value, "heads", "a non-empty list of output heads")
+    if not heads:
+        raise _InvalidField("heads", "a non-empty list of output heads", heads)
+    for i, head in enumerate(heads):
+        entry = _object(head, f"heads[{i}]", "an object with a type")
+        _string(entry.get("type", _MISSING), f"heads[{i}].type", empty=False)
+        for key in ("params", "state"):
+            if key in entry:
+                _object(entry[key], f"heads[{i}].{key}")
+
+
+def _examples(value: Any, files: dict[str, Any]) -> None:
+    examples = _object(value, "examples", "an object with inputs, outputs, rows, atol and rtol")
+    for key in ("inputs", "outputs"):
+        rel = examples.get(key, _MISSING)
+        _inside(rel, f"examples.{key}")
+        if rel not in files:
+            raise _InvalidField(f"examples.{key}", "a file listed in 'files' (so that its sha256 is checked)", rel)
+    rows = examples.get("rows", _MISSING)
+    if not _is_int(rows) or rows < 1:
+        raise _InvalidField("examples.rows", "an integer >= 1", rows)
+    for key in ("atol", "rtol"):
+        tol = examples.get(key, _MISSING)
+        if not _is_number(tol) or not math.isfinite(tol) or tol < 0:
+            raise _InvalidField(f"examples.{key}", "a finite number >= 0", tol)
+
+
+def _inside(rel: Any, where: str) -> None:
+    """rel names a file inside the bundle: relative, '/'-separated, without '..', '.', empty parts or drives."""
+    parts = rel.split("/") if isinstance(rel, str) else [""]
+    if any(part in ("", ".", "..") for part in parts) or "\\" in rel or "\0" in rel or ":" in parts[0]:
+        raise _InvalidField(where, "a relative path inside the bundle", rel)
+
+
+def _object(value: Any, where: str, expected: str = "an object") -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _InvalidField(where, expected, value)
+    return value
+
+
+def _list(value: Any, where: str, expected: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise _InvalidField(where, expected, value)
+    return value
+
+
+def _string(value: Any, where: str, *, empty: bool = True) -> str:
+    if not isinstance(value, str) or (not empty and not value):
+        raise _InvalidField(where, "a string" if empty else "a non-empty string", value)
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _got(value: Any) -> str:
+    """A JSON value as a message shows it: containers by kind, scalars as they are (long strings cut)."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list" if value else "an empty list"
+    if value is _MISSING:
+        return "nothing"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and len(value) > 60:
+        return f"{value[:60]!r}… ({len(value):,} chars)"
+    return repr(value)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -88,59 +244,26 @@ def sha256(path: Path) -> str:
 
 def read_manifest(path: str | Path) -> Manifest:
     """The manifest alone: JSON only, never weights (what `torchpredict inspect` shows)."""
-    with opened(Path(path)) as root:
+    with opened(Path(path), members=()) as root:
         return read_manifest_at(root, str(path))
 
 
 def read_manifest_at(root: Path, origin: str) -> Manifest:
     try:
-        data = json.loads((root / MANIFEST_FILE).read_text(encoding="utf-8"))
+        data = load_bounded_json(root, MANIFEST_FILE, origin, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         raise BundleError(f"bundle '{origin}': manifest.json is missing; is this a torchpredict bundle?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"bundle '{origin}': manifest.json is not valid JSON ({exc})") from None
     return Manifest.from_dict(data, origin)
 
 
 def read_json(path: str | Path, file: str) -> Any:
     """One hash-checked JSON file of a bundle (schema.json, preprocessing.json)."""
-    with opened(Path(path)) as root:
+    with opened(Path(path), members=[file]) as root:
         manifest = read_manifest_at(root, str(path))
         if file not in manifest.files:
             raise BundleError(f"bundle '{path}': manifest does not list '{file}'")
         check_hashes(root, manifest, str(path), only=[file])
         return load_json(root, file, str(path))
-
-
-@contextmanager
-def opened(path: Path) -> Iterator[Path]:
-    """The bundle's root folder: the folder itself, or a zip extracted into a temporary folder."""
-    if path.is_dir():
-        yield path
-        return
-    if not path.exists():
-        raise BundleError(f"bundle '{path}' does not exist")
-    if not zipfile.is_zipfile(path):
-        raise BundleError(f"bundle '{path}' is neither a bundle folder nor a .zip of one")
-    with tempfile.TemporaryDirectory(prefix="tp-bundle-") as tmp:
-        _extract(path, Path(tmp))
-        yield Path(tmp)
-
-
-def _extract(path: Path, target: Path) -> None:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            for name in zf.namelist():
-                if not _is_safe(name):
-                    raise BundleError(f"bundle '{path}': refusing unsafe path {name!r} in the zip")
-            zf.extractall(target)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise BundleError(f"bundle '{path}': cannot read the zip ({exc})") from None
-
-
-def _is_safe(rel: str) -> bool:
-    member = PurePosixPath(rel)
-    return not member.is_absolute() and ".." not in member.parts and "\\" not in rel
 
 
 def check_hashes(root: Path, manifest: Manifest, origin: str, only: Sequence[str] | None = None) -> None:
@@ -160,9 +283,8 @@ def check_hashes(root: Path, manifest: Manifest, origin: str, only: Sequence[str
 
 
 def load_json(root: Path, rel: str, origin: str) -> Any:
+    """One JSON file of a bundle, within archive.py's bounds of size and nesting."""
     try:
-        return json.loads((root / rel).read_text(encoding="utf-8"))
+        return load_bounded_json(root, rel, origin)
     except FileNotFoundError:
         raise BundleError(f"bundle '{origin}': file '{rel}' is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"bundle '{origin}': file '{rel}' is not valid JSON ({exc})") from None

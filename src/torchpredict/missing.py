@@ -11,7 +11,17 @@ import pyarrow.compute as pc
 
 from torchpredict.errors import PreprocessingError
 from torchpredict.numeric import replace_columns
-from torchpredict.steps import Step, is_numeric, register_step, string_values
+from torchpredict.steps import (
+    Step,
+    finite,
+    is_numeric,
+    per_column,
+    register_step,
+    shown,
+    state_rules,
+    string_values,
+    strings,
+)
 
 __all__ = ["Impute"]
 
@@ -25,7 +35,10 @@ class Impute(Step):
     """
 
     type = "impute"
-    state = ("statistics_", "indicator_columns_")
+    state = state_rules(
+        statistics_=per_column("finite numbers or strings", lambda v: v if isinstance(v, str) else finite(v)),
+        indicator_columns_=lambda step, name, value: _indicated(step, name, value),
+    )
     strategies = ("mean", "median", "most_frequent", "constant")
     indicator_columns_: tuple[str, ...] = ()  # what steps fitted before add_indicator existed load with
 
@@ -82,6 +95,17 @@ class Impute(Step):
         values = counts.field("values").to_numpy(zero_copy_only=False)
         n = counts.field("counts").to_numpy()
         return str(min(values[n == n.max()]))  # ties: the smallest, like scikit-learn
+
+
+def _indicated(step: Step, name: str, value: Any) -> tuple[str, ...]:
+    """The columns that get a missing-value indicator, read from JSON: some of the step's own columns."""
+    try:
+        names = strings(value)
+    except ValueError:
+        names = None
+    if names is None or not set(names) <= set(step.columns):
+        raise step.bad_state(name, "a list of some of the step's columns", shown(value))
+    return names
 
 
 def _missing(col: pa.ChunkedArray) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from torchpredict.errors import PreprocessingError
-from torchpredict.steps import Step, register_step
+from torchpredict.steps import NUMBERS, SCALES, Step, register_step, state_rules
 
 __all__ = ["Clip", "Log1p", "MaxAbs", "MinMax", "Robust", "Standardize"]
 
@@ -26,7 +26,7 @@ class Standardize(Step):
     """(x - training mean) / training std; ~ StandardScaler (population std, constant column -> scale 1)."""
 
     type = "standardize"
-    state = ("mean_", "scale_")
+    state = state_rules(mean_=NUMBERS, scale_=SCALES)
 
     def __init__(self, columns: Sequence[str], *, with_mean: bool = True, with_std: bool = True) -> None:
         super().__init__(columns, with_mean=bool(with_mean), with_std=bool(with_std))
@@ -46,7 +46,7 @@ class MinMax(Step):
     """Map the training [min, max] of each column onto feature_range, optionally clipping; ~ MinMaxScaler."""
 
     type = "minmax"
-    state = ("data_min_", "data_max_")
+    state = state_rules(data_min_=NUMBERS, data_max_=NUMBERS)
 
     def __init__(
         self, columns: Sequence[str], *, feature_range: Sequence[float] = (0.0, 1.0), clip: bool = False
@@ -81,7 +81,7 @@ class Robust(Step):
     """
 
     type = "robust"
-    state = ("center_", "scale_")
+    state = state_rules(center_=NUMBERS, scale_=SCALES)
 
     def __init__(
         self,
@@ -134,7 +134,7 @@ class MaxAbs(Step):
     """x / training max |x|, which keeps zeros and signs; ~ MaxAbsScaler."""
 
     type = "maxabs"
-    state = ("scale_",)
+    state = state_rules(scale_=SCALES)
 
     def __init__(self, columns: Sequence[str]) -> None:
         super().__init__(columns)
@@ -175,6 +175,8 @@ class Clip(Step):
 
     def __init__(self, columns: Sequence[str], *, lower: float | None = None, upper: float | None = None) -> None:
         lower, upper = (None if v is None else float(v) for v in (lower, upper))
+        if any(v is not None and np.isnan(v) for v in (lower, upper)):
+            raise PreprocessingError(f"Clip bounds must be numbers or None, got lower={lower}, upper={upper}")
         if lower is None and upper is None:
             raise PreprocessingError("Clip needs a lower or an upper bound (or both), got neither")
         if None not in (lower, upper) and not lower <= upper:  # type: ignore[operator]

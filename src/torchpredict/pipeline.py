@@ -24,9 +24,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from torchpredict.errors import InputError, SchemaError
+from torchpredict.collisions import check_outputs
+from torchpredict.errors import InputError, PredictionError, SchemaError
 from torchpredict.formats import STDIO, detect_format, expand_inputs
-from torchpredict.predictor import RunStats
+from torchpredict.predictor import RunStats, input_rows, set_aside
 from torchpredict.readers import DEFAULT_BATCH_ROWS, DEFAULT_BLOCK_BYTES, Chunk, read_chunks
 from torchpredict.sinks import Sink, open_sink, write_json
 from torchpredict.validation import free_name
@@ -34,6 +35,7 @@ from torchpredict.validation import free_name
 __all__ = ["DEFAULT_PART_ROWS", "predict_file"]
 
 DEFAULT_PART_ROWS = 1_000_000
+_REASONS = "\0reasons"  # in _Model.outputs: why a head refused each row (null: it did not); never a column name
 QUEUE_CHUNKS = (1, 1, 4)  # chunks waiting after reading, after preparing, after the model (small by then)
 Progress = Callable[[int, "int | None"], None]
 _PARSE_TYPES = {"float32": pa.float64(), "float64": pa.float64(), "int32": pa.int64(), "int64": pa.int64(),
@@ -68,6 +70,7 @@ def predict_file(predictor: Any, input: str | Path | Sequence[str | Path], outpu
     if threads is not None and threads < 1:
         raise InputError(f"threads must be >= 1, got {threads}")
     plan = Plan.make(predictor, input, format, keep, columns, rejects, part_rows, batch_rows, block_bytes)
+    check_outputs(plan.sources, output, rejects, report)  # before anything is written
     sink = open_sink(predictor, plan, str(output), output_format, rejects, report, resume)
     with _torch_threads(threads):
         stats = _run(predictor, plan, sink, progress)
@@ -166,7 +169,8 @@ class _Piece:
 class _Prepared:
     piece: _Piece
     rows: int  # rows that passed validation
-    table: pa.Table  # their kept columns (all columns when there are no rows: an empty output's shape)
+    table: pa.Table  # those rows, validated (when there are none, an empty output's shape)
+    input_rows: np.ndarray  # the input row number of each
     kept: list[str]
     inputs: dict
     stats: RunStats
@@ -228,16 +232,22 @@ def _prepare(predictor: Any, plan: Plan, piece: _Piece) -> _Prepared:
         raise SchemaError(f"{_where(piece.source)}: {exc}") from None
     stats = RunStats()
     stats.add(validated)
-    rejected = validated.rejected
-    if rejected is not None and plan.many:
-        rejected = rejected.add_column(0, free_name("file", rejected.column_names),
-                                       pa.array([piece.source] * rejected.num_rows, pa.string()))
+    rejected = None if validated.rejected is None else _with_file(validated.rejected, plan, piece.source)
     table = validated.table
     kept = table.column_names[len(predictor.schema.features):]
+    rows = input_rows(validated, piece.chunk.first_row)
     if not table.num_rows:
-        return _Prepared(piece, 0, table, kept, {}, stats, rejected, table.column_names)
-    inputs = predictor.preprocess(table, stats)  # the features are not needed after this
-    return _Prepared(piece, table.num_rows, table.select(kept), kept, inputs, stats, rejected, table.column_names)
+        return _Prepared(piece, 0, table, rows, kept, {}, stats, rejected, table.column_names)
+    inputs = predictor.preprocess(table, stats)  # the features stay only to show in rows rejected after the model
+    return _Prepared(piece, table.num_rows, table, rows, kept, inputs, stats, rejected, table.column_names)
+
+
+def _with_file(rejected: pa.Table, plan: Plan, source: str) -> pa.Table:
+    """Rejected rows with the file they came from first, when the run reads several."""
+    if not plan.many:
+        return rejected
+    return rejected.add_column(0, free_name("file", rejected.column_names),
+                               pa.array([source] * rejected.num_rows, pa.string()))
 
 
 class _Model:
@@ -275,7 +285,11 @@ class _Model:
         inputs = _take_rows(self.inputs, rows)
         self.queued -= rows
         for raw in self.predictor.infer(inputs):
-            for name, column in self.predictor.interpret(raw).items():
+            columns = self.predictor.interpret(raw)
+            reasons = self.predictor.refused(raw)
+            n = len(next(iter(columns.values())))
+            columns[_REASONS] = pa.nulls(n, pa.string()) if reasons is None else reasons
+            for name, column in columns.items():
                 self.outputs.setdefault(name, []).append(column)
         self.ready += rows
 
@@ -298,7 +312,9 @@ class _Model:
         return taken
 
     def _result(self, prepared: _Prepared, predictions: dict[str, pa.Array]) -> Result:
-        table, kept = prepared.table, prepared.kept
+        table, kept, rejected = prepared.table, prepared.kept, prepared.rejected
+        if prepared.rows:
+            table, predictions, rejected = self._set_aside(prepared, predictions)
         if not prepared.rows:
             batch = _empty_predictions(self.predictor, table, self.plan)
         else:
@@ -309,7 +325,25 @@ class _Model:
             columns = {n: table.column(n).combine_chunks() for n in kept}
             columns.update({n: predictions[n] for n in names})
             batch = pa.RecordBatch.from_pydict(columns)
-        return Result(prepared.piece, batch, prepared.stats, prepared.rejected, prepared.reject_names)
+        return Result(prepared.piece, batch, prepared.stats, rejected, prepared.reject_names)
+
+    def _set_aside(self, prepared: _Prepared, predictions: dict[str, pa.Array]
+                   ) -> tuple[pa.Table, dict[str, pa.Array], pa.Table | None]:
+        """Rows whose output a head refused (a NaN score) leave the predictions and join the rejected rows."""
+        reasons = predictions.pop(_REASONS)
+        try:
+            table, predictions, refused = set_aside(prepared.table, predictions, reasons, prepared.input_rows,
+                                                    reject=self.plan.on_error == "reject")
+        except PredictionError as exc:
+            raise PredictionError(f"{_where(prepared.piece.source)}: {exc}") from None
+        if refused is None:
+            return table, predictions, prepared.rejected
+        prepared.stats.refuse(refused.num_rows)
+        refused = _with_file(refused, self.plan, prepared.piece.source)
+        if prepared.rejected is None:
+            return table, predictions, refused
+        row = refused.column_names[1 if self.plan.many else 0]
+        return table, predictions, pa.concat_tables([prepared.rejected, refused]).sort_by(row)
 
 
 def _take_rows(queued: list[dict[str, np.ndarray]], rows: int) -> dict[str, np.ndarray]:

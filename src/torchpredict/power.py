@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from torchpredict.errors import PreprocessingError
 from torchpredict.numeric import EPS, fit_values, refuse_rows, standard_statistics
-from torchpredict.steps import Step, register_step
+from torchpredict.steps import NUMBERS, SCALES, Step, register_step, state_rules
 
 __all__ = ["Power"]
 
@@ -32,7 +32,7 @@ class Power(Step):
     """
 
     type = "power"
-    state = ("lambdas_", "mean_", "scale_")
+    state = state_rules(lambdas_=NUMBERS, mean_=NUMBERS, scale_=SCALES)
     methods = ("yeo-johnson", "box-cox")
 
     def __init__(self, columns: Sequence[str], *, method: str = "yeo-johnson", standardize: bool = True) -> None:

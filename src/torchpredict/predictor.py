@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from torchpredict.drift import DriftReport
-from torchpredict.errors import ModelLoadError, OutOfRangeWarning, SchemaError
+from torchpredict.errors import ModelLoadError, OutOfRangeWarning, PredictionError, SchemaError
 from torchpredict.golden import GoldenExamples, Verification
 from torchpredict.inference import to_tensors
 from torchpredict.interpretation import ModelBatch
@@ -26,8 +27,9 @@ from torchpredict.schema import Schema, Validated
 from torchpredict.sequences import Call
 from torchpredict.storage import check_inputs
 from torchpredict.text import TextCounts
+from torchpredict.validation import RowProblems
 
-__all__ = ["Predictor", "RunStats"]
+__all__ = ["Predictor", "RunStats", "input_rows", "set_aside"]
 
 DEFAULT_BATCH_SIZE = 1024
 CPU = torch.device("cpu")
@@ -51,6 +53,11 @@ class RunStats:
         self.rows_predicted += validated.table.num_rows
         self.rows_rejected += validated.rows_in - validated.table.num_rows
         self.drift.add(validated.drift)
+
+    def refuse(self, rows: int) -> None:
+        """Count rows that passed validation but whose model output was refused (a NaN score) as rejected."""
+        self.rows_predicted -= rows
+        self.rows_rejected += rows
 
     def describe(self) -> list[str]:
         """Parts of a summary line: ['998 of 1,000 rows predicted', '2 rejected', '1 column drifted ...']."""
@@ -129,6 +136,7 @@ class Predictor:
         for batch in batches:
             validated = self.schema.validate(batch, keep=keep, first_row=first_row, on_error=on_error, text=text,
                                              row_check=self.preprocessor.check_rows)
+            rows = input_rows(validated, first_row)
             first_row += validated.rows_in
             if stats is not None:
                 stats.add(validated)
@@ -136,10 +144,12 @@ class Predictor:
                 rejects(validated.rejected)
                 if validated.table.num_rows == 0 and self.golden is None:
                     continue
-            yield from self._predict_validated(validated.table, keep, stats)
+            yield from self._predict_validated(validated.table, keep, stats, rows, rejects)
 
-    def _predict_validated(self, table: pa.Table, keep: Sequence[str],
-                           stats: RunStats | None) -> Iterator[pa.RecordBatch]:
+    def _predict_validated(self, table: pa.Table, keep: Sequence[str], stats: RunStats | None, rows: np.ndarray,
+                           rejects: Rejects | None) -> Iterator[pa.RecordBatch]:
+        """Predictions for validated rows (rows: their input row numbers); rows whose output a head refuses go to
+        rejects, or raise a PredictionError without it."""
         if table.num_rows == 0:
             yield self._empty_batch(table, keep)
             return
@@ -148,8 +158,15 @@ class Predictor:
         start = 0
         for batch in self.infer(inputs):
             columns = self.interpret(batch)
-            yield self._assemble(table, passthrough, start, columns)
-            start += len(next(iter(columns.values())))
+            n = len(next(iter(columns.values())))
+            part, columns, refused = set_aside(table.slice(start, n), columns, self.refused(batch),
+                                               rows[start:start + n], reject=rejects is not None)
+            if refused is not None:
+                rejects(refused)  # type: ignore[misc]  # set_aside raised if rejects is None
+                if stats is not None:
+                    stats.refuse(refused.num_rows)
+            yield self._assemble(part, passthrough, 0, columns)
+            start += n
 
     @staticmethod
     def _assemble(table: pa.Table, passthrough: list[str], start: int, columns: dict) -> pa.RecordBatch:
@@ -211,6 +228,15 @@ class Predictor:
             columns.update(head.read(batch))
         return columns
 
+    def refused(self, batch: ModelBatch) -> pa.Array | None:
+        """Per row of the batch, why a head cannot read its output (null where all can); None when all can."""
+        reasons = None
+        for head in self.heads:
+            mine = head.refused(batch)
+            if mine is not None:
+                reasons = mine if reasons is None else pc.coalesce(reasons, mine)
+        return reasons
+
     def verify(self) -> Verification:
         """Re-run the bundle's golden examples on this device; report the largest deviation."""
         if self.golden is None:
@@ -225,3 +251,33 @@ class Predictor:
     def __repr__(self) -> str:
         name = getattr(self.manifest, "name", "?")
         return f"Predictor(bundle={name!r}, device='{self.device}', heads={len(self.heads)})"
+
+
+def input_rows(validated: Validated, first_row: int) -> np.ndarray:
+    """The input row number of each row that passed validation (the rows between the rejected ones)."""
+    rows = np.arange(first_row, first_row + validated.rows_in, dtype=np.int64)
+    if validated.rejected is None:
+        return rows
+    return np.setdiff1d(rows, validated.rejected.column(0).to_numpy(), assume_unique=True)
+
+
+def set_aside(table: pa.Table, columns: dict[str, pa.Array], reasons: pa.Array | None, rows: np.ndarray, *,
+              reject: bool) -> tuple[pa.Table, dict[str, pa.Array], pa.Table | None]:
+    """Take the rows a head refused (reasons not null) out of a batch's validated rows and predictions.
+
+    With reject they come back as rejected rows, in the columns validation gives them (row: the input row
+    number from rows, reason, the values as text), so that every input row is predicted or rejected; without,
+    the first is a PredictionError naming its row.
+    """
+    bad = np.array([], dtype=np.int64) if reasons is None else np.flatnonzero(reasons.is_valid().to_numpy(False))
+    if not len(bad):
+        return table, columns, None
+    if not reject:
+        raise PredictionError(f"row {int(rows[bad[0]])}: {reasons[int(bad[0])]} ({len(bad)} such row(s) in this "
+                              "batch); pass rejects=... (CLI --rejects FILE) to set such rows aside")
+    problems = RowProblems(collect=True)
+    problems.add(bad, lambda some: [reasons[int(i)].as_py() for i in some], lambda: "")
+    refused = problems.rejected(table, table.column_names, 0)
+    refused = refused.set_column(0, refused.field(0), pa.array(rows[bad], pa.int64()))  # type: ignore[union-attr]
+    keep = pa.array(~np.isin(np.arange(table.num_rows), bad))
+    return table.filter(keep), {name: column.filter(keep) for name, column in columns.items()}, refused

@@ -17,12 +17,12 @@ import pyarrow.compute as pc
 
 from torchpredict.binning import Bucketize
 from torchpredict.categorical import IndexEncode, OneHot
-from torchpredict.errors import PreprocessingError
+from torchpredict.errors import PreprocessingError, SchemaError
 from torchpredict.missing import Impute
 from torchpredict.numeric import Clip, Log1p, MaxAbs, MinMax, Robust, Standardize
 from torchpredict.power import Power
 from torchpredict.schema import Schema
-from torchpredict.steps import STEP_TYPES, Step, float64_values, is_numeric, register_step
+from torchpredict.steps import STEP_TYPES, Step, float64_values, is_numeric, register_step, shown
 from torchpredict.tables import as_table
 from torchpredict.text import TextCounts, TextEncode
 from torchpredict.validation import RowReport, forward_reports
@@ -163,24 +163,53 @@ class Preprocessor:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Preprocessor:
-        steps = [Step.from_dict(s) for s in d["steps"]]
+    def from_dict(cls, d: Any) -> Preprocessor:
+        """Rebuild from `to_dict()`; every field is checked, and errors name the step or field at fault."""
+        if not isinstance(d, Mapping) or not isinstance(d.get("steps"), list):
+            raise PreprocessingError(f"must be an object with a list of 'steps', got {shown(d)}")
+        steps = []
+        for i, step in enumerate(d["steps"], start=1):
+            try:
+                steps.append(Step.from_dict(step))
+            except PreprocessingError as exc:
+                kind = step.get("type") if isinstance(step, Mapping) and isinstance(step.get("type"), str) else "?"
+                raise PreprocessingError(f"step {i} ({kind}): {exc}") from None
         pre = cls(
             steps,
-            features=d.get("features"),
-            passthrough=d.get("passthrough", ()),
-            input_name=d["input_name"],
-            inputs=d.get("inputs"),
+            features=_names(d.get("features"), "features", none=True),
+            passthrough=_names(d.get("passthrough", []), "passthrough"),
+            input_name=_text(d.get("input_name"), "input_name"),
+            inputs=_inputs_read(d.get("inputs")),
         )
         state = d.get("state")
         if state:
-            pre.schema_ = Schema.from_dict(state["schema"])
-            pre.feature_names_ = tuple(state["feature_names"])
-            # bundles written before `inputs` existed: one float32 input holding every column
-            inputs = state.get("inputs") or {pre.input_name: {"columns": state["feature_names"], "dtype": FLOAT32}}
-            pre.inputs_ = {n: tuple(i["columns"]) for n, i in inputs.items()}
-            pre.input_dtypes_ = {n: i["dtype"] for n, i in inputs.items()}
+            pre._load_state(state)
         return pre
+
+    def _load_state(self, state: Any) -> None:
+        """The fitted schema, feature names and model inputs, checked against each other."""
+        if not isinstance(state, Mapping):
+            raise PreprocessingError(f"'state' must be an object, got {shown(state)}")
+        try:
+            self.schema_ = Schema.from_dict(state.get("schema"))
+        except SchemaError as exc:
+            raise PreprocessingError(f"state.schema: {exc}") from None
+        self.feature_names_ = _names(state.get("feature_names"), "state.feature_names")
+        # bundles written before `inputs` existed: one float32 input holding every column
+        inputs = state.get("inputs") or {self.input_name: {"columns": list(self.feature_names_), "dtype": FLOAT32}}
+        if not isinstance(inputs, Mapping):
+            raise PreprocessingError(f"'state.inputs' must be an object, got {shown(inputs)}")
+        self.inputs_, self.input_dtypes_ = {}, {}
+        for name, entry in inputs.items():
+            where = f"state.inputs.{name}"
+            if not isinstance(entry, Mapping) or entry.get("dtype") not in (FLOAT32, INT64):
+                raise PreprocessingError(f"'{where}' must be an object with columns and dtype 'float32' or 'int64', "
+                                         f"got {shown(entry)}")
+            self.inputs_[name] = _names(entry.get("columns"), f"{where}.columns")
+            self.input_dtypes_[name] = entry["dtype"]
+            unknown = [c for c in self.inputs_[name] if c not in self.feature_names_]
+            if unknown:
+                raise PreprocessingError(f"'{where}.columns' names {_shown(unknown)}, not among state.feature_names")
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Preprocessor) and self.to_dict() == other.to_dict()
@@ -191,6 +220,30 @@ class Preprocessor:
         if self.inputs is None:
             return f"Preprocessor({list(self.steps)!r}, input_name={self.input_name!r})"
         return f"Preprocessor({list(self.steps)!r}, inputs={dict(self.inputs)!r})"
+
+
+def _names(value: Any, where: str, *, none: bool = False) -> tuple[str, ...] | None:
+    """A list of column names read from JSON (or null, where none is allowed)."""
+    if value is None and none:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise PreprocessingError(f"'{where}' must be a list of column names, got {shown(value)}")
+    return tuple(value)
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise PreprocessingError(f"'{where}' must be a string, got {shown(value)}")
+    return value
+
+
+def _inputs_read(value: Any) -> dict[str, tuple[str, ...]] | None:
+    """`inputs` read from JSON: null, or input name -> list of column names (checked further by _inputs)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise PreprocessingError(f"'inputs' must be an object of input name -> columns, got {shown(value)}")
+    return {name: _names(columns, f"inputs.{name}") for name, columns in value.items()}
 
 
 def _inputs(inputs: Mapping[str, Sequence[str]], input_name: str) -> dict[str, tuple[str, ...]]:
@@ -386,10 +439,11 @@ def _matrix(frame: pa.Table, names: Sequence[str], dtype: str) -> np.ndarray:
         return np.array(ids.flatten(), dtype=np.int64).reshape(len(ids), ids.type.list_size)  # a writable copy
     out = np.empty((frame.num_rows, len(names)), dtype=np.int64 if dtype == INT64 else np.float32)
     columns = [_values(frame.column(name), dtype) for name in names]
-    for start in range(0, frame.num_rows, ROW_BLOCK):
-        block = out[start:start + ROW_BLOCK]
-        for j, values in enumerate(columns):
-            block[:, j] = values[start:start + ROW_BLOCK]
+    with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, and the heads refuse the rows it spoils
+        for start in range(0, frame.num_rows, ROW_BLOCK):
+            block = out[start:start + ROW_BLOCK]
+            for j, values in enumerate(columns):
+                block[:, j] = values[start:start + ROW_BLOCK]
     return out
 
 

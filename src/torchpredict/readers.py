@@ -10,6 +10,7 @@ import io
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +23,17 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from torchpredict.errors import InputError
+from torchpredict.errors import InputError, SchemaError, TorchPredictError
 from torchpredict.formats import STDIO, detect_format, first_line
 
-__all__ = ["DEFAULT_BATCH_ROWS", "DEFAULT_BLOCK_BYTES", "Chunk", "iter_batches", "read_chunks", "read_table"]
+__all__ = ["DEFAULT_BATCH_ROWS", "DEFAULT_BLOCK_BYTES", "MAX_LINE_BYTES", "Chunk", "iter_batches", "read_chunks",
+           "read_table"]
 
 DEFAULT_BATCH_ROWS = 65536
 DEFAULT_BLOCK_BYTES = 8 << 20  # CSV/JSONL text parsed per chunk (multi-threaded inside pyarrow)
+MAX_JSONL_DEPTH = 1_000  # nesting a JSONL block may have before Arrow's recursive parser is not trusted with it
+_DEPTH_SEGMENT = 4096  # bytes per segment of the depth bound
+MAX_LINE_BYTES = 64 << 20  # the longest CSV/JSONL line (or quoted CSV value) read; the buffer never grows past it
 _MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"\x04\x22\x4d\x18": "lz4",
           **{b"BZh" + bytes([level]): "bz2" for level in b"123456789"}}
 
@@ -86,7 +91,7 @@ def read_chunks(path: str | Path, *, format: str | None = None,
             else:
                 yield from _npy_chunks(source, names, batch_rows)
         except (pa.ArrowInvalid, UnicodeDecodeError, OSError, ValueError) as exc:
-            if isinstance(exc, InputError):
+            if isinstance(exc, TorchPredictError):
                 raise
             raise InputError(f"file '{source.name}': cannot read it as {fmt}: {first_line(exc)}") from None
 
@@ -156,16 +161,20 @@ class _Input:
             self._raw.close()
 
 
-def _line_blocks(source: _Input, block_bytes: int, quoted: bool) -> Iterator[memoryview]:
+def _line_blocks(source: _Input, block_bytes: int, quoted: bool, where: Callable[[], str]) -> Iterator[memoryview]:
     """About block_bytes of whole lines at a time (never cutting a quoted value that spans lines).
 
-    The blocks are views of one reused buffer: each is valid until the next one is asked for.
+    The blocks are views of one reused buffer: each is valid until the next one is asked for. A line
+    longer than MAX_LINE_BYTES (or block_bytes, if larger) is an InputError naming where() it starts.
     """
     buffer = bytearray(block_bytes)
+    limit = max(MAX_LINE_BYTES, block_bytes)
     filled = 0
     while True:
-        if filled == len(buffer):  # one line longer than the buffer: make room
-            buffer = buffer + bytearray(len(buffer))
+        if filled == len(buffer):  # one line longer than the buffer: make room, up to the limit
+            if filled >= limit:
+                raise _too_long(buffer, source.name, where(), quoted)
+            buffer = buffer + bytearray(min(len(buffer), limit - len(buffer)))
         filled += _fill(source, memoryview(buffer)[filled:])
         at_end = filled < len(buffer)
         end = filled if at_end else _line_end(buffer, filled, quoted)
@@ -176,6 +185,20 @@ def _line_blocks(source: _Input, block_bytes: int, quoted: bool) -> Iterator[mem
             filled -= end
         if at_end:
             return
+
+
+def _too_long(buffer: bytearray, name: str, where: str, quoted: bool) -> InputError:
+    """The error for a line past the limit, with the likely cause."""
+    limit = max(MAX_LINE_BYTES, len(buffer))
+    size = f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit:,} bytes"
+    if quoted and b"\n" in buffer:
+        return InputError(f"file '{name}': a quoted value in {where} runs on past {size} (the limit); "
+                          "is a closing quote missing?")
+    if b"\r" in buffer and b"\n" not in buffer:
+        return InputError(f"file '{name}': {where} runs on past {size} (the limit) without a \\n; its lines "
+                          "seem to end in \\r alone (old Mac style): convert them to \\n, e.g. tr '\\r' '\\n'")
+    return InputError(f"file '{name}': {where} runs on past {size} (the limit) without a line break; "
+                      "is it a text file of lines?")
 
 
 def _fill(source: _Input, view: memoryview) -> int:
@@ -207,17 +230,29 @@ def _csv_chunks(source: _Input, delimiter: str, types: dict[str, pa.DataType], b
     parse = pacsv.ParseOptions(delimiter=delimiter)
     names: list[str] | None = None
     first_row = 0
-    for block in _line_blocks(source, block_bytes, quoted=True):
+
+    def position() -> str:
+        return f"row {first_row}" if names is not None else "the header"
+
+    for block in _line_blocks(source, block_bytes, quoted=True, where=position):
         try:
             table, parse = _parse_csv(block, names, types, parse, threads)
         except pa.ArrowInvalid as exc:
             where = f" (at or after row {first_row})" if first_row else ""
             raise InputError(f"file '{source.name}': cannot read it as csv: {first_line(exc)}{where}") from None
         if names is None:
-            names = table.column_names
+            names = _unique(table.column_names, source.name)
         data = _typed_csv(table, types)
         yield Chunk(data, table.num_rows, first_row, source.done())
         first_row += table.num_rows
+
+
+def _unique(names: list[str], origin: str) -> list[str]:
+    """The header's column names, refused when one appears twice (else the last copy would win)."""
+    dupes = sorted(name for name, count in Counter(names).items() if count > 1)
+    if dupes:
+        raise SchemaError(f"file '{origin}': duplicate column(s) {', '.join(map(repr, dupes))} in the header")
+    return names
 
 
 def _parse_csv(block: memoryview, names: list[str] | None, types: dict[str, pa.DataType],
@@ -286,21 +321,50 @@ def _jsonl_chunks(source: _Input, types: dict[str, pa.DataType], block_bytes: in
                   threads: bool) -> Iterator[Chunk]:
     options = pajson.ReadOptions(use_threads=threads)
     first_row, line = 0, 1
-    for block in _line_blocks(source, block_bytes, quoted=False):
+
+    def position() -> str:
+        return f"line {line}"
+
+    for block in _line_blocks(source, block_bytes, quoted=False, where=position):
+        newlines = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
         try:
+            if _may_nest_deeply(block, newlines):  # Arrow's parser recurses per level: 30,000 crash the process
+                raise pa.ArrowInvalid("nested deeply")
             table = pajson.read_json(pa.BufferReader(block), read_options=options)
             data: pa.Table | list[dict] = _strings_where_wanted(table, types)
             rows = table.num_rows
         except pa.ArrowInvalid as exc:
             if "Empty JSON" in str(exc):
                 data, rows = [], 0
-            else:  # values Arrow cannot type consistently: let the schema name the odd value and its row
+            else:  # values Arrow cannot type consistently (or deep): the schema names the odd value and its row
                 data = _records(bytes(block), source.name, line)
                 rows = len(data)
         if rows:
             yield Chunk(data, rows, first_row, source.done())
         first_row += rows
-        line += int(np.count_nonzero(np.frombuffer(block, dtype=np.uint8) == 10))
+        line += len(newlines)
+
+
+def _may_nest_deeply(block: memoryview, newlines: np.ndarray) -> bool:
+    """Whether the block's JSON could nest more than MAX_JSONL_DEPTH levels: an upper bound.
+
+    A level takes a byte, so a block of short lines cannot (the usual case, decided from the line ends
+    already found). Otherwise the depth anywhere in a segment is at most the net opening brackets before
+    it plus the openings inside it; quoted brackets only raise the bound (the block then takes the Python
+    parser, which refuses real depth with a clear error), so a block passing here cannot crash Arrow's.
+    """
+    if np.diff(newlines, prepend=-1, append=len(block)).max() <= MAX_JSONL_DEPTH:
+        return False
+    data = np.frombuffer(block, dtype=np.uint8)
+    size = -len(data) % _DEPTH_SEGMENT
+    data = np.concatenate([data, np.zeros(size, np.uint8)]) if size else data
+    segments = data.reshape(-1, _DEPTH_SEGMENT)
+    opens = np.count_nonzero((segments == 91) | (segments == 123), axis=1)  # [ {
+    if opens.max(initial=0) <= MAX_JSONL_DEPTH and opens.sum() <= MAX_JSONL_DEPTH:
+        return False
+    closes = np.count_nonzero((segments == 93) | (segments == 125), axis=1)  # ] }
+    before = np.concatenate([[0], np.cumsum(opens - closes)[:-1]])
+    return bool((before + opens).max() > MAX_JSONL_DEPTH)
 
 
 def _strings_where_wanted(table: pa.Table, types: Mapping[str, pa.DataType]) -> pa.Table:
@@ -313,15 +377,34 @@ def _strings_where_wanted(table: pa.Table, types: Mapping[str, pa.DataType]) -> 
 
 
 def _records(block: bytes, name: str, first_line: int) -> list[dict]:
+    """The block's rows as Python objects, where Arrow cannot read them (odd values, duplicate keys)."""
     records = []
     for number, text in enumerate(block.decode("utf-8").split("\n"), start=first_line):
         if not text.strip():
             continue
         try:
-            records.append(json.loads(text))
+            records.append(_JSON.decode(text))
         except json.JSONDecodeError as exc:
             raise InputError(f"file '{name}': line {number} is not valid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise InputError(f"file '{name}': line {number} nests arrays or objects too deeply to read") from None
+        except _DuplicateKeys as exc:
+            raise SchemaError(f"file '{name}': duplicate key(s) {exc} in the object on line {number}") from None
     return records
+
+
+class _DuplicateKeys(Exception):
+    """A JSON object names a key twice (json.loads would keep the last copy silently)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record = dict(pairs)
+    if len(record) < len(pairs):
+        raise _DuplicateKeys(", ".join(repr(k) for k, n in Counter(k for k, _ in pairs).items() if n > 1))
+    return record
+
+
+_JSON = json.JSONDecoder(object_pairs_hook=_unique_keys)  # as fast as json.loads (measured), and strict
 
 
 def _parquet_chunks(source: _Input, batch_rows: int, threads: bool) -> Iterator[Chunk]:

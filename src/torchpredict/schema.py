@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from torchpredict.drift import DriftReport, count_drift
 from torchpredict.errors import SchemaError
+from torchpredict.messages import counted, quoted, shown
 from torchpredict.tables import as_table
 from torchpredict.validation import (
     DTYPES,
@@ -82,6 +83,7 @@ class ColumnStats:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ColumnStats:
+        _check_stats(d)
         d = _known(cls, d)
         for key in ("categories", "category_counts"):
             d[key] = None if d.get(key) is None else tuple(d[key])
@@ -105,6 +107,7 @@ class Column:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Column:
+        _check_column(d)
         stats = None if d.get("stats") is None else ColumnStats.from_dict(d["stats"])
         return cls(**{**_known(cls, d), "shape": tuple(d.get("shape", ())), "stats": stats})
 
@@ -254,18 +257,18 @@ class Schema:
         present = table.column_names
         dupes = sorted({n for n in present if present.count(n) > 1})
         if dupes:
-            raise SchemaError(f"duplicate column(s) {_quoted(dupes)} in the input")
+            raise SchemaError(f"{counted('duplicate column', dupes)} in the input")
         problems = []
         missing = [c.name for c in self.features if c.name not in present]
         if missing:
-            problems.append(f"missing column(s) {_quoted(missing)}")
+            problems.append(counted("missing column", missing))
         absent = [k for k in keep if k not in present]
         if absent:
-            problems.append(f"keep column(s) {_quoted(absent)} not in the input")
+            problems.append(f"{counted('keep column', absent)} not in the input")
         unexpected = [n for n in present if n not in self.names and n not in keep]
         if unexpected:
             problems.append(
-                f"unexpected column(s) {_quoted(unexpected)}; pass keep=[...] (CLI --keep) "
+                f"{counted('unexpected column', unexpected)}; pass keep=[...] (CLI --keep) "
                 "to copy them to the output, or drop them"
             )
         if problems:
@@ -275,8 +278,22 @@ class Schema:
         return {"columns": [c.to_dict() for c in self.columns]}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Schema:
-        return cls(tuple(Column.from_dict(c) for c in d["columns"]))
+    def from_dict(cls, d: Any) -> Schema:
+        """Rebuild from `to_dict()`, every field checked; errors name the column and field at fault."""
+        if not isinstance(d, Mapping) or not isinstance(d.get("columns"), list):
+            raise SchemaError(f"a schema must be an object with a list of 'columns', got {shown(d)}")
+        columns = []
+        for i, c in enumerate(d["columns"]):
+            try:
+                columns.append(Column.from_dict(c))
+            except SchemaError as exc:
+                name = f" ({c['name']!r})" if isinstance(c, Mapping) and isinstance(c.get("name"), str) else ""
+                raise SchemaError(f"column {i}{name}: {exc}") from None
+        names = [c.name for c in columns]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise SchemaError(f"{counted('column', twice)} appear more than once")
+        return cls(tuple(columns))
 
 
 def _checked(typed: pa.Table, row_check: RowCheck, problems: RowProblems, positions: np.ndarray) -> pa.Table:
@@ -329,10 +346,10 @@ def _categories(values: pa.ChunkedArray) -> dict[str, tuple | None]:
 def _check_names(table: pa.Table, features: Sequence[str], passthrough: Sequence[str]) -> None:
     missing = [n for n in [*features, *passthrough] if n not in table.column_names]
     if missing:
-        raise SchemaError(f"missing column(s) {_quoted(missing)} in the training data")
+        raise SchemaError(f"missing column(s) {quoted(missing)} in the training data")
     both = [n for n in features if n in passthrough]
     if both:
-        raise SchemaError(f"column(s) {_quoted(both)} cannot be both features and passthrough")
+        raise SchemaError(f"column(s) {quoted(both)} cannot be both features and passthrough")
 
 
 def _feature_column(col: pa.ChunkedArray, name: str, nullable: bool, free_text: bool = False) -> Column:
@@ -359,5 +376,48 @@ def _passthrough_column(col: pa.ChunkedArray, name: str) -> Column:
     return Column(name, show_type(col.type), (), col.null_count > 0, "passthrough", None)
 
 
-def _quoted(names: Iterable[str]) -> str:
-    return ", ".join(repr(n) for n in names)
+# -- reading a schema from JSON ----------------------------------------------------------------------
+
+
+def _check_column(d: Any) -> None:
+    """A column read from JSON has the types Column holds, so that validation can trust them."""
+    if not isinstance(d, Mapping):
+        raise SchemaError(f"must be an object, got {shown(d)}")
+    role = d.get("role", "feature")
+    _expect(isinstance(d.get("name"), str) and d["name"] != "", "name", "a non-empty string", d.get("name"))
+    _expect(role in ("feature", "passthrough"), "role", "'feature' or 'passthrough'", role)
+    dtype_ok = d.get("dtype") in DTYPES if role == "feature" else isinstance(d.get("dtype"), str)
+    _expect(dtype_ok, "dtype", f"one of {', '.join(DTYPES)}" if role == "feature" else "a string", d.get("dtype"))
+    shape = d.get("shape", [])
+    _expect(isinstance(shape, list) and all(_is_count(s) and s >= 1 for s in shape), "shape",
+            "a list of sizes >= 1", shape)
+    _expect(isinstance(d.get("nullable", False), bool), "nullable", "true or false", d.get("nullable"))
+    _expect(d.get("stats") is None or isinstance(d["stats"], Mapping), "stats", "an object or null", d.get("stats"))
+
+
+def _check_stats(d: Any) -> None:
+    """Training statistics read from JSON: finite numbers (or null), a rate in [0, 1], strings and counts."""
+    for key in ("min", "max", "mean", "std"):
+        value = d.get(key)
+        _expect(value is None or (_is_number(value) and np.isfinite(value)), f"stats.{key}", "a finite number or null",
+                value)
+    rate = d.get("missing_rate", 0.0)
+    _expect(_is_number(rate) and 0 <= rate <= 1, "stats.missing_rate", "a number in [0, 1]", rate)
+    categories, counts = d.get("categories"), d.get("category_counts")
+    _expect(categories is None or (isinstance(categories, list) and all(isinstance(c, str) for c in categories)),
+            "stats.categories", "a list of strings or null", categories)
+    _expect(counts is None or (isinstance(counts, list) and all(_is_count(n) and n >= 0 for n in counts)),
+            "stats.category_counts", "a list of counts or null", counts)
+
+
+def _expect(ok: bool, field: str, wanted: str, value: Any) -> None:
+    if not ok:
+        raise SchemaError(f"'{field}' must be {wanted}, got {shown(value)}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

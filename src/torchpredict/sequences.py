@@ -37,6 +37,7 @@ from torchpredict.interpretation import (
 )
 from torchpredict.labels import Labels, check_labels, encode_labels, take_labels
 from torchpredict.outputs import Output, as_tensor, select_output
+from torchpredict.steps import strings
 from torchpredict.text import BOS_ID, EOS_ID, PAD_ID, SPECIALS, TextEncode, TruncationWarning, Vocabulary, token_mask
 
 __all__ = ["IGNORE_INDEX", "Call", "Seq2Seq", "TeacherForcing", "TokenClassification"]
@@ -192,7 +193,7 @@ class Seq2Seq(Head):
 
     def _load_state(self, state: Mapping[str, Any]) -> None:
         if "vocabulary_" in state:
-            self.vocabulary_ = Vocabulary(tuple(state["vocabulary_"])).tokens
+            self.vocabulary_ = Vocabulary(strings(state["vocabulary_"])).tokens
 
 
 @register_head

@@ -6,8 +6,11 @@ Both are checked against the eager model at save time. Besides the batch, inputs
 dimensions (a decoder prefix's length); the entry records them as null. The entry's "call" says how the
 infer stage calls the model (see sequences.Call). Loading never unpickles, and never runs the guard code an
 exported archive carries (`.module()` would exec it; see DESIGN §3), so `check_inputs` checks shapes instead.
-On the CPU, export_reader builds the archive's graph directly; torch.export.load, behind its pickle checks,
-is the path for graphs the reader does not build and for other devices.
+Loading runs no code from the bundle unless the user says so: export_reader builds the archive's graph on
+any device, and torch.export.load (behind torch_loader's checks) is used only with trust_torch_loader=True;
+a weights bundle's factory is imported only when trust_factory or an installed entry point covers it (see
+factories). Saving with method "auto" keeps model.pt2 only if the reader builds it, so such bundles always
+load without trust.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import copy
 import io
 import json
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +28,11 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
-from torchpredict.checkpoints import build_model, error_summary, is_file_ref, load_state
+from torchpredict.checkpoints import load_state
 from torchpredict.errors import ModelLoadError, SchemaError
-from torchpredict.export_reader import Unsupported, load_checked, read_archive
+from torchpredict.export_reader import Unsupported, read_archive
+from torchpredict.factories import build_model, error_summary, is_file_ref
+from torchpredict.torch_loader import load_checked
 
 __all__ = ["EXPORT_FILE", "WEIGHTS_FILE", "check_inputs", "load_model", "store_model"]
 
@@ -193,16 +198,25 @@ def _try_export(
     model: nn.Module, inputs: dict[str, torch.Tensor], dynamic: Dynamic, expected: dict[str, Any], directory: Path,
     entry: dict,
 ) -> str | None:
-    """Export, save and reload the program; return why it failed, or None when it reproduces eager."""
+    """Export, save and reload the program with the torch-free reader (so the bundle loads without trust);
+    return why it failed, or None when it reproduces eager."""
     path = directory / EXPORT_FILE
     try:
         torch.export.save(_export(model, inputs, dynamic), path)
-        stored = load_model(directory, entry, torch.device("cpu"))
+        stored = _read_own_export(path)
         _verify(stored, inputs, dynamic, expected, "exported program")
     except Exception as exc:
         path.unlink(missing_ok=True)
         return _reason(exc)
     return None
+
+
+def _read_own_export(path: Path) -> nn.Module:
+    try:
+        return read_archive(path)
+    except Unsupported as exc:
+        raise ModelLoadError(f"torchpredict's reader cannot build the exported program ({exc}), and loading it "
+                             "with torch.export.load would need trust_torch_loader") from exc
 
 
 def _export(model: nn.Module, inputs: dict[str, torch.Tensor], dynamic: Dynamic) -> torch.export.ExportedProgram:
@@ -283,8 +297,8 @@ def _store_weights(
 
     path = directory / WEIGHTS_FILE
     safetensors.torch.save_model(model, str(path))  # save_model, not save_file: it handles tied weights
-    try:
-        rebuilt = load_model(directory, entry, torch.device("cpu"))
+    try:  # the factory is the caller's own, so the self-check trusts exactly it
+        rebuilt = load_model(directory, entry, torch.device("cpu"), trust_factory=[entry["factory"]])
         with torch.no_grad():
             got = rebuilt(*inputs.values())
         what = f"the model rebuilt by factory {entry['factory']!r}"
@@ -300,11 +314,14 @@ def _store_weights(
 # --- load -------------------------------------------------------------------------------------------------
 
 
-def load_model(directory: str | Path, entry: Mapping[str, Any], device: torch.device | str) -> nn.Module:
+def load_model(directory: str | Path, entry: Mapping[str, Any], device: torch.device | str, *,
+               trust_factory: Sequence[str] = (), trust_torch_loader: bool = False) -> nn.Module:
     """Build the stored model on `device`, in eval mode with gradients off, without unpickling anything.
 
-    An exported model is an fx.GraphModule: it is already in eval mode, and calling `.eval()` or
-    `.train()` on it raises NotImplementedError.
+    trust_factory: modules (or exact "module:callable" references) a weights entry's factory may come from,
+    besides those installed packages declare (see factories). trust_torch_loader: let torch.export.load build
+    an archive the torch-free reader does not. An exported model is an fx.GraphModule: it is already in eval
+    mode, and calling `.eval()` or `.train()` on it raises NotImplementedError.
     """
     device = torch.device(device)
     kind = entry.get("format")
@@ -313,7 +330,10 @@ def load_model(directory: str | Path, entry: Mapping[str, Any], device: torch.de
             f"model format {kind!r} is not one this torchpredict reads ({', '.join(map(repr, _FILES))})"
         )
     path = _model_file(directory, entry, kind)
-    model = _load_export(path, device) if kind == "export" else _load_weights(path, entry, device)
+    if kind == "export":
+        model = _load_export(path, device, trust_torch_loader=trust_torch_loader)
+    else:
+        model = _load_weights(path, entry, device, trust_factory=trust_factory)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model
@@ -329,15 +349,19 @@ def _model_file(directory: str | Path, entry: Mapping[str, Any], kind: str) -> P
     return path
 
 
-def _load_export(path: Path, device: torch.device) -> nn.Module:
+def _load_export(path: Path, device: torch.device, *, trust_torch_loader: bool) -> nn.Module:
     try:
-        module = read_archive(path) if device.type == "cpu" else None
-    except Unsupported:
-        module = None  # a graph this reader does not build: torch.export.load, checked first
+        module = read_archive(path, device)
+    except Unsupported as exc:
+        if not trust_torch_loader:
+            raise ModelLoadError(
+                f"model file '{path.name}' holds what torchpredict's reader does not build ({exc}); torch.export.load "
+                "would build it but can run code from a crafted archive, so it is refused: pass "
+                "trust_torch_loader=True (CLI --trust-torch-loader) only if you trust the bundle"
+            ) from None
+        module = _load_with_torch(path, device)
     except Exception as exc:
         raise ModelLoadError(f"model file '{path.name}' could not be loaded: {_reason(exc)}") from exc
-    if module is None:
-        module = _load_with_torch(path, device)
     for submodule in module.modules():
         submodule.training = False  # exported in eval mode; GraphModule refuses .eval()
     return module
@@ -356,7 +380,8 @@ def _load_with_torch(path: Path, device: torch.device) -> nn.Module:
         raise ModelLoadError(f"model file '{path.name}' could not be loaded: {_reason(exc)}") from exc
 
 
-def _load_weights(path: Path, entry: Mapping[str, Any], device: torch.device) -> nn.Module:
+def _load_weights(path: Path, entry: Mapping[str, Any], device: torch.device, *,
+                  trust_factory: Sequence[str]) -> nn.Module:
     import safetensors.torch
 
     factory = entry.get("factory")
@@ -364,7 +389,8 @@ def _load_weights(path: Path, entry: Mapping[str, Any], device: torch.device) ->
         raise ModelLoadError(
             f"model entry for '{path.name}' has no factory reference ('package.module:callable')"
         )
-    model = build_model(factory, entry.get("factory_kwargs") or {}).to(device)
+    model = build_model(factory, entry.get("factory_kwargs"), from_bundle=True, trust_factory=trust_factory)
+    model = model.to(device)
     try:
         state = safetensors.torch.load_file(path, device=str(device))
     except Exception as exc:

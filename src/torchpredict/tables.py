@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from torchpredict.errors import SchemaError
+from torchpredict.messages import shown
 
 __all__ = ["as_table"]
 
@@ -86,11 +87,11 @@ def _list_array(values: list[Any], name: str, expected: str | None) -> pa.Array:
         group = _group(expected or first)
         row = next((i for i, k in enumerate(kinds) if k is not None and _group(k) != group), None)
         if row is None:
-            raise SchemaError(f"column {name!r}: cannot read the values: {exc}") from None
-        got = f"{values[row]!r} ({kinds[row]}) at row {row}"
+            raise SchemaError(f"column {shown(name)}: cannot read the values: {exc}") from None
+        got = f"{shown(values[row])} ({kinds[row]}) at row {row}"
         if expected:
-            raise SchemaError(f"column {name!r}: expected {expected}, got {got}") from None
-        raise SchemaError(f"column {name!r}: mixed value types: {first} values, then {got}") from None
+            raise SchemaError(f"column {shown(name)}: expected {expected}, got {got}") from None
+        raise SchemaError(f"column {shown(name)}: mixed value types: {first} values, then {got}") from None
 
 
 def _kind(value: Any) -> str | None:

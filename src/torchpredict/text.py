@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from torchpredict.errors import PreprocessingError
-from torchpredict.steps import Step, register_step, string_values
+from torchpredict.steps import Step, per_column, register_step, state_rules, string_values, strings
 
 __all__ = ["BOS_ID", "EOS_ID", "PAD_ID", "SPECIALS", "UNK_ID", "Encoded", "Encoding", "TextCounts", "TextEncode",
            "TextWarning", "Tokenizer", "TruncationWarning", "UnknownTokenWarning", "Vocabulary", "token_mask"]
@@ -284,7 +284,8 @@ class TextEncode(Step):
     """
 
     type = "text_encode"
-    state = ("vocabularies_",)
+    state = state_rules(vocabularies_=per_column("vocabularies (distinct strings, the special tokens first)",
+                                                 lambda v: Vocabulary(strings(v)).tokens))
 
     def __init__(
         self,

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from torchpredict.errors import SchemaError
+from torchpredict.messages import shown
 from torchpredict.tables import _group, _kind, as_table
 
 if TYPE_CHECKING:
@@ -215,7 +216,7 @@ def _without_odd_values(name: str, values: list[Any], column: Column | None, pro
     wanted = f"expected {column.dtype}, got" if column is not None else f"mixed value types: {first} values, then"
 
     def reasons(rows: np.ndarray) -> list[str]:
-        return [f"column {name!r}: {wanted} {odd[r][0]!r} ({odd[r][1]})" for r in rows]
+        return [f"column {shown(name)}: {wanted} {shown(odd[r][0])} ({odd[r][1]})" for r in rows]
 
     rows = np.flatnonzero([o is not None for o in odd])
     problems.add(rows, reasons, lambda: f"{reasons(rows[:1])[0]} at row {rows[0]}")
@@ -332,13 +333,13 @@ def _shape_check(column: Column, problems: RowProblems) -> LevelCheck:
 
     def check(col: pa.ChunkedArray, rows: np.ndarray, size: int) -> None:
         if not is_list(col.type):  # the whole column, not a row: always raised
-            raise SchemaError(f"column {name!r}: expected per-row shape {shape}, got {show_type(col.type)}")
+            raise SchemaError(f"column {shown(name)}: expected per-row shape {shape}, got {show_type(col.type)}")
         lengths = pc.list_value_length(col)
         bad_rows, at = _first_per_row(np.flatnonzero(as_mask(pc.not_equal(lengths, size))), rows)
 
         def reasons(some: np.ndarray) -> list[str]:
             got = lengths.take(at[np.searchsorted(bad_rows, some)]).to_pylist()
-            return [f"column {name!r}: expected per-row shape {shape}, got a list of {n}" for n in got]
+            return [f"column {shown(name)}: expected per-row shape {shape}, got a list of {n}" for n in got]
 
         problems.add(bad_rows, reasons, lambda: f"{reasons(bad_rows[:1])[0]} at row {bad_rows[0]}")
 
@@ -354,7 +355,7 @@ def _check_dtype(column: Column, found: Leaves, problems: RowProblems, text: boo
     def reasons(some: np.ndarray) -> list[str]:
         got = values.take(at[np.searchsorted(bad_rows, some)]).to_pylist()
         kind = show_type(values.type)
-        return [f"column {column.name!r}: expected {column.dtype}, got {v!r} ({kind})" for v in got]
+        return [f"column {shown(column.name)}: expected {column.dtype}, got {shown(v)} ({kind})" for v in got]
 
     problems.add(bad_rows, reasons, lambda: f"{reasons(bad_rows[:1])[0]} at row {bad_rows[0]}")
 
@@ -399,8 +400,9 @@ def check_nulls(name: str, found: Leaves, problems: RowProblems, hint: str) -> N
     """Rows with a null list, a null value or a NaN; hint ends the message (why it is wrong, the fix)."""
     values, rows, null_rows = found
     bad = np.union1d(null_rows, rows[missing(values)])
+    where = f"column {shown(name)}"
     problems.add(
         bad,
-        lambda some: [f"column {name!r}: missing value (null or NaN){hint}"] * len(some),
-        lambda: f"column {name!r}: {len(bad)} row(s) with missing values (null or NaN), first at row {bad[0]}{hint}",
+        lambda some: [f"{where}: missing value (null or NaN){hint}"] * len(some),
+        lambda: f"{where}: {len(bad)} row(s) with missing values (null or NaN), first at row {bad[0]}{hint}",
     )
