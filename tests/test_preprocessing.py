@@ -20,6 +20,7 @@ from torchpredict.errors import PreprocessingError
 from torchpredict.interpretation import Regression
 from torchpredict.preprocessing import (
     STEP_TYPES,
+    Copy,
     Impute,
     IndexEncode,
     MinMax,
@@ -551,3 +552,52 @@ def test_check_rows_sees_a_column_as_the_steps_before_the_encoder_left_it() -> N
                        ([0], ["column 'plan': unknown category 9"])]
     with pytest.raises(PreprocessingError, match="unknown category 'rome'"):
         pre.transform(table)
+
+
+# -- Copy: one input column feeding several steps ----------------------------------------------------
+
+
+def test_a_copied_column_feeds_two_steps_and_stays_one_input_column(wine: pd.DataFrame) -> None:
+    pre = Preprocessor([Copy(["alcohol"], names=["alcohol_range"]), Standardize(["alcohol"]),
+                        MinMax(["alcohol_range"])], features=["alcohol", "hue"]).fit(wine)
+    assert [c.name for c in pre.schema_.features] == ["alcohol", "hue"]
+    assert pre.schema_.columns[0].stats.max == wine["alcohol"].max()
+    assert pre.inputs_ == {"x": ("alcohol", "alcohol_range", "hue")}
+    expected = np.column_stack([StandardScaler().fit_transform(wine[["alcohol"]]),
+                                MinMaxScaler().fit_transform(wine[["alcohol"]]), wine["hue"]])
+    np.testing.assert_allclose(pre.transform(wine)["x"], expected, rtol=1e-6, atol=1e-6)
+    assert Preprocessor.from_dict(json.loads(json.dumps(pre.to_dict()))) == pre
+
+
+def test_a_copied_column_with_missing_values_needs_every_copy_handled() -> None:
+    copy = Copy(["age"], names=["age_2"])
+    with pytest.raises(PreprocessingError, match=r"^column 'age' has 1 missing value\(s\) in the training data and "
+                                                 r"no step handles them; add Impute\(\['age'\]\)$"):
+        Preprocessor([copy, Impute(["age"]), Standardize(["age_2"]), OneHot(["city"])], passthrough=["id"]).fit(mixed())
+    for steps in ([copy, Impute(["age", "age_2"])], [Impute(["age"]), copy, Standardize(["age_2"])]):
+        pre = Preprocessor([*steps, OneHot(["city"])], passthrough=["id"]).fit(mixed())
+        assert {c.name: c.nullable for c in pre.schema_.columns}["age"]
+        assert not np.isnan(pre.transform(mixed())["x"]).any()
+
+
+def test_check_rows_follows_a_copy_and_names_the_column_copied() -> None:
+    # the refusing encoder reads a copy of the imputed column: the imputing and the copying run first
+    steps = [Impute(["age", "city"], strategy="most_frequent"), Copy(["city"], names=["city_strict"]),
+             OneHot(["city"], handle_unknown="ignore"), OneHot(["city_strict"])]
+    pre = Preprocessor(steps, passthrough=["id"]).fit(mixed())
+    table = pa.table({"age": [1.0] * 4, "visits": pa.array([1] * 4, pa.int64()),
+                      "city": [None, "rome", "oslo", "nice"], "plan": pa.array([1] * 4, pa.int32())})
+    reports = []
+    pre.check_rows(table, lambda rows, reasons, message: reports.append((rows.tolist(), reasons(rows), message())))
+    assert [(rows, reasons) for rows, reasons, _ in reports] == [
+        ([1, 3], ["column 'city': unknown category 'rome'", "column 'city': unknown category 'nice'"])]
+    assert reports[0][2].startswith("column 'city': unknown category 'rome' at row 1 (2 row(s) unknown)")
+
+
+def test_a_copy_of_codes_holds_codes() -> None:
+    pre = Preprocessor([IndexEncode(["plan"], handle_unknown="reserved"), Copy(["plan"], names=["plan_2"]),
+                        Impute(["age"]), OneHot(["city"], handle_unknown="ignore")],
+                       passthrough=["id"], inputs={"codes": ["plan", "plan_2"], "x": ["age", "visits", "city"]})
+    out = pre.fit_transform(mixed())
+    assert pre.input_dtypes_ == {"codes": "int64", "x": "float32"}
+    assert out["codes"].tolist() == [[1, 1], [2, 2], [1, 1], [3, 3], [2, 2], [2, 2]]

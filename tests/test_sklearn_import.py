@@ -35,10 +35,13 @@ from sklearn.preprocessing import (
 )
 from torch import nn
 
+import torchpredict
 from sklearn_data import PARITY, Data, datasets
 from torchpredict.bundle import load, save
+from torchpredict.copying import Copy
 from torchpredict.errors import PreprocessingError, SchemaError
 from torchpredict.interpretation import Regression
+from torchpredict.numeric import MaxAbs
 from torchpredict.preprocessing import Preprocessor, from_sklearn
 from torchpredict.sklearn_import import SUPPORTED, convert
 
@@ -304,6 +307,169 @@ def test_constant_training_columns_give_one_bin_as_in_scikit_learn() -> None:
     assert pre.inputs_["x"] == ("a_bin0", "b_bin0", "b_bin1")
 
 
+# -- a column feeding several branches ----------------------------------------------------------------
+
+
+SHARED: dict[str, Callable[[list[str]], ColumnTransformer]] = {  # column names -> an unfitted ColumnTransformer
+    "scaled-and-raw": lambda c: ColumnTransformer([("ma", MaxAbsScaler(), c[:1]), ("pass", "passthrough", c[:1])]),
+    "standardized-and-bucketized": lambda c: ColumnTransformer(
+        [("st", StandardScaler(), c[:3]), ("bins", KBinsDiscretizer(n_bins=4, encode="onehot-dense"), c[1:4])],
+        remainder="passthrough"),
+    "three-branches-and-a-remainder-estimator": lambda c: ColumnTransformer(
+        [("mm", MinMaxScaler(), c[:2]), ("rb", RobustScaler(), c[1:2]), ("raw", "passthrough", c[:2])],
+        remainder=StandardScaler()),
+    "pipelines-on-the-copies": lambda c: ColumnTransformer(
+        [("raw", "passthrough", c[:1]),
+         ("bc", make_pipeline(MinMaxScaler(feature_range=(1, 2), clip=True), PowerTransformer("box-cox")), c[:3:2]),
+         ("log", make_pipeline(MinMaxScaler(clip=True), FunctionTransformer(np.log1p)), c[:1])], remainder="drop"),
+}
+SHARED_MISSING: dict[str, Callable[[list[str]], ColumnTransformer]] = {
+    "imputed-with-indicator-and-raw": lambda c: ColumnTransformer(
+        [("imp", SimpleImputer(add_indicator=True), c[:3]), ("raw", "passthrough", c[:2])]),
+    "imputed-scaled-and-imputed-bucketized-and-raw-scaled": lambda c: ColumnTransformer(
+        [("s", make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler()), c[:2]),
+         ("b", make_pipeline(SimpleImputer(), KBinsDiscretizer(n_bins=3, encode="ordinal")), c[:2]),
+         ("m", MaxAbsScaler(), c[1:2])], remainder="passthrough"),
+}
+
+
+def read_columns(ct: ColumnTransformer, columns: list[str]) -> list[str]:
+    """The input columns some branch of a fitted ColumnTransformer reads (the remainder's by position)."""
+    read = {columns[i] if isinstance(i, (int, np.integer)) else i
+            for _, trans, selected in ct.transformers_ if not (isinstance(trans, str) and trans == "drop")
+            for i in selected}
+    return [c for c in columns if c in read]
+
+
+def assert_shared_parity(ct: ColumnTransformer, train: pd.DataFrame, test: pd.DataFrame) -> Preprocessor:
+    """Parity (JSON included), and with training data a schema listing each column read once, with its
+    statistics, and a model input of scikit-learn's width."""
+    assert_parity(ct, train, test)
+    pre = from_sklearn(ct, X=train)
+    np.testing.assert_allclose(pre.transform(test)["x"], sklearn_output(ct, test), **PARITY)
+    assert [c.name for c in pre.schema_.features] == read_columns(ct, list(train.columns))
+    for column in pre.schema_.columns:
+        values, stats = train[column.name], column.stats
+        if stats.categories is None:
+            assert (stats.min, stats.max) == (values.min(), values.max())
+        else:
+            assert stats.categories == tuple(sorted(values.dropna().unique()))
+        assert stats.missing_rate == values.isna().mean()
+    assert len(pre.inputs_["x"]) == sklearn_output(ct, train).shape[1]
+    return pre
+
+
+@pytest.mark.parametrize("data", datasets(), ids=lambda d: d.name)
+@pytest.mark.parametrize("make", SHARED.values(), ids=SHARED.keys())
+def test_a_column_feeding_several_branches_matches_scikit_learn(make: Callable, data: Data) -> None:
+    train, test = frames(data)
+    assert_shared_parity(make(list(train.columns)).fit(train), train, test)
+
+
+@pytest.mark.parametrize("data", datasets(missing=0.05), ids=lambda d: d.name)
+@pytest.mark.parametrize("make", SHARED_MISSING.values(), ids=SHARED_MISSING.keys())
+def test_a_column_imputed_in_one_branch_and_raw_in_another_matches_scikit_learn(make: Callable, data: Data) -> None:
+    train, test = frames(data)
+    pre = assert_shared_parity(make(list(train.columns)).fit(train), train, test)
+    assert np.isnan(pre.transform(test)["x"]).any()  # the raw branch passes NaN on, as scikit-learn does
+    assert all(c.nullable for c in pre.schema_.columns if c.name in train.columns[:2])  # missing in training
+    ct = make(list(train.columns)).fit(train)
+    if "raw" in ct.named_transformers_:  # without X, a column is nullable when no branch passes NaN on
+        nullable = {c.name: c.nullable for c in from_sklearn(ct).schema_.columns}
+        assert nullable == {train.columns[0]: False, train.columns[1]: False, train.columns[2]: True}
+
+
+def test_a_raw_copy_beside_a_scaled_one_is_a_copy_step_before_the_branches() -> None:
+    train, test = frames(datasets()[2])
+    ct = SHARED["scaled-and-raw"](list(train.columns)).fit(train)
+    pre = assert_shared_parity(ct, train, test)
+    assert pre.steps[0] == Copy(["alcohol"], names=["pass__alcohol"])
+    assert [(type(step), step.columns) for step in pre.steps[1:]] == [(MaxAbs, ("alcohol",))]
+    assert pre.inputs_["x"] == ("alcohol", "pass__alcohol")
+    taken = train.assign(pass__alcohol=train["ash"])  # the copy's name is taken: it gets an underscore
+    ct = ColumnTransformer([("ma", MaxAbsScaler(), ["alcohol"]), ("pass", "passthrough", ["alcohol", "pass__alcohol"])])
+    pre = assert_shared_parity(ct.fit(taken), taken, taken[::-1])
+    assert pre.inputs_["x"] == ("alcohol", "_pass__alcohol", "pass__alcohol")
+
+
+def test_a_column_twice_in_one_branch_and_shared_inside_nested_transformers() -> None:
+    data = datasets()[0]
+    twice = ColumnTransformer([("t", StandardScaler(), [0, 0, 1]), ("u", "passthrough", [1])]).fit(data.train)
+    pre = from_sklearn(twice, X=data.train)
+    assert [c.name for c in pre.schema_.features] == ["x0", "x1"]
+    for x in (data.train, data.test):
+        got = pre.transform({f"x{j}": x[:, j] for j in range(x.shape[1])})["x"]
+        np.testing.assert_allclose(got, twice.transform(x), **PARITY)
+    train, test = frames(data)
+    inner = ColumnTransformer([("i", StandardScaler(), ["age"]), ("j", MaxAbsScaler(), ["age", "bmi"])])
+    nested = ColumnTransformer([("o", inner, ["age", "bmi"]), ("raw", "passthrough", ["age"])])
+    assert_shared_parity(nested.fit(train), train, test)
+    # the second ColumnTransformer shares a column the first one scaled: its copies hold the scaled values
+    chained = Pipeline([("a", SHARED["standardized-and-bucketized"](list(train.columns))),
+                        ("b", ColumnTransformer([("m", MinMaxScaler(), [0, 2]), ("r", "passthrough", [0, 0])]))])
+    assert_parity(chained.fit(train), train, test)
+
+
+@pytest.mark.parametrize("strict_first", [True, False], ids=["strict-branch-first", "strict-branch-on-a-copy"])
+def test_unknown_categories_and_missing_values_are_handled_per_branch(tmp_path: Path, strict_first: bool) -> None:
+    """sex imputed then one-hot encoded refusing unknowns in one branch, one-hot encoded raw (its missing value
+    a category, unknowns ignored) in another; age scaled and raw. A missing sex is predicted, an unknown one is a
+    bad row named by its input row and column, whichever branch refuses it."""
+    train, test = (f[["age", "sex", "decade"]] for f in mixed())
+    strict = ("strict", make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder()), ["sex"])
+    lenient = ("lenient", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["sex", "decade"])
+    ct = ColumnTransformer([("age", StandardScaler(), ["age"]), ("raw", "passthrough", ["age"]),
+                            *([strict, lenient] if strict_first else [lenient, strict])]).fit(train)
+    known = test[test["sex"] != "x"]
+    assert known["sex"].isna().any() and known["decade"].isna().any()
+    pre = assert_shared_parity(ct, train, known)
+    assert {c.name: c.nullable for c in pre.schema_.columns} == {"age": False, "sex": True, "decade": True}
+
+    x = torch.from_numpy(ct.transform(train).astype(np.float32))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(x.shape[1], 8), nn.Tanh(), nn.Linear(8, 1)).eval()
+    bundle = torchpredict.save(tmp_path / "shared.tpk", model, preprocessor=pre, heads=Regression("y"),
+                               examples=train)
+    predictor = torchpredict.load(bundle, verify=True)
+    rows = test.head(12)
+    with pytest.raises(SchemaError, match=r"column 'sex': unknown category 'x' at row 0 \(2 row\(s\) unknown\)"):
+        predictor.predict(rows)
+    rejected = []
+    got = predictor.predict(rows, rejects=rejected.append).column("y").to_numpy()
+    assert rejected[0].select(["row", "reason"]).to_pylist() == [
+        {"row": 0, "reason": "column 'sex': unknown category 'x'"},
+        {"row": 5, "reason": "column 'sex': unknown category 'x'"}]
+    with torch.no_grad():
+        expected = model(torch.from_numpy(ct.transform(rows.drop(index=[0, 5])).astype(np.float32))).numpy().ravel()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_bundle_from_a_shared_column_conversion_predicts_like_the_eager_model(tmp_path: Path) -> None:
+    train, test = frames(datasets(missing=0.05)[0])
+    ct = ColumnTransformer([
+        ("num", make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler()), ["bmi", "bp"]),
+        ("bins", make_pipeline(SimpleImputer(), KBinsDiscretizer(n_bins=4, encode="onehot-dense")), ["bmi"]),
+        ("raw", make_pipeline(SimpleImputer(strategy="constant", fill_value=0.0), MaxAbsScaler()), ["bmi", "s5"]),
+    ]).fit(train)
+    target = load_diabetes().target.astype(np.float32)
+    x, y = torch.from_numpy(ct.transform(train).astype(np.float32)), torch.from_numpy(target).reshape(-1, 1)
+    model = trained_regressor(x, y)
+
+    pre = from_sklearn(ct, X=train)
+    assert Preprocessor.from_dict(json.loads(json.dumps(pre.to_dict(), allow_nan=False))) == pre
+    path = torchpredict.save(tmp_path / "shared.tpk", model, preprocessor=pre, heads=Regression("progression"),
+                             examples=train)
+    predictor = torchpredict.load(path, verify=True)
+    assert predictor.preprocessor == pre
+    assert [c.name for c in predictor.preprocessor.schema_.features] == ["bmi", "bp", "s5"]
+    got = predictor.predict(test[["bmi", "bp", "s5"]]).column("progression").to_numpy()
+    with torch.no_grad():
+        expected = model(torch.from_numpy(ct.transform(test).astype(np.float32))).numpy().ravel()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+    fitted = predictor.predict(train[["bmi", "bp", "s5"]]).column("progression").to_numpy()
+    assert np.corrcoef(fitted, target)[0, 1] > 0.5  # it learned something
+
+
 # -- schema ------------------------------------------------------------------------------------------
 
 
@@ -369,8 +535,6 @@ def test_options_that_cannot_be_converted_say_why() -> None:
         (ColumnTransformer([("o", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan),
                              ["high_bp"])]),
          r"branch 'o': OrdinalEncoder: unknown_value=nan is not supported"),
-        (ColumnTransformer([("a", StandardScaler(), ["age", "bmi"]), ("b", MinMaxScaler(), ["bmi"])]),
-         r"^ColumnTransformer branch 'b': column 'bmi' also feeds branch 'a'; .* a column can feed one branch only"),
         (ColumnTransformer([("a", StandardScaler(), ["age"])], transformer_weights={"a": 2.0}),
          r"^ColumnTransformer: transformer_weights are not supported"),
     ]
@@ -423,14 +587,7 @@ def test_a_model_trained_on_scikit_learn_output_predicts_the_same_from_the_bundl
     ct = full_column_transformer().fit(train)
     x = torch.from_numpy(ct.transform(train).astype(np.float32))
     y = torch.from_numpy(target[:330].astype(np.float32)).reshape(-1, 1)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(x.shape[1], 16), nn.ReLU(), nn.Linear(16, 1))
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-    for _ in range(150):
-        optimizer.zero_grad()
-        nn.functional.mse_loss(model(x), y).backward()
-        optimizer.step()
-    model.eval()
+    model = trained_regressor(x, y)
 
     pre = from_sklearn(ct, X=train)
     path = save(tmp_path / "mixed.tpk", model, preprocessor=pre, heads=Regression("progression"), examples=train)
@@ -464,3 +621,15 @@ def test_imputer_then_refusing_encoder_rejects_unknown_rows_by_input_row(tmp_pat
     assert rejected[0].select(["row", "reason"]).to_pylist() == [
         {"row": 0, "reason": "column 'sex': unknown category 'x'"},
         {"row": 5, "reason": "column 'sex': unknown category 'x'"}]
+
+
+def trained_regressor(x: torch.Tensor, y: torch.Tensor) -> nn.Module:
+    """A small MLP fitted to (x, y) in a second: the model the bundle tests save."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(x.shape[1], 16), nn.ReLU(), nn.Linear(16, 1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(150):
+        optimizer.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+    return model.eval()

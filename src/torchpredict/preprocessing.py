@@ -3,7 +3,8 @@
 It routes the input columns through the steps in order and assembles the result into the model's
 input arrays: one float32 matrix by default, or several named inputs (`inputs=`), int64 where they hold
 only IndexEncode codes (for embedding tables) or one column of token ids (TextEncode). The step types live
-in numeric.py, missing.py, categorical.py and text.py; importing this module registers them all.
+in numeric.py, power.py, binning.py, missing.py, categorical.py, copying.py and text.py; importing this module
+registers them all.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pyarrow.compute as pc
 
 from torchpredict.binning import Bucketize
 from torchpredict.categorical import IndexEncode, OneHot
+from torchpredict.copying import Copy, copied_from, named_as_copied
 from torchpredict.errors import PreprocessingError, SchemaError
 from torchpredict.missing import Impute
 from torchpredict.numeric import Clip, Log1p, MaxAbs, MinMax, Robust, Standardize
@@ -27,8 +29,8 @@ from torchpredict.tables import as_table
 from torchpredict.text import TextCounts, TextEncode
 from torchpredict.validation import RowReport, forward_reports
 
-__all__ = ["STEP_TYPES", "Bucketize", "Clip", "Impute", "IndexEncode", "Log1p", "MaxAbs", "MinMax", "OneHot", "Power",
-           "Preprocessor", "Robust", "Standardize", "Step", "TextEncode", "from_sklearn", "register_step"]
+__all__ = ["STEP_TYPES", "Bucketize", "Clip", "Copy", "Impute", "IndexEncode", "Log1p", "MaxAbs", "MinMax", "OneHot",
+           "Power", "Preprocessor", "Robust", "Standardize", "Step", "TextEncode", "from_sklearn", "register_step"]
 
 FLOAT32, INT64 = "float32", "int64"  # the dtypes of model inputs
 ROW_BLOCK = 2048  # rows of a model input filled at a time (with 100 float32 columns: 800 KB)
@@ -116,15 +118,16 @@ class Preprocessor:
         row_check: such rows are then rejected, or named by their input row, before transform runs.
 
         An encoder sees its columns as the steps before it left them (Impute, then OneHot): those earlier steps
-        run here too, on just the columns a refusing encoder after them reads.
+        run here too, on just the columns a refusing encoder after them reads. An encoder of a copy (Copy) is
+        reported under the name of the column copied, the one the caller knows.
         """
         refusing = [i for i, step in enumerate(self.steps) if _refuses_unknown(step)]
+        feeding, origin = _feeding(self.steps, refusing), copied_from(self.steps)
         frame, rows = table, np.arange(table.num_rows)  # rows: where each row of frame is in table
         for i, step in enumerate(self.steps[: refusing[-1] + 1] if refusing else ()):
             if i in refusing:
-                frame, rows = _drop_unknown(step, frame, rows, report)
-            read_later = {name for j in refusing if j > i for name in self.steps[j].columns}
-            if read_later & set(step.columns) and i not in refusing:
+                frame, rows = _drop_unknown(step, frame, rows, named_as_copied(report, step.columns, origin))
+            elif i in feeding:
                 frame = _advance(step, frame)
 
     @property
@@ -135,16 +138,19 @@ class Preprocessor:
 
     def _nullable(self, table: pa.Table) -> frozenset[str]:
         """Columns a step accepts missing values in: imputed ones, and encoded ones whose encoder takes them
-        (a missing value seen in training is a category, as in scikit-learn; other unknown policies map it)."""
+        (a missing value seen in training is a category, as in scikit-learn; other unknown policies map it).
+        A column copied before that (Copy) is nullable only when each of its copies is handled too."""
         names: set[str] = set()
+        origin: dict[str, str] = {}  # a copy -> the column it copies
         for step in self.steps:
-            if isinstance(step, Impute):
-                names.update(step.columns)
-            elif isinstance(step, (OneHot, IndexEncode)):
-                names.update(n for n in step.columns if step.accepts_missing(n, _has_missing(table, n)))
-            elif isinstance(step, TextEncode) and step.params["nulls"] == "empty":
-                names.update(step.columns)
-        return frozenset(names)
+            if isinstance(step, Copy):
+                for name, source in step.copies.items():
+                    origin[name] = origin.get(source, source)
+                    if source in names:  # a copy of values already imputed
+                        names.add(name)
+            else:
+                names.update(_handles_missing(step, table, origin))
+        return frozenset(n for n in names if n not in origin and {c for c, s in origin.items() if s == n} <= names)
 
     def to_dict(self) -> dict[str, Any]:
         fitted = hasattr(self, "schema_")
@@ -286,9 +292,12 @@ class _Lineage:
         removed, added = _gaps(before, kept), _gaps(after, kept)
         sources = {name: removed.get(gap, []) for gap, names in added.items() for name in names}
         self.ancestors = {n: self.ancestors[n] if n in kept else self._inherited(n, sources[n]) for n in after}
-        changed = {n for n in step.columns if n in kept}
         codes = {n for n in self.codes if n in kept}
-        self.codes = (codes | changed) if isinstance(step, IndexEncode) else (codes - changed)
+        changed = {n for n in step.columns if n in kept}
+        if isinstance(step, Copy):  # the copied columns are unchanged; a copy of codes holds codes
+            self.codes = codes | {n for n, source in step.copies.items() if source in codes}
+        else:
+            self.codes = (codes | changed) if isinstance(step, IndexEncode) else (codes - changed)
 
     def _inherited(self, name: str, sources: list[str]) -> tuple[str, ...]:
         source = sources[0] if len(sources) == 1 else max(
@@ -339,6 +348,31 @@ def _gaps(names: Sequence[str], kept: set[str]) -> dict[int, list[str]]:
     return gaps
 
 
+def _handles_missing(step: Step, table: pa.Table, origin: Mapping[str, str]) -> list[str]:
+    """The columns of step that take missing values; origin names the input column each copy holds."""
+    if isinstance(step, Impute) or (isinstance(step, TextEncode) and step.params["nulls"] == "empty"):
+        return list(step.columns)
+    if isinstance(step, (OneHot, IndexEncode)):
+        return [n for n in step.columns if step.accepts_missing(n, _has_missing(table, origin.get(n, n)))]
+    return []
+
+
+def _feeding(steps: Sequence[Step], refusing: Sequence[int]) -> set[int]:
+    """The steps before the last refusing encoder whose output one of them reads, directly or through later
+    steps (a Copy feeds the encoder of its copy, and the steps before the Copy feed it in turn)."""
+    needed: set[str] = set()
+    feeding: set[int] = set()
+    for i in reversed(range(refusing[-1] + 1 if refusing else 0)):
+        step = steps[i]
+        written = set(step.columns) | (set(step.copies) if isinstance(step, Copy) else set())
+        if i in refusing:
+            needed |= set(step.columns)
+        elif written & needed:
+            feeding.add(i)
+            needed |= set(step.columns)
+    return feeding
+
+
 def _refuses_unknown(step: Step) -> bool:
     return isinstance(step, (OneHot, IndexEncode)) and step.params["handle_unknown"] == "error"
 
@@ -355,10 +389,11 @@ def _drop_unknown(step: OneHot | IndexEncode, frame: pa.Table, rows: np.ndarray,
 
 def _advance(step: Step, frame: pa.Table) -> pa.Table:
     """frame with step applied to its columns (the others as they are)."""
-    if not all(name in frame.column_names for name in step.columns):
+    columns = list(dict.fromkeys(step.columns))  # a Copy may list a column twice
+    if not all(name in frame.column_names for name in columns):
         return frame  # an earlier step replaced one; transform will say so
-    done = step.transform(frame.select(list(step.columns)))
-    rest = frame.drop_columns(list(step.columns))
+    done = step.transform(frame.select(columns))
+    rest = frame.drop_columns(columns)
     return pa.Table.from_arrays([*rest.columns, *done.columns], names=[*rest.column_names, *done.column_names])
 
 

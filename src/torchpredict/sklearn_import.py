@@ -4,8 +4,12 @@ Data scientists who already fitted their preprocessing in scikit-learn keep it: 
 transformer maps 1:1 onto a torchpredict step whose learned state is copied from the fitted object
 (nothing is refitted), and the model input "x" holds the columns in the order of `ct.transform(X)`.
 
+A column that feeds several ColumnTransformer branches is copied (one Copy step before the branches, sharing
+the column's buffers): steps replace their columns in place, so the first branch reading it works on the
+column and each further branch on a copy named f"{branch}__{column}" (scikit-learn's output name; with
+underscores in front while that name is taken). The schema lists the column once.
+
 Limitations, each refused with a message rather than converted approximately:
-- a column feeds at most one ColumnTransformer branch (steps replace their columns in place);
 - OrdinalEncoder codes must be integers (unknown_value / encoded_missing_value of NaN are refused);
 - FunctionTransformer only as np.log1p or the identity; transformer_weights are not supported;
 - missing values are NaN or None (SimpleImputer's default `missing_values`).
@@ -26,6 +30,7 @@ import pyarrow.compute as pc
 
 from torchpredict.binning import Bucketize
 from torchpredict.categorical import IndexEncode, OneHot
+from torchpredict.copying import Copy
 from torchpredict.errors import PreprocessingError
 from torchpredict.missing import Impute
 from torchpredict.numeric import Log1p, MaxAbs, MinMax, Robust, Standardize
@@ -34,7 +39,7 @@ from torchpredict.preprocessing import FLOAT32, Preprocessor
 from torchpredict.schema import Column, Schema
 from torchpredict.steps import Step, is_numeric
 from torchpredict.tables import as_table
-from torchpredict.validation import DTYPES
+from torchpredict.validation import DTYPES, free_name
 
 __all__ = ["SUPPORTED", "convert"]
 
@@ -66,7 +71,7 @@ def convert(fitted: Any, X: Any = None) -> Preprocessor:
     order = walk.node(fitted, names, "")
     if not order:
         raise PreprocessingError(f"{type(fitted).__name__} outputs no columns; there is nothing to convert")
-    features = [n for n in names if n in walk.first]
+    features = [n for n in names if walk.reads(n)]
     nullable = {n for n in features if walk.accepts_missing(n)}
     schema = _schema(X, names, features, nullable) if X is not None else Schema(
         tuple(Column(n, walk.dtype(n), (), n in nullable) for n in features)
@@ -87,13 +92,15 @@ def convert(fitted: Any, X: Any = None) -> Preprocessor:
 
 
 class _Walk:
-    """Visits a fitted scikit-learn tree depth first, collecting steps and, per input column, the leaf
-    transformer that sees it first (it tells the column's dtype and whether it may be missing)."""
+    """Visits a fitted scikit-learn tree depth first, collecting steps and, per input column and per copy of
+    it, the leaf transformer that sees it first (they tell the column's dtype and whether it may be missing)."""
 
     def __init__(self, names: Sequence[str]) -> None:
         self.inputs = set(names)
+        self.taken = set(names)  # every column name used so far, which a copy's name must avoid
         self.steps: list[Step] = []
         self.first: dict[str, tuple[Any, Step | None, int]] = {}  # column -> (transformer, step, position)
+        self.origin: dict[str, str] = {}  # a copy of an input column, made before any step read it -> that column
 
     def node(self, est: Any, columns: list[str], where: str) -> list[str]:
         """Convert `est` applied to `columns`; returns its output columns in scikit-learn's order."""
@@ -123,12 +130,14 @@ class _Walk:
 
     def leaf(self, est: Any, step: Step | None, columns: list[str]) -> list[str]:
         for i, name in enumerate(columns):
-            if name in self.inputs:
+            if name in self.inputs or name in self.origin:
                 self.first.setdefault(name, (est, step, i))
         if step is None:
             return list(columns)
         self.steps.append(step)
-        return _sklearn_order(step)
+        outputs = _sklearn_order(step)
+        self.taken.update(outputs)
+        return outputs
 
     def pipeline(self, est: Any, columns: list[str], where: str) -> list[str]:
         for i, (_, step) in enumerate(est.steps, 1):
@@ -140,39 +149,74 @@ class _Walk:
         if est.transformer_weights:
             raise _refused(here, "transformer_weights are not supported; scale the branches' outputs in the model")
         names_in = [str(n) for n in getattr(est, "feature_names_in_", range(len(columns)))]
-        outputs: list[str] = []
-        fed: dict[str, str] = {}
+        branches = []
         for name, trans, selected in est.transformers_:
-            branch = f"{here} branch {name!r}"
             picked = [columns[i] for i in _column_indices(selected, names_in)]
-            if not picked or (isinstance(trans, str) and trans == "drop"):
-                continue
-            for column in picked:
-                if column in fed:
-                    raise _refused(branch, f"column {column!r} also feeds branch {fed[column]!r}; torchpredict "
-                                           "steps replace their columns, so a column can feed one branch only")
-                fed[column] = name
-            outputs += self.node(trans, picked, branch)
+            if picked and not (isinstance(trans, str) and trans == "drop"):
+                branches.append((name, trans, picked))
+        outputs: list[str] = []
+        for name, trans, picked in self.shared(branches):
+            outputs += self.node(trans, picked, f"{here} branch {name!r}")
         return outputs
 
+    def shared(self, branches: list[tuple[str, Any, list[str]]]) -> list[tuple[str, Any, list[str]]]:
+        """The branches with each column an earlier branch (or the same one) reads replaced by a copy, made by
+        one Copy step before the branches: steps replace their columns, so every branch needs its own."""
+        seen: set[str] = set()
+        sources, names, renamed = [], [], []
+        for branch, trans, picked in branches:
+            columns = []
+            for column in picked:
+                if column in seen:
+                    copy = free_name(f"{branch}__{column}", self.taken | set(names))
+                    sources.append(column)
+                    names.append(copy)
+                    raw = self.origin.get(column, column)
+                    if raw in self.inputs and column not in self.first:  # no step has changed it yet
+                        self.origin[copy] = raw
+                    column = copy
+                seen.add(column)
+                columns.append(column)
+            renamed.append((branch, trans, columns))
+        if names:
+            self.taken.update(names)
+            self.steps.append(Copy(sources, names=names))
+        return renamed
+
+    def reads(self, name: str) -> list[tuple[str, tuple[Any, Step | None, int]]]:
+        """For input column `name`, the leaf reading it first in each branch: (the column as that leaf calls it,
+        the leaf's first entry), for the column itself and every copy made of it."""
+        seen = [name, *(copy for copy, raw in self.origin.items() if raw == name)]
+        return [(n, self.first[n]) for n in seen if n in self.first]
+
     def accepts_missing(self, name: str) -> bool:
-        """Whether the first step on column `name` takes missing values (imputes or encodes them)."""
-        _, step, _ = self.first[name]
-        if isinstance(step, Impute):
-            return True
-        if isinstance(step, (OneHot, IndexEncode)):
-            return step.accepts_missing(name, None in step.categories_[step.columns.index(name)])
-        return False
+        """Whether the first step on column `name` in every branch takes missing values (imputes or encodes
+        them); a branch passing them on gives the model NaN."""
+        return all(_takes_missing(step, seen) for seen, (_, step, _) in self.reads(name))
 
     def dtype(self, name: str) -> str:
-        """The schema dtype of input column `name`, from what the first transformer on it learned."""
-        est, step, i = self.first[name]
-        if isinstance(step, (OneHot, IndexEncode)):
-            kind = np.asarray(est.categories_[i]).dtype.kind
-            return {"b": "bool", "i": "int64", "u": "int64", "f": "float64"}.get(kind, "string")
-        if isinstance(step, Impute) and isinstance(step.statistics_[step.columns.index(name)], str):
-            return "string"
-        return "float64"
+        """The schema dtype of input column `name`, from what the first transformers on it learned."""
+        dtypes = [_dtype(seen, *first) for seen, first in self.reads(name)]
+        return next((d for d in dtypes if d != "float64"), "float64")
+
+
+def _takes_missing(step: Step | None, name: str) -> bool:
+    """Whether step, the first on column `name` in its branch, takes missing values in it."""
+    if isinstance(step, Impute):
+        return True
+    if isinstance(step, (OneHot, IndexEncode)):
+        return step.accepts_missing(name, None in step.categories_[step.columns.index(name)])
+    return False
+
+
+def _dtype(name: str, est: Any, step: Step | None, i: int) -> str:
+    """The dtype a fitted transformer learned column `name` (its i-th) has: encoders and imputers know."""
+    if isinstance(step, (OneHot, IndexEncode)):
+        kind = np.asarray(est.categories_[i]).dtype.kind
+        return {"b": "bool", "i": "int64", "u": "int64", "f": "float64"}.get(kind, "string")
+    if isinstance(step, Impute) and isinstance(step.statistics_[step.columns.index(name)], str):
+        return "string"
+    return "float64"
 
 
 # -- one converter per supported transformer -----------------------------------------------------------
