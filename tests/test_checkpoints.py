@@ -1,19 +1,25 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import safetensors.torch
 import torch
 
 from models_for_tests import MLP
+from torchpredict.bundle import load
 from torchpredict.checkpoints import load_checkpoint
 from torchpredict.errors import ModelLoadError
+from torchpredict.packing import pack
+from torchpredict.readers import read_table
 
 FACTORY = "models_for_tests:make_mlp"
 
@@ -53,6 +59,61 @@ if __name__ == "__main__":
     torch.save(Lost(), "lost.pt")
 """
 
+# A tutorial's script: classes in __main__ and, with no `if __name__ == "__main__":` guard, code that writes
+# train.csv (fresh random rows each run), trains, logs and saves model.pth. Running it again at pack time would
+# change both files and pack a different model.
+TUTORIAL = """
+import numpy as np
+import torch
+from torch import nn
+
+FEATURES = ("a", "b", "c")
+HIDDEN = 16
+SCALE = 1 / 2
+
+rng = np.random.default_rng()
+x = rng.normal(size=(200, len(FEATURES)))
+y = x @ np.array([1.0, -2.0, 0.5]) + 0.1 * rng.normal(size=200)
+with open("train.csv", "w") as f:
+    f.write(",".join(FEATURES) + ",y\\n")
+    for row, target in zip(x, y):
+        f.write(",".join(f"{v:.6f}" for v in row) + f",{target:.6f}\\n")
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(len(FEATURES), HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 1))
+
+    def forward(self, x):
+        return self.layers(x) / SCALE
+
+
+model = Net()
+opt = torch.optim.Adam(model.parameters(), lr=0.01)
+xt, yt = torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32).reshape(-1, 1)
+for _ in range(300):
+    opt.zero_grad()
+    nn.functional.mse_loss(model(xt), yt).backward()
+    opt.step()
+with open("trained.txt", "a") as log:
+    log.write("trained\\n")
+torch.save(model, "model.pth")
+"""
+
+# Run the tutorial once as __main__ (runpy, as `python train.py` would), then have the trained model
+# predict its own training rows: the predictions a correct bundle must reproduce.
+RUN_TUTORIAL = """
+import runpy
+import numpy as np
+import torch
+
+namespace = runpy.run_path("train.py", run_name="__main__")
+x = np.loadtxt("train.csv", delimiter=",", skiprows=1, usecols=(0, 1, 2), dtype=np.float32)
+with torch.no_grad():
+    np.save("expected.npy", namespace["model"].eval()(torch.from_numpy(x)).numpy().reshape(-1))
+"""
+
 LOST_MODULE = """
 from torch import nn
 
@@ -72,6 +133,27 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (directory / "lostmod.py").write_text(LOST_MODULE)
     subprocess.run([sys.executable, "train.py"], cwd=directory, check=True, capture_output=True, timeout=120)
     return directory
+
+
+@pytest.fixture(scope="module")
+def tutorial_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tutorial run once: train.py, train.csv, model.pth (pickling __main__.Net), expected.npy, trained.txt."""
+    directory = tmp_path_factory.mktemp("tutorial")
+    (directory / "train.py").write_text(TUTORIAL)
+    subprocess.run([sys.executable, "-c", RUN_TUTORIAL], cwd=directory, check=True, capture_output=True, timeout=120)
+    return directory
+
+
+@pytest.fixture
+def tutorial(tutorial_run: Path, tmp_path: Path) -> tuple[Path, np.ndarray]:
+    """A folder holding what the tutorial left, as a user has it, and its model's predictions on train.csv."""
+    for name in ("train.py", "train.csv", "model.pth"):
+        shutil.copyfile(tutorial_run / name, tmp_path / name)
+    return tmp_path, np.load(tutorial_run / "expected.npy")
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in folder.iterdir() if path.is_file()}
 
 
 @pytest.fixture
@@ -286,6 +368,52 @@ def test_main_classes_load_from_the_training_script_without_rerunning_it(trained
     assert (trained / "runs.txt").read_text() == "trained\n", "the training script's __main__ block ran again"
     rebuilt = load_checkpoint(trained / "state.pt", factory=f"{trained / 'train.py'}:Net")
     assert same_outputs(loaded, rebuilt)
+
+
+def test_cli_pack_of_a_tutorial_pickle_runs_none_of_the_tutorial(tutorial: tuple[Path, np.ndarray]) -> None:
+    """`torchpredict pack` as docs/cli.md tells a user, in the folder the tutorial ran in."""
+    folder, expected = tutorial
+    before = digests(folder)
+    assert sorted(before) == ["model.pth", "train.csv", "train.py"]
+    command = [str(Path(sys.executable).with_name("torchpredict")), "pack", "model.pth", "-o", "m.tpk",
+               "--train", "train.csv", "--target", "y", "--trust-pickle", "--source", "train.py"]
+
+    result = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    assert digests(folder) == before, "a file the tutorial writes was written again"
+    assert sorted(path.name for path in folder.iterdir()) == ["m.tpk", "model.pth", "train.csv", "train.py"]
+    predicted = load(folder / "m.tpk", device="cpu").predict(read_table(folder / "train.csv").drop_columns(["y"]))
+    np.testing.assert_allclose(predicted.column("y").to_numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_python_pack_of_a_tutorial_pickle_runs_none_of_the_tutorial(
+    tutorial: tuple[Path, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, expected = tutorial
+    monkeypatch.chdir(folder)  # where the tutorial's relative writes would land
+    before = digests(folder)
+
+    loaded = load_checkpoint("model.pth", trust_pickle=True, source="train.py")
+    bundle = pack("model.pth", folder / "m.tpk", train="train.csv", target="y", trust_pickle=True, source="train.py")
+
+    assert digests(folder) == before
+    assert sorted(path.name for path in folder.iterdir()) == ["m.tpk", "model.pth", "train.csv", "train.py"]
+    x = torch.from_numpy(np.loadtxt("train.csv", delimiter=",", skiprows=1, usecols=(0, 1, 2), dtype=np.float32))
+    with torch.no_grad():
+        np.testing.assert_allclose(loaded(x).numpy().reshape(-1), expected, rtol=1e-6, atol=1e-6)
+    predicted = load(bundle, device="cpu").predict(read_table("train.csv").drop_columns(["y"])).column("y").to_numpy()
+    np.testing.assert_allclose(predicted, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_pickled_class_the_script_defines_only_in_skipped_code_is_reported(trained: Path, tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text("from torch import nn\n\nif True:\n    class Net(nn.Module):\n        pass\n")
+    with pytest.raises(ModelLoadError) as caught:
+        load_checkpoint(trained / "model.pt", trust_pickle=True, source=tmp_path / "train.py")
+    assert str(caught.value).startswith(
+        f"checkpoint '{trained / 'model.pt'}' pickles class __main__.Net, but '{tmp_path / 'train.py'}' sets 'Net' "
+        "only in code torchpredict does not run (line 3: if True:): give it a literal value or"
+    )
 
 
 def test_source_without_the_pickled_class_is_reported(trained: Path, tmp_path: Path) -> None:

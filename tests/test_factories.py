@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from models_for_tests import MLP
+from torchpredict.bundle import load
 from torchpredict.errors import ModelLoadError
 from torchpredict.factories import (
     ENTRY_POINT_GROUP,
@@ -17,6 +20,20 @@ from torchpredict.factories import (
     resolve_factory,
     trust_hint,
 )
+from torchpredict.readers import read_table
+
+UNGUARDED = """
+from pathlib import Path
+
+from torch import nn
+
+
+def make_net():
+    return nn.Linear(4, 3)
+
+model = make_net()
+Path("model.pth").write_text("overwritten")
+"""
 
 SCRIPT = """
 from torch import nn
@@ -91,7 +108,8 @@ def test_resolve_factory_imports_a_function_or_class_of_the_module() -> None:
         ("os:system", "factory 'os:system': 'os' is a standard-library module"),
         ("__main__:Net", "factory '__main__:Net': '__main__' is a standard-library module"),
         ("torch.nn:Nope", "factory 'torch.nn:Nope': module 'torch.nn' has no attribute 'Nope'"),
-        ("no_such_package_xyz.models:f", "cannot import module 'no_such_package_xyz.models': ModuleNotFoundError"),
+        ("no_such_package_xyz.models:f", "cannot import module 'no_such_package_xyz.models': No module named "
+                                          "'no_such_package_xyz' (searched the current folder "),
         ("missing_file.py:f", "factory 'missing_file.py:f': file 'missing_file.py' does not exist"),
         ("models_for_tests:NOT_A_FACTORY", "factory 'models_for_tests:NOT_A_FACTORY' names a int, which is not a "
                                            "function or class"),
@@ -124,15 +142,112 @@ def test_file_factory_does_not_run_the_scripts_main_block(tmp_path: Path, monkey
     assert not (tmp_path / "ran-main").exists()
 
 
+def test_file_factory_runs_only_the_scripts_definitions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "train.py").write_text(UNGUARDED)
+    monkeypatch.chdir(tmp_path)
+    net = resolve_factory("train.py:make_net")()
+    assert isinstance(net, torch.nn.Linear) and net.out_features == 3
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["train.py"]
+
+
+def test_file_factory_set_only_by_skipped_code_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text(UNGUARDED)
+    with pytest.raises(ModelLoadError) as caught:
+        resolve_factory(f"{tmp_path / 'train.py'}:model")
+    assert str(caught.value) == (
+        f"factory '{tmp_path / 'train.py'}:model': '{tmp_path / 'train.py'}' sets 'model' only in code torchpredict "
+        "does not run (line 10: model = make_net()): give it a literal value or set it inside the definition; only "
+        "the script's imports, class and function definitions and constant assignments run"
+    )
+
+
 def test_file_factory_whose_script_fails_is_reported(tmp_path: Path) -> None:
     script = tmp_path / "broken.py"
     script.write_text("import no_such_module_xyz\n")
     with pytest.raises(
         ModelLoadError,
-        match=r"running '.*broken.py' \(without its __main__ block\) failed: "
+        match=r"source '.*broken.py' line 1: import no_such_module_xyz failed: "
         "ModuleNotFoundError: No module named 'no_such_module_xyz'",
     ):
         resolve_factory(f"{script}:make")
+
+
+# --- your own module in the current folder ----------------------------------------------------------------
+
+
+@pytest.fixture
+def nets_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The current folder holds tp_mynets.py (touching a marker when imported), and is not on sys.path."""
+    marker = tmp_path / "imported"
+    (tmp_path / "tp_mynets.py").write_text(NETS.format(marker=str(marker)))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [entry for entry in sys.path if entry not in ("", ".", str(tmp_path))])
+    yield marker
+    sys.modules.pop("tp_mynets", None)
+
+
+def test_your_factory_module_is_found_in_the_current_folder_as_python_m_does(nets_here: Path) -> None:
+    before = list(sys.path)
+    assert resolve_factory("tp_mynets:make_net")(width=3).out_features == 3
+    assert nets_here.exists()
+    assert sys.path == before, "the current folder stays off sys.path after the import"
+
+
+def test_a_module_found_nowhere_says_where_it_was_searched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelLoadError) as caught:
+        resolve_factory("tp_nonets.models:make_net")
+    assert str(caught.value) == (
+        f"factory 'tp_nonets.models:make_net': cannot import module 'tp_nonets.models': No module named 'tp_nonets' "
+        f"(searched the current folder {tmp_path} and sys.path; pass 'path/to/tp_nonets/models.py:make_net' or "
+        "install the package)"
+    )
+
+
+def test_a_module_whose_own_import_fails_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "tp_needy.py").write_text("import tp_not_installed_xyz\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelLoadError) as caught:
+        resolve_factory("tp_needy:make_net")
+    assert str(caught.value) == ("factory 'tp_needy:make_net': cannot import module 'tp_needy': ModuleNotFoundError: "
+                                 "No module named 'tp_not_installed_xyz'")
+
+
+def test_a_bundle_factory_is_not_imported_from_the_current_folder_untrusted(nets_here: Path) -> None:
+    with pytest.raises(ModelLoadError, match="bundle's factory 'tp_mynets:make_net' is not trusted"):
+        resolve_bundle_factory("tp_mynets:make_net")
+    with pytest.raises(ModelLoadError, match="cannot import module 'tp_mynets': ModuleNotFoundError"):
+        resolve_bundle_factory("tp_mynets:make_net", ["tp_mynets"])  # the loading side searches sys.path only
+    assert not nets_here.exists()
+
+
+def test_cli_pack_finds_a_factory_module_in_the_current_folder(tmp_path: Path) -> None:
+    """As a new user types it, with the installed `torchpredict` command (whose sys.path lacks the folder)."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    (tmp_path / "mynets.py").write_text("from torch import nn\n\n\ndef make_net():\n    return nn.Linear(4, 2)\n")
+    rows = torch.randn(30, 4)
+    (tmp_path / "train.csv").write_text("a,b,c,d\n" + "".join(",".join(f"{v:.5f}" for v in r) + "\n" for r in rows))
+    command = [str(Path(sys.executable).with_name("torchpredict")), "pack", "model.pt", "-o", "m.tpk",
+               "--train", "train.csv", "--task", "raw", "--factory", "mynets:make_net"]
+
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    with torch.no_grad():
+        expected = model(rows.round(decimals=5)).numpy()
+    predicted = load(tmp_path / "m.tpk", device="cpu").predict(read_table(tmp_path / "train.csv"))
+    got = np.stack([predicted.column(name).to_numpy() for name in predicted.column_names], axis=1)
+    np.testing.assert_allclose(got.reshape(expected.shape), expected, rtol=1e-5, atol=1e-5)
+    command[4] = "other.tpk"
+    missing = subprocess.run([*command[:-1], "nonets:make_net"], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=120)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().endswith(
+        f"factory 'nonets:make_net': cannot import module 'nonets': No module named 'nonets' (searched the current "
+        f"folder {tmp_path} and sys.path; pass 'path/to/nonets.py:make_net' or install the package)"
+    )
 
 
 def test_build_model_errors() -> None:

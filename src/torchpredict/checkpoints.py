@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from torchpredict.errors import ModelLoadError
-from torchpredict.factories import build_model, error_summary, load_source
+from torchpredict.factories import build_model, error_summary
+from torchpredict.sources import Source, load_source
 
 __all__ = ["error_summary", "load_checkpoint", "load_state"]
 
@@ -120,7 +121,8 @@ def load_checkpoint(
             state dicts (.safetensors, .pt/.pth/.bin holding tensors).
         trust_pickle: allow unpickling a full model saved with `torch.save(model)`; this runs code from
             the file, so only for files you trust.
-        source: the training script that defined pickled `__main__` classes (its __main__ block is not run).
+        source: the training script that defined pickled `__main__` classes; only its imports, class and
+            function definitions and constants run, nothing else (see torchpredict.sources).
 
     >>> model = load_checkpoint("model.pt", factory="mypkg.models:make_net")  # doctest: +SKIP
     """
@@ -214,8 +216,8 @@ def _refusal(path: Path, classes: list[str]) -> str:
 
 
 def _read_trusted(path: Path, source: str | Path | None) -> Any:
-    module = load_source(Path(source)) if source is not None else None
-    shim = _main_redirecting_pickle(path, module, source)
+    script = load_source(source) if source is not None else None
+    shim = _main_redirecting_pickle(path, script)
     try:
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=shim)
     except ModelLoadError:
@@ -229,21 +231,20 @@ def _read_trusted(path: Path, source: str | Path | None) -> Any:
         raise ModelLoadError(f"checkpoint '{path}' could not be unpickled: {error_summary(exc)}") from exc
 
 
-def _main_redirecting_pickle(
-    path: Path, source_module: types.ModuleType | None, source: Any
-) -> types.ModuleType:
+def _main_redirecting_pickle(path: Path, script: Source | None) -> types.ModuleType:
     """A pickle module whose Unpickler resolves `__main__.X` in the training script, never in our __main__."""
 
     def main_class(name: str) -> Any:
-        if source_module is None:
+        if script is None:
             raise ModelLoadError(
                 f"checkpoint '{path}' pickles class __main__.{name} from the training script; {_MAIN_FIX}"
             )
-        if not hasattr(source_module, name):
+        found = script.definition(name)
+        if found is None:
             raise ModelLoadError(
-                f"checkpoint '{path}' pickles class __main__.{name}, but '{source}' defines no '{name}'"
+                f"checkpoint '{path}' pickles class __main__.{name}, but '{script.path}' {script.why_missing(name)}"
             )
-        return getattr(source_module, name)
+        return found
 
     class Unpickler(pickle.Unpickler):
         def find_class(self, module_name: str, name: str) -> Any:

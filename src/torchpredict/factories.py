@@ -12,10 +12,8 @@ library; a bundle's reference never names a file, and its keyword arguments are 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import importlib.metadata
-import importlib.util
 import inspect
 import re
 import sys
@@ -27,6 +25,7 @@ from typing import Any
 from torch import nn
 
 from torchpredict.errors import ModelLoadError
+from torchpredict.sources import load_source, search_first
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -50,17 +49,19 @@ _MAX_KWARG_DEPTH = 8
 
 
 def resolve_factory(ref: str) -> Callable[..., Any]:
-    """Find the callable your own factory reference names, without running any `__main__` block.
+    """Find the callable your own factory reference names, without running a training script's training.
 
-    `ref` is "package.module:callable" (imported) or "path/to/file.py:callable" (the file is executed as a
-    module named other than __main__, so its `if __name__ == "__main__":` block does not run).
+    `ref` is "package.module:callable", imported the way `python -m` would (the current folder first on the
+    module search path, for this import only), or "path/to/file.py:callable", of which only the imports,
+    definitions and constants run (see torchpredict.sources), so a training script does not train again.
 
     >>> resolve_factory("torch.nn.modules.linear:Linear")(3, 2)
     Linear(in_features=3, out_features=2, bias=True)
     """
     target, attribute = _split(ref)
-    module = _source_module(ref, target) if is_file_ref(ref) else _import(ref, target)
-    return _defined_in(ref, module, attribute)
+    if is_file_ref(ref):
+        return _from_file(ref, target, attribute)
+    return _defined_in(ref, _import_own(ref, target), attribute)
 
 
 def resolve_bundle_factory(ref: str, trust_factory: Sequence[str] = ()) -> Callable[..., Any]:
@@ -205,11 +206,29 @@ def _import(ref: str, target: str) -> types.ModuleType:
         raise ModelLoadError(f"factory {ref!r}: cannot import module '{target}': {error_summary(exc)}") from exc
 
 
-def _source_module(ref: str, target: str) -> types.ModuleType:
+def _import_own(ref: str, target: str) -> types.ModuleType:
+    """Import your own factory's module with the current folder searched first, as `python -m` does."""
+    folder = Path.cwd()
+    try:
+        with search_first(folder):
+            return importlib.import_module(target)
+    except Exception as exc:
+        name = exc.name if isinstance(exc, ModuleNotFoundError) else None
+        why = error_summary(exc)
+        if name and (target + ".").startswith(name + "."):  # the module itself, not one it imports
+            why = (f"No module named '{name}' (searched the current folder {folder} and sys.path; pass "
+                   f"'path/to/{target.replace('.', '/')}.py:{ref.rpartition(':')[2]}' or install the package)")
+        raise ModelLoadError(f"factory {ref!r}: cannot import module '{target}': {why}") from exc
+
+
+def _from_file(ref: str, target: str, attribute: str) -> Callable[..., Any]:
     path = Path(target)
     if not path.is_file():
         raise ModelLoadError(f"factory {ref!r}: file '{target}' does not exist")
-    return load_source(path)
+    source = load_source(path)
+    if source.definition(attribute) is None:
+        raise ModelLoadError(f"factory {ref!r}: '{target}' {source.why_missing(attribute)}")
+    return _defined_in(ref, source.module, attribute)
 
 
 def _defined_in(ref: str, module: types.ModuleType, attribute: str) -> Callable[..., Any]:
@@ -225,36 +244,6 @@ def _defined_in(ref: str, module: types.ModuleType, attribute: str) -> Callable[
             f"'{module.__name__}'; name the module that defines it ('{found.__module__}:{attribute}')"
         )
     return found
-
-
-def load_source(path: Path) -> types.ModuleType:
-    """Execute a training script as a module (not __main__), so its classes and functions can be used.
-
-    The script's directory is on sys.path while it runs, as it would be under `python train.py`.
-    """
-    resolved = Path(path).resolve()
-    if not resolved.is_file():
-        raise ModelLoadError(f"source '{path}' does not exist")
-    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:12]
-    stem = re.sub(r"\W", "_", resolved.stem)
-    name = f"torchpredict_source_{stem}_{digest}"
-    spec = importlib.util.spec_from_file_location(name, resolved)
-    if spec is None or spec.loader is None:
-        raise ModelLoadError(f"source '{path}' is not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses and pickle look classes up here
-    sys.path.insert(0, str(resolved.parent))
-    try:
-        spec.loader.exec_module(module)
-    except (Exception, SystemExit) as exc:
-        sys.modules.pop(name, None)
-        raise ModelLoadError(
-            f"running '{path}' (without its __main__ block) failed: {error_summary(exc)}"
-        ) from exc
-    finally:
-        with contextlib.suppress(ValueError):  # the script may have edited sys.path itself
-            sys.path.remove(str(resolved.parent))
-    return module
 
 
 def error_summary(exc: BaseException) -> str:
