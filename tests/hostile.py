@@ -1,9 +1,10 @@
 """Tools for the hostile-bundle tests: tamper with a real bundle as an attacker would, then recompute its hashes.
 
 An attacker who sends a bundle controls every byte of it, manifest.json included, so the integrity check
-(sha256 per file) proves nothing about intent: each case here rewrites the hashes so that only the checks
-under test stand between the bundle and the loading side. `run_cli` runs the real CLI in a subprocess under
-a memory limit, so a bomb that gets through fails the test instead of taking down the machine.
+(sha256 per file, and manifest.json's settings_sha256) proves nothing about intent: each case here rewrites
+the hashes so that only the checks under test stand between the bundle and the loading side. `run_cli` runs
+the real CLI in a subprocess under a memory limit, so a bomb that gets through fails the test instead of
+taking down the machine.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from torchpredict.manifest import MANIFEST_FILE, relative_files, sha256
+from torchpredict.manifest import MANIFEST_FILE, relative_files, settings_digests, sha256
 
 MEMORY_LIMIT = 3 << 30  # bytes of address space for a CLI run: torch needs ~1.5 GB of it, a bomb far more
 CLI_TIMEOUT = 120
@@ -43,9 +44,10 @@ def rehash(bundle: Path, *, files: Sequence[str] | None = None) -> None:
     (bundle / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
 
 
-def edit_json(bundle: Path, rel: str, change: Callable[[Any], Any]) -> None:
+def edit_json(bundle: Path, rel: str, change: Callable[[Any], Any], *, reseal: bool = True) -> None:
     """Replace a JSON file of the bundle by change(its data) (change may edit in place and return None),
-    then recompute the hashes (manifest.json's own edits are kept)."""
+    then recompute the hashes (manifest.json's own edits are kept). reseal=False leaves manifest.json's
+    settings_sha256 as saved: the edit of someone who changes a setting without recomputing it."""
     path = bundle / rel
     data = json.loads(path.read_text())
     changed = change(data)
@@ -54,8 +56,18 @@ def edit_json(bundle: Path, rel: str, change: Callable[[Any], Any]) -> None:
         manifest = json.loads(path.read_text())
         if isinstance(manifest, dict) and isinstance(manifest.get("files"), dict):
             rehash(bundle, files=list(manifest["files"]))
+        if reseal:
+            _reseal(bundle)
     else:
         rehash(bundle)
+
+
+def _reseal(bundle: Path) -> None:
+    """Recompute manifest.json's settings_sha256 (when it has one) for its fields as they now are."""
+    manifest = json.loads((bundle / MANIFEST_FILE).read_text())
+    if isinstance(manifest, dict) and isinstance(manifest.get("settings_sha256"), dict):
+        manifest["settings_sha256"] = settings_digests(manifest)
+        (bundle / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
 
 
 def zip_folder(folder: Path, archive: Path, *, extra: dict[str, bytes] | None = None) -> Path:

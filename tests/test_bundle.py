@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import torch
 from conftest import training_time_predictions
 from torchpredict.bundle import load, save
 from torchpredict.errors import BundleError
-from torchpredict.manifest import read_manifest
+from torchpredict.manifest import read_manifest, relative_files
 
 
 def _copy(bundle: Path, tmp_path: Path) -> Path:
@@ -96,8 +98,18 @@ def test_manifest_matches_its_json_schema(diabetes_bundle):
         "examples/inputs.parquet",
         "examples/outputs.safetensors",
         manifest["model"]["file"],
+        "examples/predictions.parquet",
     }
     assert manifest["model"]["format"] == "export"
+    assert manifest["examples"]["predictions"] == "examples/predictions.parquet"
+    assert set(manifest["settings_sha256"]) == set(manifest) - {"files", "settings_sha256"}
+
+
+def test_the_json_schema_in_the_docs_is_the_shipped_one():
+    root = Path(__file__).parents[1]
+    text = (root / "docs/bundle-format.md").read_text().split("## The manifest's JSON Schema", 1)[1]
+    documented = text.split("```json\n", 1)[1].split("```", 1)[0]
+    assert json.loads(documented) == json.loads((root / "src/torchpredict/manifest.schema.json").read_text())
 
 
 def test_verify_passes_on_a_fresh_bundle(wine_bundle):
@@ -105,6 +117,38 @@ def test_verify_passes_on_a_fresh_bundle(wine_bundle):
     assert report.passed
     assert report.rows == 8
     assert max(report.max_abs_diff.values()) <= report.atol
+    assert report.predictions_checked and report.prediction_mismatch is None and report.notes == ()
+    assert report.describe().endswith("; predictions reproduce")
+
+
+def test_the_recorded_predictions_are_what_the_bundle_predicts_for_the_golden_rows(wine, wine_bundle):
+    predictor = load(wine_bundle, device="cpu")
+    assert predictor.golden.predictions.equals(predictor.predict(wine["train"].slice(0, 8)))
+
+
+@pytest.mark.parametrize("storage", ["export", "weights"])
+def test_every_file_of_a_saved_bundle_has_the_mode_of_a_normal_file(diabetes, tmp_path, storage):
+    """safetensors writes 0o600; a bundle's files all get what open() gives under the umask (here 0o640)."""
+    from models_for_tests import make_mlp
+
+    torch.manual_seed(0)
+    kwargs = {"in_features": 10, "hidden": 4, "out_features": 1}
+    previous = os.umask(0o027)
+    try:
+        (tmp_path / "normal.txt").write_text("x")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a weights bundle says what loading it will trust
+            path = save(tmp_path / "m.tpk", make_mlp(**kwargs), preprocessor=diabetes["preprocessor"],
+                        heads=diabetes["head"], examples=diabetes["train"], storage=storage,
+                        factory="models_for_tests:make_mlp", factory_kwargs=kwargs)
+    finally:
+        os.umask(previous)
+    normal = (tmp_path / "normal.txt").stat().st_mode & 0o777
+    modes = {rel: oct((path / rel).stat().st_mode & 0o777) for rel in relative_files(path)}
+    assert normal == 0o640
+    assert modes == dict.fromkeys(modes, oct(normal)), modes
+    model_file = "weights.safetensors" if storage == "weights" else "model.pt2"
+    assert {"examples/outputs.safetensors", model_file} <= set(modes)
 
 
 def test_saving_over_an_existing_bundle_needs_overwrite(wine, wine_bundle):

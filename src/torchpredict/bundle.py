@@ -1,7 +1,8 @@
 """Save and load bundles: model + fitted preprocessing + schema + output heads + golden examples.
 
-`save` writes the bundle into a staging folder and moves it into place only when complete; `load` checks
-every file's sha256, refuses newer formats and never unpickles. A `.zip` of the folder is accepted
+`save` writes the bundle into a staging folder and moves it into place only when complete, every file with
+the permissions the process gives a new file (its umask); `load` checks every file's sha256 and the
+manifest's settings_sha256, refuses newer formats and never unpickles. A `.zip` of the folder is accepted
 wherever a bundle path is.
 """
 
@@ -29,6 +30,7 @@ from torchpredict.golden import GoldenExamples
 from torchpredict.inference import to_tensors
 from torchpredict.interpretation import ModelBatch, head_from_dict
 from torchpredict.manifest import (
+    MANIFEST_FILE,
     Manifest,
     check_hashes,
     load_json,
@@ -83,6 +85,7 @@ def save(path: str | Path, model: torch.nn.Module, *, preprocessor: Preprocessor
                    "storage": storage, "factory": factory, "factory_kwargs": factory_kwargs}
         manifest = _write_contents(staging, _cpu_eval(model), preprocessor, head_list, golden_inputs, options)
         write_manifest(staging, manifest)
+        _same_modes(staging, staging / MANIFEST_FILE)
         _publish(staging, path, overwrite)
     if manifest.model["format"] == "weights":
         warnings.warn(f"bundle '{path}' stores {manifest.model['file']} + factory {factory!r}: loading it imports "
@@ -113,13 +116,14 @@ def _write_contents(staging: Path, model: torch.nn.Module, preprocessor: Preproc
     tensors = to_tensors(preprocessor.transform(golden_inputs), torch.device("cpu"))
     call = Call.plan(model, heads, tensors)
     raw = call.run(model, tensors, heads)
+    predictions: dict[str, pa.Array] = {}
     for head in heads:  # a head that cannot read the model's output fails now, not on the first request
-        head.read(ModelBatch(raw, tensors))
+        predictions.update(head.read(ModelBatch(raw, tensors)))
     example_inputs, dynamic = call.example_inputs(tensors, heads)
     entry = store_model(model, example_inputs, staging, factory=options["factory"],
                         factory_kwargs=options["factory_kwargs"], method=options["storage"], dynamic=dynamic,
                         call=call.to_dict())
-    examples_entry = GoldenExamples.record(golden_inputs, raw).write(staging)
+    examples_entry = GoldenExamples.record(golden_inputs, raw, predictions).write(staging)
     write_json(staging / SCHEMA_FILE, preprocessor.schema_.to_dict())
     write_json(staging / PREPROCESSING_FILE, preprocessor.to_dict())
     return Manifest(name=options["name"], model_version=options["model_version"],
@@ -131,6 +135,14 @@ def _producer() -> dict[str, str]:
     from torchpredict import __version__
 
     return {"torchpredict": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def _same_modes(root: Path, reference: Path) -> None:
+    """Give every file under root the mode of reference, a file written with open() (so: 0o666 less the umask);
+    safetensors writes its files 0o600, which would lock others out of a shared bundle's weights."""
+    mode = reference.stat().st_mode & 0o777
+    for rel in relative_files(root):
+        (root / rel).chmod(mode)
 
 
 def _publish(staging: Path, path: Path, overwrite: bool) -> None:

@@ -1,8 +1,12 @@
 """manifest.json: what a bundle is, who wrote it, how its model is stored, and every file's sha256.
 
-Reading a manifest needs no torch, so `torchpredict inspect` and the integrity checks stay fast and never
-touch weights. A `.zip` of a bundle folder is opened by extracting the files its manifest lists, within
-bounds, into a temporary folder (archive.py); its JSON files are read within bounds of size and nesting.
+The manifest also holds settings that change predictions (the heads' labels and scales, the golden
+tolerances), so `settings_sha256` records a sha256 of each of its other fields, checked on every read: an
+edit made after saving names the field. Bundles written before it (no `settings_sha256`) still read, with
+their settings unchecked (`Manifest.settings_hashed`). Reading a manifest needs no torch, so `torchpredict
+inspect` and the integrity checks stay fast and never touch weights. A `.zip` of a bundle folder is opened
+by extracting the files its manifest lists, within bounds, into a temporary folder (archive.py); its JSON
+files are read within bounds of size and nesting.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from typing import Any
 from torchpredict.archive import MANIFEST_FILE, MAX_MANIFEST_BYTES, load_bounded_json, opened
 from torchpredict.archive import is_safe as _is_safe  # check_hashes' name for it
 from torchpredict.errors import BundleError
+from torchpredict.messages import shown
 
 __all__ = ["FORMAT_ID", "FORMAT_VERSION", "MANIFEST_FILE", "Manifest", "check_hashes", "load_json", "opened",
-           "read_json", "read_manifest", "read_manifest_at", "relative_files", "write_json", "write_manifest"]
+           "read_json", "read_manifest", "read_manifest_at", "relative_files", "settings_digests", "write_json",
+           "write_manifest"]
 
 FORMAT_ID = "torchpredict.bundle"
 FORMAT_VERSION = 1
@@ -42,9 +48,18 @@ class Manifest:
     files: dict[str, str] = field(default_factory=dict)
     format: str = FORMAT_ID
     format_version: int = FORMAT_VERSION
+    settings_sha256: dict[str, str] | None = None  # field -> sha256; None in bundles written before it
+
+    @property
+    def settings_hashed(self) -> bool:
+        """Whether an edit of the settings after saving is detected (bundles written before 0.2 are not)."""
+        return self.settings_sha256 is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["settings_sha256"] is None:
+            del data["settings_sha256"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Any, origin: str) -> Manifest:
@@ -68,6 +83,7 @@ class Manifest:
             _check_fields(data)
         except _InvalidField as bad:
             raise BundleError(f"bundle '{origin}': manifest.json {bad}") from None
+        _check_settings(data, origin)
         known = {key: data[key] for key in cls.__dataclass_fields__ if key in data}
         return cls(**{"model_version": "1", "created_at": "", "producer": {}} | known)
 
@@ -91,6 +107,8 @@ def _check_fields(data: dict[str, Any]) -> None:
     _model(data["model"])
     _heads(data["heads"])
     _examples(data["examples"], files)
+    if "settings_sha256" in data:
+        _digests(data["settings_sha256"])
 
 
 def _writer(producer: Any) -> str:
@@ -156,7 +174,9 @@ def _heads(value: Any) -> None:
 
 def _examples(value: Any, files: dict[str, Any]) -> None:
     examples = _object(value, "examples", "an object with inputs, outputs, rows, atol and rtol")
-    for key in ("inputs", "outputs"):
+    for key in ("inputs", "outputs", "predictions"):
+        if key == "predictions" and key not in examples:
+            continue  # bundles written before 0.2 record the raw outputs only
         rel = examples.get(key, _MISSING)
         _inside(rel, f"examples.{key}")
         if rel not in files:
@@ -168,6 +188,49 @@ def _examples(value: Any, files: dict[str, Any]) -> None:
         tol = examples.get(key, _MISSING)
         if not _is_number(tol) or not math.isfinite(tol) or tol < 0:
             raise _InvalidField(f"examples.{key}", "a finite number >= 0", tol)
+
+
+def _digests(value: Any) -> None:
+    for key, digest in _object(value, "settings_sha256", "an object of field -> sha256").items():
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise _InvalidField(f"settings_sha256.{key}", "a sha256 (64 lowercase hex digits)", digest)
+
+
+def settings_digests(data: dict[str, Any]) -> dict[str, str]:
+    """The sha256 of each field of a manifest but `files` and `settings_sha256`, over its canonical JSON
+    (sorted keys, no whitespace, ASCII), which is what `settings_sha256` records.
+
+    >>> settings_digests({"name": "wine", "files": {}})["name"][:8]
+    '30f81662'
+    """
+    return {key: hashlib.sha256(_canonical(value)).hexdigest() for key, value in sorted(data.items())
+            if key not in _UNHASHED}
+
+
+_UNHASHED = ("files", "settings_sha256")  # files: each hash-checked itself
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def _check_settings(data: dict[str, Any], origin: str) -> None:
+    """Every field but files has the sha256 recorded at save time (when one was: bundles before 0.2 have none)."""
+    recorded = data.get("settings_sha256")
+    if recorded is None:
+        return
+    fix = "a bundle's settings are part of it: save it again from its model to change them"
+    got = settings_digests(data)
+    for key in sorted(set(recorded) | set(got)):
+        if key not in got:
+            raise BundleError(f"bundle '{origin}': manifest.json field {shown(key)} was removed after saving "
+                              f"(settings_sha256 lists it); {fix}")
+        if key not in recorded:
+            raise BundleError(f"bundle '{origin}': manifest.json field {shown(key)} was added after saving "
+                              f"(settings_sha256 does not list it); {fix}")
+        if got[key] != recorded[key]:
+            raise BundleError(f"bundle '{origin}': manifest.json field {shown(key)} was changed after saving "
+                              f"(sha256 mismatch: expected {recorded[key][:8]}…, got {got[key][:8]}…); {fix}")
 
 
 def _inside(rel: Any, where: str) -> None:
@@ -225,9 +288,11 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def write_manifest(root: Path, manifest: Manifest) -> None:
-    """Write manifest.json with the sha256 of every other file under root."""
+    """Write manifest.json with the sha256 of every other file under root and of each of its own settings."""
     files = {rel: sha256(root / rel) for rel in relative_files(root) if rel != MANIFEST_FILE}
-    write_json(root / MANIFEST_FILE, manifest.to_dict() | {"files": files})
+    data = json.loads(json.dumps(manifest.to_dict() | {"files": files}))  # hashed as a reader will parse it
+    data.pop("settings_sha256", None)
+    write_json(root / MANIFEST_FILE, data | {"settings_sha256": settings_digests(data)})
 
 
 def relative_files(root: Path) -> list[str]:

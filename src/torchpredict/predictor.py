@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -238,7 +238,8 @@ class Predictor:
         return reasons
 
     def verify(self) -> Verification:
-        """Re-run the bundle's golden examples on this device; report the largest deviation."""
+        """Re-run the bundle's golden examples on this device: the raw outputs must reproduce within the
+        tolerance, and the heads must make the recorded predictions of the recorded outputs."""
         if self.golden is None:
             raise ModelLoadError("this predictor has no golden examples to verify against")
         inputs = self.preprocessor.transform(self.schema.validate(self.golden.inputs).table)
@@ -246,7 +247,14 @@ class Predictor:
             raw = self.call.run(self.model, to_tensors(inputs, self.device), self.heads)
         except RuntimeError as exc:
             raise ModelLoadError(f"the model failed on its own golden examples: {str(exc).splitlines()[0]}") from None
-        return self.golden.compare(raw)
+        cpu_inputs = to_tensors(inputs, CPU)
+        report = self.golden.compare(raw, lambda recorded: self.interpret(ModelBatch(recorded, cpu_inputs)))
+        if self.manifest is None or self.manifest.settings_hashed:
+            return report
+        writer = self.manifest.producer.get("torchpredict", "?")
+        note = (f"settings not hash-checked (written by torchpredict {writer}, before settings_sha256): save it "
+                "again from its model to protect them")
+        return replace(report, notes=(*report.notes, note))
 
     def __repr__(self) -> str:
         name = getattr(self.manifest, "name", "?")
