@@ -12,6 +12,7 @@ __all__ = [
     "InputError",
     "ModelLoadError",
     "OutOfRangeWarning",
+    "PackError",
     "PredictionError",
     "PreprocessingError",
     "SchemaError",
@@ -29,6 +30,11 @@ class BundleError(TorchPredictError, ValueError):
 
 class SchemaError(TorchPredictError, ValueError):
     """Input data does not match the bundle's input schema."""
+
+
+class PackError(TorchPredictError, ValueError):
+    """`pack`'s check on the training rows says the bundle would be wrong (label order, target or input scaling,
+    task), so it is not written."""
 
 
 class PreprocessingError(TorchPredictError, ValueError):
