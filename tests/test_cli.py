@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -11,11 +12,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from conftest import training_time_predictions
-from torchpredict.bundle import load
+from torchpredict.bundle import load, save
 from torchpredict.errors import InputError
+from torchpredict.interpretation import Regression
 from torchpredict.pipeline import predict_file
+from torchpredict.preprocessing import Preprocessor
 from torchpredict.readers import read_table
 from torchpredict.writers import write_table
 
@@ -131,6 +135,57 @@ def test_inspect_reads_the_bundle_description(wine_bundle):
     assert [c["name"] for c in described["schema"]["columns"]][:2] == ["alcohol", "malic_acid"]
 
 
+def test_inspect_shows_the_preprocessing_the_target_scaling_and_the_labels(wine_bundle, diabetes, diabetes_bundle,
+                                                                          tmp_path):
+    shown = run_cli("inspect", wine_bundle).stdout
+    assert ("  preprocessing:\n    standardize 13 columns: 'alcohol', 'malic_acid', 'ash', 'alcalinity_of_ash', "
+            "'magnesium', … 'proline': mean_ [13.05, 2.3") in shown
+    assert "multiclass: target 'cultivar', labels ['class_0', 'class_1', 'class_2']" in shown
+    mean, std = diabetes["head"].mean_[0], diabetes["head"].std_[0]
+    assert (f"regression: target 'progression', scaled: mean {mean:.4g}, std {std:.4g} (predictions are un-scaled)"
+            in run_cli("inspect", diabetes_bundle).stdout)
+    plain = save(tmp_path / "plain.tpk", torch.nn.Linear(1, 1), preprocessor=Preprocessor([]).fit({"a": [1.0, 2.0]}),
+                 heads=Regression("y"), examples={"a": [1.0, 2.0]})
+    shown = run_cli("inspect", plain).stdout
+    assert "  preprocessing: none\n" in shown and "regression: target 'y', not scaled" in shown
+    described = json.loads(run_cli("inspect", wine_bundle, "--json").stdout)
+    assert [step["type"] for step in described["preprocessing"]["steps"]] == ["standardize"]
+    assert described["preprocessing"]["steps"][0]["state"]["mean_"][0] == pytest.approx(13.05, abs=0.01)
+
+
+def test_a_closed_stdout_is_no_error(wine, wine_bundle, tmp_path):
+    job = subprocess.Popen([sys.executable, "-m", "torchpredict", "inspect", str(wine_bundle)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    job.stdout.close()  # before it prints: every write it makes fails with EPIPE
+    assert job.wait(timeout=60) == 0
+    assert job.stderr.read() == b""
+    source = tmp_path / "big.csv"
+    write_table(pa.concat_tables([wine["new"]] * 250), source)  # 10,000 rows: far more than a pipe buffers
+    piped = subprocess.run(f"set -o pipefail; '{sys.executable}' -m torchpredict predict '{wine_bundle}' '{source}' "
+                           "| head -1", shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120)
+    assert (piped.returncode, piped.stderr) == (0, "")
+    assert piped.stdout.startswith('"cultivar","cultivar_probability"')
+
+
+def test_debug_goes_before_or_after_the_command(tmp_path):
+    for args in (("--debug", "inspect", tmp_path / "nope.tpk"), ("inspect", tmp_path / "nope.tpk", "--debug")):
+        result = run_cli(*args)
+        assert result.returncode == 1 and "Traceback" in result.stderr
+        assert f"BundleError: bundle '{tmp_path / 'nope.tpk'}' does not exist" in result.stderr
+    assert "Traceback" not in run_cli("inspect", tmp_path / "nope.tpk").stderr
+
+
+def test_every_command_has_a_description_and_every_option_help():
+    from torchpredict.cli import _parser
+
+    commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert sorted(commands) == ["demo", "inspect", "pack", "predict", "verify"]
+    for name, command in commands.items():
+        assert command.description, f"{name} has no description"
+        undocumented = [a.dest for a in command._actions if not a.help]
+        assert undocumented == [], f"{name}: options without help: {undocumented}"
+
+
 def test_inspect_does_not_import_torch(wine_bundle):
     code = (
         "import sys; from torchpredict.cli import main; main(['inspect', sys.argv[1]]); "
@@ -148,13 +203,40 @@ def test_verify_reports_the_largest_deviation(wine_bundle):
     assert "ok: 8 golden rows, largest deviation" in result.stdout
 
 
-def test_demo_trains_packs_and_predicts(tmp_path):
+def test_demo_trains_saves_and_predicts_and_its_shell_line_predicts_its_own_file(tmp_path):
     result = run_cli("demo", "--output", tmp_path / "demo")
     assert result.returncode == 0, result.stderr
-    assert "predictions.csv" in result.stdout
     predictions = read_table(tmp_path / "demo" / "predictions.csv")
     assert predictions.num_rows == 40
-    assert {"id", "cultivar", "cultivar_probability"} <= set(predictions.column_names)
+    assert predictions.column_names[:3] == ["id", "cultivar", "cultivar_probability"]
+    bundle, inputs, output = tmp_path / "demo" / "wine.tpk", tmp_path / "demo" / "new_wines.csv", tmp_path / "again.csv"
+    shell_line = next(line for line in result.stdout.splitlines() if line.startswith("same from the shell"))
+    assert shell_line.endswith(f" predict {bundle} {inputs} -o {tmp_path / 'demo' / 'predictions.csv'}")
+    again = run_cli("predict", bundle, inputs, "-o", output)  # no --keep: the bundle passes 'id' through
+    assert again.returncode == 0, again.stderr
+    assert read_table(output).equals(predictions)
+
+
+def test_a_misspelt_column_gets_a_did_you_mean_and_inf_is_a_bad_row(wine, wine_bundle, tmp_path):
+    source = tmp_path / "new.csv"
+    write_table(wine["new"].rename_columns(["ALCOHOL", *wine["new"].column_names[1:]]), source)
+    result = run_cli("predict", wine_bundle, source, "-o", tmp_path / "out.csv")
+    assert result.returncode == 2
+    assert result.stderr == (f"error: file '{source}': missing column(s) 'alcohol'; unexpected column(s) 'ALCOHOL' "
+                             "(did you mean 'alcohol'?); pass keep=[...] (CLI --keep) to copy them to the output, or "
+                             "drop them\n")
+    rows = wine["new"].to_pylist()
+    rows[3]["hue"], rows[7]["proline"] = float("inf"), float("-inf")
+    write_table(pa.Table.from_pylist(rows), source)
+    result = run_cli("predict", wine_bundle, source, "-o", tmp_path / "out.csv")
+    assert result.returncode == 2
+    assert result.stderr == f"error: file '{source}': column 'hue': expected a finite number, got inf at row 3\n"
+    result = run_cli("predict", wine_bundle, source, "-o", tmp_path / "out.csv", "--rejects", tmp_path / "bad.csv")
+    assert result.returncode == 0, result.stderr
+    assert read_table(tmp_path / "out.csv").num_rows == 38
+    assert read_table(tmp_path / "bad.csv").select(["row", "reason"]).to_pylist() == [
+        {"row": 3, "reason": "column 'hue': expected a finite number, got inf"},
+        {"row": 7, "reason": "column 'proline': expected a finite number, got -inf"}]
 
 
 def _new_wines(wine, tmp_path: Path, bad_rows: tuple[int, ...] = ()) -> Path:

@@ -26,3 +26,9 @@ def test_inputs_from_a_folder_a_glob_or_a_list_in_name_order(tmp_path):
         expand_inputs(str(tmp_path / "*.tsv"))
     with pytest.raises(InputError, match="input folder .* holds no"):
         expand_inputs(tmp_path / "empty")
+
+
+def test_a_name_too_long_for_the_file_system_is_a_missing_input_not_a_crash(tmp_path):
+    name = str(tmp_path / ("x" * 300 + ".csv"))  # one component past the usual 255-byte limit: ENAMETOOLONG
+    with pytest.raises(InputError, match=r"^input file '.*xxx\.csv' does not exist$"):
+        expand_inputs(name)

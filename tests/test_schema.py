@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from sklearn.datasets import load_diabetes, load_wine
 
-from torchpredict.errors import SchemaError
+from torchpredict.errors import PreprocessingError, SchemaError
 from torchpredict.schema import MAX_CATEGORIES, Column, ColumnStats, Schema
 
 UNEXPECTED_HINT = "pass keep=[...] (CLI --keep) to copy them to the output, or drop them"
@@ -243,6 +243,29 @@ def test_missing_and_unexpected_are_reported_separately_in_one_error() -> None:
         mixed_schema().validate({"visits": [1], "city": ["oslo"], "foo": [1]})
 
 
+def test_a_column_in_another_case_or_misspelt_gets_a_did_you_mean() -> None:
+    with pytest.raises(SchemaError) as info:
+        mixed_schema().validate({"AGE": [1.0], "visits": [1], "city": ["oslo"], "member": [True]})
+    assert str(info.value) == ("missing column(s) 'age'; unexpected column(s) 'AGE' (did you mean 'age'?); "
+                               f"{UNEXPECTED_HINT}")
+    with pytest.raises(SchemaError) as info:
+        mixed_schema().validate({"age": [1.0], "vists": [1], "City": ["oslo"], "member": [True], "note": ["x"]})
+    assert str(info.value) == ("missing column(s) 'visits', 'city'; unexpected column(s) 'vists', 'City', 'note' "
+                               f"(did you mean 'visits' for 'vists', 'city' for 'City'?); {UNEXPECTED_HINT}")
+
+
+def test_did_you_mean_hints_are_capped_and_bounded_for_huge_inputs() -> None:
+    names = [f"feature_{i}" for i in range(2000)]
+    schema = Schema.from_table({n: [1.0] for n in names}, features=names)
+    with pytest.raises(SchemaError) as info:
+        schema.validate({n.upper(): [1.0] for n in names} | {"x" * 5_000_000: [1.0]})
+    message = str(info.value)
+    assert message.startswith("2,000 missing columns: 'feature_0', 'feature_1', 'feature_2', 'feature_3', ")
+    assert ("(did you mean 'feature_0' for 'FEATURE_0', 'feature_1' for 'FEATURE_1', 'feature_2' for 'FEATURE_2', "
+            "'feature_3' for 'FEATURE_3', 'feature_4' for 'FEATURE_4', … 1,995 more?)") in message
+    assert len(message) < 1000
+
+
 def test_keep_names_a_column_that_is_not_there() -> None:
     data = {"age": [1.0], "visits": [1], "city": ["oslo"], "member": [True]}
     with pytest.raises(SchemaError, match=r"keep column\(s\) 'note' not in the input"):
@@ -323,6 +346,44 @@ def test_nan_counts_as_missing() -> None:
 
 
 # -- schema from training data: errors -------------------------------------------------------------
+
+
+def test_infinite_values_are_bad_rows_like_nulls_with_the_same_reason_raised_or_rejected() -> None:
+    schema = Schema.from_table({"x": [1.0, 2.0], "n": [1, 2], "v": [[1.0, 2.0], [3.0, 4.0]]},
+                               features=["x", "n", "v"], nullable=["x"])
+    data = {"x": [1.0, 2.0, 3.0, np.inf], "n": [1, 2, 3, 4], "v": [[1.0, 2.0], [1.0, -np.inf], [1.0, 2.0], [1.0, 2.0]]}
+    with pytest.raises(SchemaError, match=r"^column 'x': expected a finite number, got inf at row 3$"):
+        schema.validate(data)
+    out = schema.validate(data, on_error="reject")
+    assert out.table.column("x").to_pylist() == [1.0, 3.0]
+    assert out.rejected.select(["row", "reason"]).to_pylist() == [
+        {"row": 1, "reason": "column 'v': expected a finite number, got -inf"},
+        {"row": 3, "reason": "column 'x': expected a finite number, got inf"},
+    ]
+    with pytest.raises(SchemaError, match=r"^column 'n': expected int64, got inf \(float64\) at row 0$"):
+        schema.validate({"x": [1.0], "n": [np.inf], "v": [[1.0, 2.0]]})
+
+
+def test_a_column_whose_training_data_held_inf_accepts_it_and_fitting_is_unchanged() -> None:
+    from torchpredict.preprocessing import Preprocessor, Standardize
+
+    training = {"x": [1.0, np.inf], "y": [1.0, 2.0]}
+    schema = round_trip(Schema.from_table(training, features=["x", "y"]))
+    assert [(c.name, c.infinite) for c in schema.columns] == [("x", True), ("y", False)]
+    assert schema.validate({"x": [-np.inf], "y": [1.0]}).table.column("x").to_pylist() == [-np.inf]
+    assert Preprocessor([]).fit(training).schema_.features[0].infinite
+    step_error = (r"^Standardize\(columns=\['x'\]\): column 'x': expected finite numbers, got inf at row 1 \(1 such "
+                  r"row\(s\)\); replace infinite values before fitting$")
+    with pytest.raises(PreprocessingError, match=step_error):
+        Preprocessor([Standardize(["x"])]).fit(training)  # the step's own error, as before: not the schema's
+
+
+def test_infinite_values_read_from_text_are_rejected_as_spelled() -> None:
+    schema = Schema.from_table({"x": [1.0, 2.0]}, features=["x"])
+    out = schema.validate({"x": ["1.5", "-inf", "Infinity", "2"]}, on_error="reject", text=True)
+    assert out.table.column("x").to_pylist() == [1.5, 2.0]
+    assert out.rejected.column("reason").to_pylist() == ["column 'x': expected a finite number, got '-inf'",
+                                                        "column 'x': expected a finite number, got 'Infinity'"]
 
 
 def test_from_table_errors() -> None:
@@ -539,6 +600,7 @@ def test_a_row_check_runs_on_typed_rows_and_its_rows_join_the_rejected_by_input_
     (lambda c: c.update(name=7), r"^column 0: 'name' must be a non-empty string, got 7$"),
     (lambda c: c["stats"].update(mean=float("nan")), r"'stats\.mean' must be a finite number or null, got nan$"),
     (lambda c: c["stats"].update(missing_rate=2), r"'stats\.missing_rate' must be a number in \[0, 1\], got 2$"),
+    (lambda c: c.update(infinite="yes"), r"^column 0 \('a'\): 'infinite' must be true or false, got 'yes'$"),
 ])
 def test_a_schema_read_from_json_refuses_fields_of_the_wrong_type(change, message):
     d = Schema.from_table({"a": [1.0, 2.0]}, features=["a"]).to_dict()

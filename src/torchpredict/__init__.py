@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _EXPORTS = {
     "save": "torchpredict.bundle",
@@ -29,6 +29,7 @@ _EXPORTS = {
     "Clip": "torchpredict.preprocessing",
     "Power": "torchpredict.preprocessing",
     "Bucketize": "torchpredict.preprocessing",
+    "Copy": "torchpredict.preprocessing",
     "from_sklearn": "torchpredict.preprocessing",
     "DriftReport": "torchpredict.drift",
     "TextEncode": "torchpredict.text",
@@ -49,6 +50,7 @@ _EXPORTS = {
     "ModelLoadError": "torchpredict.errors",
     "DeviceError": "torchpredict.errors",
     "InputError": "torchpredict.errors",
+    "PackError": "torchpredict.errors",
     "PredictionError": "torchpredict.errors",
     "OutOfRangeWarning": "torchpredict.errors",
 }

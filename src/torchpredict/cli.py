@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -34,7 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        return args.run(args)
+        code = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter shutdown
+        return code
+    except BrokenPipeError:
+        return _closed_stdout()
     except TorchPredictError as exc:
         if args.debug:
             raise
@@ -51,6 +56,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
+def _closed_stdout() -> int:
+    """The reader of our stdout went away (`| head`): it chose to stop reading, which is not an error. Exit 0
+    quietly, with stdout pointed at /dev/null so that Python's flush at shutdown cannot complain (the
+    recipe of Python's signal docs)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_OK
+
+
 def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -64,8 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="torchpredict", description="Predict with a trained PyTorch model, "
                                      "correctly: one bundle of model, fitted preprocessing, schema and outputs.")
     parser.add_argument("--version", action="version", version=f"torchpredict {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors "
+                        "(also after the command)")
+    common = argparse.ArgumentParser(add_help=False)  # --debug after the command too; SUPPRESS: an absent one
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,  # keeps the one before it
+                        help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_predict(sub, common)
     _add_inspect(sub, common)
@@ -108,16 +126,24 @@ def _add_predict(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _add_inspect(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("inspect", parents=[common], help="describe a bundle (reads JSON only, never weights)")
-    p.add_argument("bundle")
-    p.add_argument("--json", action="store_true", help="print the manifest and schema as JSON")
+    p = sub.add_parser("inspect", parents=[common], help="describe a bundle (reads JSON only, never weights)",
+                       description="Describe a bundle from its JSON files only (torch is not imported, no weights "
+                       "are read): the model, every input column with its training range or categories, the "
+                       "preprocessing steps with their learned state, the outputs with their labels or target "
+                       "scaling, and the golden examples.")
+    p.add_argument("bundle", help="bundle folder or .zip")
+    p.add_argument("--json", action="store_true", help="print the manifest, schema and preprocessing as one JSON "
+                   "object")
     p.set_defaults(run=_run_inspect)
 
 
 def _add_verify(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("verify", parents=[common], help="re-run the bundle's golden examples on this machine")
-    p.add_argument("bundle")
-    p.add_argument("--device", default="auto")
+    p = sub.add_parser("verify", parents=[common], help="re-run the bundle's golden examples on this machine",
+                       description="Load the bundle on the device and re-run the golden examples saved in it, "
+                       "printing the largest deviation from the outputs recorded at save time; exit 2 when they "
+                       "do not reproduce.")
+    p.add_argument("bundle", help="bundle folder or .zip")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     _add_trust(p)
     p.set_defaults(run=_run_verify)
 
@@ -138,12 +164,17 @@ def _add_pack(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, help="bundle folder (or .zip) to write")
     p.add_argument("--train", required=True, help="the training data file the model was trained on")
     p.add_argument("--target", type=_names, default=[], help="target column(s) in --train")
-    p.add_argument("--task", default="regression", help="regression | binary | multiclass | multilabel | raw")
-    p.add_argument("--factory", help="'package.module:function' or 'file.py:function' building the model")
+    p.add_argument("--task", default=None, help="regression | binary | multiclass | multilabel | raw (default: "
+                   "inferred from the target and the model's output width, and said)")
+    p.add_argument("--factory", help="'package.module:function' building the model (the current folder is searched "
+                   "first, as by python -m) or 'file.py:function' (only the file's imports, definitions and "
+                   "constants run, as for --source)")
     p.add_argument("--factory-kwargs", type=json.loads, default=None, help="JSON object of factory arguments")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow unpickling a full-model checkpoint: runs code from the file; trusted files only")
-    p.add_argument("--source", help="training script defining classes pickled from __main__ (not run)")
+    p.add_argument("--source", help="training script defining classes pickled from __main__: only its imports, "
+                   "class/def statements and constant assignments (literals, no calls) run; every other top-level "
+                   "statement (training, saving, if __name__ == '__main__') is skipped")
     for step, text in (("standardize", "standardize with the training mean/std ('*' = all numeric)"),
                        ("minmax", "scale to [0, 1] with the training min/max"),
                        ("impute", "fill missing values with the training mean"),
@@ -153,14 +184,22 @@ def _add_pack(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--scale-target", action="store_true", help="the regression target was standardized")
     p.add_argument("--labels", type=_names, default=None, help="class labels in the model's output order")
     p.add_argument("--name", help="bundle name (default: the output file name)")
-    p.add_argument("--storage", default="auto", choices=["auto", "export", "weights"])
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--storage", default="auto", choices=["auto", "export", "weights"], help="auto (torch.export, "
+                   "falling back to weights + factory), export, or weights (default auto)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle (only once the new one "
+                   "passed its check)")
+    p.add_argument("--no-check", dest="check", action="store_false", help="do not predict the training rows to "
+                   "check the bundle (label order, target and input scaling): pack it even if it looks wrong")
     p.set_defaults(run=_run_pack)
 
 
 def _add_demo(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("demo", parents=[common], help="train a small model on scikit-learn's wine data, "
-                       "pack it and predict a file")
+                       "save it as a bundle and predict a file",
+                       description="Train a small MLP on scikit-learn's wine data with standardization fitted at "
+                       "training time, save OUTPUT/wine.tpk (with 'id' as a passthrough column), write 40 held-out "
+                       "rows to OUTPUT/new_wines.csv, predict them into OUTPUT/predictions.csv and print the "
+                       "accuracy and the command that does the same from the shell.")
     p.add_argument("--output", default="demo-output", help="folder for the bundle and files (default demo-output)")
     p.set_defaults(run=_run_demo)
 
@@ -238,45 +277,18 @@ def _summary(stats: Any, seconds: float, args: argparse.Namespace) -> list[str]:
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
+    from torchpredict.inspection import describe
     from torchpredict.manifest import read_json, read_manifest
 
     manifest = read_manifest(args.bundle)
     schema = read_json(args.bundle, "schema.json")
+    preprocessing = read_json(args.bundle, "preprocessing.json")
     if args.json:
-        print(json.dumps({"manifest": manifest.to_dict(), "schema": schema}, indent=2))
+        print(json.dumps({"manifest": manifest.to_dict(), "schema": schema, "preprocessing": preprocessing},
+                         indent=2))
         return EXIT_OK
-    print(_describe(manifest, schema))
+    print(describe(manifest, schema, preprocessing))
     return EXIT_OK
-
-
-def _describe(manifest: Any, schema: dict) -> str:
-    lines = [f"bundle {manifest.name!r} (model version {manifest.model_version}, format "
-             f"{manifest.format_version}, created {manifest.created_at})",
-             f"  written by torchpredict {manifest.producer.get('torchpredict', '?')}, "
-             f"torch {manifest.producer.get('torch', '?')}, python {manifest.producer.get('python', '?')}",
-             f"  model: {manifest.model.get('format')} ({manifest.model.get('file')})", "  inputs:"]
-    for column in schema.get("columns", []):
-        nullable = ", nullable" if column.get("nullable") else ""
-        lines.append(f"    {column['name']}: {column['dtype']}{nullable} [{column.get('role', 'feature')}]"
-                     f"{_stats_text(column.get('stats'))}")
-    lines.append("  outputs:")
-    for head in manifest.heads:
-        params, state = head.get("params", {}), head.get("state", {})
-        labels = params.get("labels") or state.get("labels_")
-        lines.append(f"    {head.get('type')}: target {params.get('target')!r}"
-                     + (f", labels {labels}" if labels else ""))
-    lines.append(f"  golden examples: {manifest.examples.get('rows')} rows")
-    return "\n".join(lines)
-
-
-def _stats_text(stats: dict | None) -> str:
-    if not stats:
-        return ""
-    if stats.get("categories") is not None:
-        return f" categories {len(stats['categories'])}"
-    if stats.get("min") is None:
-        return ""
-    return f" range [{stats['min']:.4g}, {stats['max']:.4g}] mean {stats['mean']:.4g}"
 
 
 def _run_verify(args: argparse.Namespace) -> int:
@@ -299,12 +311,15 @@ def _run_pack(args: argparse.Namespace) -> int:
     target = args.target[0] if len(args.target) == 1 else args.target
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"bundle '.*' stores weights")  # printed below instead
-        path = pack(args.checkpoint, args.output, train=args.train, target=target, task=args.task,
-                    factory=args.factory, factory_kwargs=args.factory_kwargs, trust_pickle=args.trust_pickle,
-                    source=args.source, standardize=args.standardize, minmax=args.minmax, impute=args.impute,
-                    one_hot=args.one_hot, passthrough=args.keep, scale_target=args.scale_target,
-                    labels=args.labels, name=args.name, storage=args.storage, overwrite=args.overwrite)
-    print(f"wrote bundle '{path}'{_trust_needed(path)}")
+        packed = pack(args.checkpoint, args.output, train=args.train, target=target, task=args.task,
+                      factory=args.factory, factory_kwargs=args.factory_kwargs, trust_pickle=args.trust_pickle,
+                      source=args.source, standardize=args.standardize, minmax=args.minmax, impute=args.impute,
+                      one_hot=args.one_hot, passthrough=args.keep, scale_target=args.scale_target,
+                      labels=args.labels, name=args.name, storage=args.storage, overwrite=args.overwrite,
+                      check=args.check)
+    print(f"wrote bundle '{packed}'{_trust_needed(packed.path)}")
+    for line in packed.describe():  # the task when inferred, then the fit on the training rows
+        print(line)
     return EXIT_OK
 
 

@@ -7,6 +7,7 @@ as in training.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -38,13 +39,21 @@ def _wine() -> tuple[pa.Table, np.ndarray, list[str]]:
     return table, np.asarray(data.target), labels
 
 
-def train_wine(seed: int = 0) -> dict:
-    """Fit preprocessing and train an MLP on wine; returns everything the demo and the tests need."""
+def train_wine(seed: int = 0, *, ids: bool = False) -> dict:
+    """Fit preprocessing and train an MLP on wine; returns everything the demo and the tests need.
+
+    ids: the tables start with an `id` column (the row in scikit-learn's wine data), which the bundle declares
+    passthrough, so that predictions carry it without keep=[...].
+    """
     table, target, labels = _wine()
+    features = table.column_names
+    passthrough = ["id"] if ids else []
+    if ids:
+        table = table.add_column(0, "id", pa.array(np.arange(table.num_rows), pa.int64()))
     order = np.random.default_rng(seed).permutation(table.num_rows)
     train_rows, new_rows = order[HELD_OUT:], order[:HELD_OUT]
     train = table.take(pa.array(train_rows))
-    preprocessor = Preprocessor([Standardize(table.column_names)]).fit(train)
+    preprocessor = Preprocessor([Standardize(features)], passthrough=passthrough).fit(train)
     head = MulticlassClassification(target="cultivar", labels=labels)
     x = torch.from_numpy(preprocessor.transform(train)["x"])
     y = torch.from_numpy(head.encode_target(np.array(labels)[target[train_rows]]))
@@ -64,15 +73,14 @@ def train_wine(seed: int = 0) -> dict:
 def run_demo(folder: Path) -> Path:
     """Train, save, reload and predict; print what happened and where the files are."""
     folder.mkdir(parents=True, exist_ok=True)
-    trained = train_wine()
+    trained = train_wine(ids=True)
     bundle = save(folder / "wine.tpk", trained["model"], preprocessor=trained["preprocessor"],
                   heads=trained["head"], examples=trained["train"], overwrite=True)
     inputs = folder / "new_wines.csv"
-    new = trained["new"].add_column(0, "id", pa.array(trained["new_ids"], pa.int64()))
-    write_table(new, inputs)
+    write_table(trained["new"], inputs)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", OutOfRangeWarning)
-        predictions = load(bundle, device="auto").predict(read_table(inputs), keep=["id"])
+        predictions = load(bundle, device="auto").predict(read_table(inputs))  # id is passthrough: copied
     output = folder / "predictions.csv"
     write_table(predictions, output)
     _report(bundle, inputs, output, predictions, trained["new_labels"])
@@ -91,4 +99,17 @@ def _report(bundle: Path, inputs: Path, output: Path, predictions: pa.Table, tru
     for row in shown:
         print(f"  id {row['id']:>3}: {row['cultivar']:<8} probability {row['cultivar_probability']:.3f}", file=out)
     print(f"  ... all {predictions.num_rows} rows written to '{output}'", file=out)
-    print(f"same from the shell: torchpredict predict {bundle} {inputs} -o {output} --keep id", file=out)
+    print(f"same from the shell ('id' is passthrough: copied to the predictions): {_command()} predict {bundle} "
+          f"{inputs} -o {output}", file=out)
+
+
+def _command() -> str:
+    """How this shell runs torchpredict: its name when PATH finds this one, else its path (.venv/bin/torchpredict)."""
+    beside = Path(sys.executable).parent / "torchpredict"
+    found = shutil.which("torchpredict")
+    if not beside.exists() or (found is not None and Path(found).absolute() == beside.absolute()):
+        return "torchpredict"
+    try:
+        return str(beside.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(beside)

@@ -55,7 +55,7 @@ def expand_inputs(source: str | Path | Sequence[str | Path]) -> list[str]:
     text = str(source)
     if text == STDIO or (os.path.exists(text) and not os.path.isdir(text)):  # a file, or a pipe: <(zcat a.gz)
         return [text]
-    if Path(text).is_dir():
+    if os.path.isdir(text):  # not Path.is_dir, which raises on a name too long for the file system
         found = sorted(str(p) for p in Path(text).iterdir()
                        if p.is_file() and not p.name.startswith(".") and split_suffix(p)[0] in SUFFIXES)
         if not found:

@@ -9,6 +9,7 @@ feed the drift report of every validated batch.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -20,7 +21,7 @@ import pyarrow.compute as pc
 
 from torchpredict.drift import DriftReport, count_drift
 from torchpredict.errors import SchemaError
-from torchpredict.messages import counted, quoted, shown
+from torchpredict.messages import MAX_VALUE, counted, quoted, shown
 from torchpredict.tables import as_table
 from torchpredict.validation import (
     DTYPES,
@@ -45,6 +46,8 @@ RowCheck = Callable[[pa.Table, RowReport], None]
 __all__ = ["MAX_CATEGORIES", "Column", "ColumnStats", "Schema", "Validated"]
 
 MAX_CATEGORIES = 1000  # more distinct strings than this: neither categories nor their counts are recorded
+MAX_HINTS = 5  # "did you mean" pairs shown in a columns error
+MAX_HINT_PAIRS = 20_000  # (unexpected, missing) name pairs difflib compares for them at most: under 0.1 s
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,11 @@ class ColumnStats:
 
 @dataclass(frozen=True)
 class Column:
-    """One input column: dtype of its values, per-row shape ((), or (k,) for lists of length k)."""
+    """One input column: dtype of its values, per-row shape ((), or (k,) for lists of length k).
+
+    infinite: the training data held inf or -inf in this float column, so they are accepted; otherwise a row
+    holding one is refused, as a null is in a column that is not nullable.
+    """
 
     name: str
     dtype: str
@@ -100,6 +107,7 @@ class Column:
     nullable: bool = False
     role: str = "feature"
     stats: ColumnStats | None = None
+    infinite: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         stats = None if self.stats is None else self.stats.to_dict()
@@ -268,8 +276,8 @@ class Schema:
         unexpected = [n for n in present if n not in self.names and n not in keep]
         if unexpected:
             problems.append(
-                f"{counted('unexpected column', unexpected)}; pass keep=[...] (CLI --keep) "
-                "to copy them to the output, or drop them"
+                f"{counted('unexpected column', unexpected)}{_did_you_mean(unexpected, missing)}; pass keep=[...] "
+                "(CLI --keep) to copy them to the output, or drop them"
             )
         if problems:
             raise SchemaError("; ".join(problems))
@@ -294,6 +302,37 @@ class Schema:
         if twice:
             raise SchemaError(f"{counted('column', twice)} appear more than once")
         return cls(tuple(columns))
+
+
+def _did_you_mean(unexpected: Sequence[str], missing: Sequence[str]) -> str:
+    """' (did you mean 'sqft'?)' for an unexpected column that is a missing one in another case or misspelt
+    (difflib); several: "(did you mean 'sqft' for 'SQFT', 'alcohol' for 'alchol'?)"; '' when none is close."""
+    pairs = _close_pairs(unexpected, missing)
+    if not pairs:
+        return ""
+    if len(unexpected) == 1:
+        return f" (did you mean {shown(pairs[0][1])}?)"
+    listed = [f"{shown(right)} for {shown(wrong)}" for wrong, right in pairs[:MAX_HINTS]]
+    more = f", … {len(pairs) - MAX_HINTS:,} more" if len(pairs) > MAX_HINTS else ""
+    return f" (did you mean {', '.join(listed)}{more}?)"
+
+
+def _close_pairs(unexpected: Sequence[str], missing: Sequence[str]) -> list[tuple[str, str]]:
+    """(unexpected, missing) pairs of names equal but for case, then close by difflib; each missing name used once.
+
+    Bounded for hostile inputs: names past MAX_VALUE characters are not compared, nor pairs past MAX_HINT_PAIRS.
+    """
+    by_lower = {m.lower(): m for m in missing if len(m) <= MAX_VALUE}
+    names = [u for u in unexpected if len(u) <= MAX_VALUE]
+    pairs = [(u, by_lower.pop(u.lower())) for u in names if u.lower() in by_lower]
+    paired = {u for u, _ in pairs}
+    rest = [u for u in names if u not in paired][: MAX_HINT_PAIRS // max(1, len(by_lower))]
+    for name in rest:
+        close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.8) if by_lower else []
+        if close:
+            pairs.append((name, by_lower.pop(close[0])))
+    order = {u: i for i, u in enumerate(unexpected)}
+    return sorted(pairs, key=lambda pair: order[pair[0]])
 
 
 def _checked(typed: pa.Table, row_check: RowCheck, problems: RowProblems, positions: np.ndarray) -> pa.Table:
@@ -365,7 +404,8 @@ def _feature_column(col: pa.ChunkedArray, name: str, nullable: bool, free_text: 
     stats = _stats(found[0], dtype)
     if free_text and stats is not None:
         stats = replace(stats, categories=None, category_counts=None)
-    column = Column(name, dtype, shape, nullable, "feature", stats)
+    infinite = pa.types.is_floating(found[0].type) and bool(pc.any(pc.is_inf(found[0])).as_py())
+    column = Column(name, dtype, shape, nullable, "feature", stats, infinite)
     if not nullable:
         hint = " in the training data; list it in nullable=[...]"
         check_nulls(name, found, RowProblems(collect=False), hint)
@@ -392,6 +432,7 @@ def _check_column(d: Any) -> None:
     _expect(isinstance(shape, list) and all(_is_count(s) and s >= 1 for s in shape), "shape",
             "a list of sizes >= 1", shape)
     _expect(isinstance(d.get("nullable", False), bool), "nullable", "true or false", d.get("nullable"))
+    _expect(isinstance(d.get("infinite", False), bool), "infinite", "true or false", d.get("infinite"))
     _expect(d.get("stats") is None or isinstance(d["stats"], Mapping), "stats", "an object or null", d.get("stats"))
 
 

@@ -1,4 +1,5 @@
-"""Tables: every table-like way in (records, pandas, dicts of columns, Arrow and its producers) as a pa.Table.
+"""Tables: every table-like way in (records, one record, pandas, dicts of columns, numpy arrays, Arrow and its
+producers) as a pa.Table.
 
 Reading is where a column of mixed Python values fails, so the message is worded here: it names the
 column, the first odd value and its row (and the expected dtype, when the schema knows it).
@@ -6,6 +7,8 @@ column, the first odd value and its row (and the expected dtype, when the schema
 
 from __future__ import annotations
 
+import datetime
+import decimal
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,25 +16,35 @@ import numpy as np
 import pyarrow as pa
 
 from torchpredict.errors import SchemaError
-from torchpredict.messages import shown
+from torchpredict.messages import quoted, shown
 
-__all__ = ["as_table"]
+__all__ = ["as_table", "is_record"]
+
+_SCALARS = (str, bytes, bool, int, float, np.generic, pa.Scalar, datetime.date, datetime.time, datetime.timedelta,
+            decimal.Decimal)
 
 
 def as_table(data: Any, *, expected: Mapping[str, str] | None = None) -> pa.Table:
-    """Turn a pyarrow Table/RecordBatch, pandas DataFrame, dict of columns or list of records into a Table.
+    """Turn a pyarrow Table/RecordBatch, pandas DataFrame, dict of columns, one record (a dict of scalars),
+    list of records or numpy array (structured, or 2-D with the columns of `expected` in order) into a Table.
 
-    expected: column -> dtype; it only words the error for a column of mixed Python values
-    (`Schema.validate` passes its features' dtypes).
+    expected: column -> dtype, in the schema's feature order (`Schema.validate` passes its features): it names
+    the columns of a plain 2-D array, and words the error for a column of mixed Python values.
 
     >>> as_table([{"a": 1}, {"a": 2}]).num_rows
     2
+    >>> as_table({"a": 1.5, "b": "x"}).to_pylist()
+    [{'a': 1.5, 'b': 'x'}]
     """
     expected = {} if expected is None else expected
     if isinstance(data, pa.Table):
         return data
     if isinstance(data, pa.RecordBatch):
         return pa.Table.from_batches([data])
+    if isinstance(data, np.ndarray):
+        data = _numpy_columns(data, list(expected))
+    elif is_record(data):
+        data = [data]
     try:
         if type(data).__module__.startswith("pandas"):
             return _from_pandas(data, expected)
@@ -45,8 +58,33 @@ def as_table(data: Any, *, expected: Mapping[str, str] | None = None) -> pa.Tabl
         raise SchemaError(f"cannot read the input as a table: {exc}") from None
     raise SchemaError(
         f"cannot read input of type {type(data).__name__}; pass a pyarrow Table, pandas DataFrame, "
-        "dict of columns or list of records"
+        "dict of columns, one record (a dict of values), a list of records or a numpy array"
     )
+
+
+def is_record(data: Any) -> bool:
+    """A dict whose values are all scalars is one record ({"age": 31.0}); a dict of lists is columns."""
+    return isinstance(data, Mapping) and bool(data) and all(
+        v is None or isinstance(v, _SCALARS) or (isinstance(v, np.ndarray) and v.ndim == 0) for v in data.values())
+
+
+def _numpy_columns(array: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+    """A structured array's fields, or the columns of a 2-D array (a 1-D one: one column) named by `names`,
+    as the CLI reads a plain .npy file."""
+    if array.dtype.names:
+        return {name: array[name] for name in array.dtype.names}
+    width = 1 if array.ndim == 1 else array.shape[1] if array.ndim == 2 else None
+    if width is not None and names and width == len(names):
+        return {names[0]: array} if array.ndim == 1 else {name: array[:, j] for j, name in enumerate(names)}
+    fix = "pass a 2-D array with one column per model feature, in schema order, or a structured array"
+    if not names:
+        raise SchemaError(f"a plain numpy array of shape {array.shape} has no column names; {fix}, or a dict of "
+                          "columns")
+    if width is None:
+        raise SchemaError(f"a numpy array of shape {array.shape} is not a table of rows; {fix}")
+    one_row = "; one row of features is array.reshape(1, -1)" if array.ndim == 1 else ""
+    raise SchemaError(f"a numpy array of shape {array.shape} has {width} column(s), the model takes "
+                      f"{len(names)} ({quoted(names)}); {fix}{one_row}")
 
 
 def _from_pandas(df: Any, expected: Mapping[str, str]) -> pa.Table:

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from torchpredict.errors import SchemaError
 from torchpredict.messages import shown
-from torchpredict.tables import _group, _kind, as_table
+from torchpredict.tables import _group, _kind, as_table, is_record
 
 if TYPE_CHECKING:
     from torchpredict.schema import Column
@@ -186,6 +186,8 @@ def _read_mixed(data: Any, columns: Mapping[str, Column], problems: RowProblems)
 
 
 def _python_columns(data: Any) -> dict[str, Any] | None:
+    if is_record(data):
+        data = [data]
     if type(data).__module__.startswith("pandas") and hasattr(data, "columns"):
         return {str(name): data[name] for name in data.columns}
     if isinstance(data, Mapping):
@@ -317,6 +319,8 @@ def check_column(column: Column, col: pa.ChunkedArray, problems: RowProblems, *,
     """
     found = leaves(decoded(col), column.shape, _shape_check(column, problems))
     _check_dtype(column, found, problems, text)
+    if column.dtype.startswith("float") and not column.infinite:
+        _check_finite(column, found, problems)
     if not column.nullable:
         check_nulls(column.name, found, problems, "; the column is not nullable")
     return found
@@ -360,6 +364,34 @@ def _check_dtype(column: Column, found: Leaves, problems: RowProblems, text: boo
     problems.add(bad_rows, reasons, lambda: f"{reasons(bad_rows[:1])[0]} at row {bad_rows[0]}")
 
 
+def _check_finite(column: Column, found: Leaves, problems: RowProblems) -> None:
+    """inf and -inf, where training had none, are bad values: a row holding one is refused like a null in a
+    column that is not nullable (fitting a numeric step on them is an error too, so training rarely has them)."""
+    values, rows, _ = found
+    bad_rows, at = _first_per_row(np.flatnonzero(_infinite(values)), rows)
+
+    def reasons(some: np.ndarray) -> list[str]:
+        got = values.take(at[np.searchsorted(bad_rows, some)]).to_pylist()
+        return [f"column {shown(column.name)}: expected a finite number, got {_spelled(v)}" for v in got]
+
+    problems.add(bad_rows, reasons, lambda: f"{reasons(bad_rows[:1])[0]} at row {bad_rows[0]}")
+
+
+def _infinite(values: pa.ChunkedArray) -> np.ndarray:
+    """Where values are inf or -inf: floats, or the strings a text file spells them with."""
+    if pa.types.is_floating(values.type):
+        return as_mask(pc.is_inf(values))
+    if dtype_name(values.type) == "string":
+        return as_mask(pc.match_substring_regex(values, _INF_TEXT))
+    return np.zeros(len(values), dtype=bool)
+
+
+def _spelled(value: Any) -> str:
+    """inf, -inf (a float's repr), or a string as the file spelled it: 'Infinity'."""
+    return repr(value) if isinstance(value, float) else shown(value)
+
+
+_INF_TEXT = r"^[+-]?[iI][nN][fF]([iI][nN][iI][tT][yY])?$"
 _FLOAT_TEXT = r"^[+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[iI][nN][fF]([iI][nN][iI][tT][yY])?|[nN][aA][nN])$"
 _INT_TEXT = r"^[+-]?\d+$"
 
