@@ -15,7 +15,7 @@ from hostile import add_raw_member, copy_bundle, deflated_zeros, edit_json, reha
 from torchpredict import archive
 from torchpredict.archive import MAX_JSON_DEPTH, copy_exactly, load_bounded_json, opened
 from torchpredict.errors import BundleError
-from torchpredict.manifest import read_json, read_manifest, relative_files
+from torchpredict.manifest import read_json, read_manifest, relative_files, write_json
 
 WINE = Path(__file__).parent / "data" / "wine-v1" / "wine.tpk"
 
@@ -192,3 +192,26 @@ def test_a_deep_manifest_is_a_bundle_error(tmp_path):
         read_manifest(bundle)
     with pytest.raises(BundleError, match=r"': manifest\.json nests deeper than 64 levels$"):
         read_manifest(zip_folder(bundle, tmp_path / "wine.zip"))
+
+
+def test_a_failing_json_write_leaves_the_old_file_whole_and_no_temporary_file(tmp_path, monkeypatch):
+    """Bundle JSON goes to a temporary file first: a failing encode or a crash before the rename keeps the old
+    manifest as it was, instead of the half-written one a plain write_text leaves."""
+    path = tmp_path / "manifest.json"
+    write_json(path, {"version": 1})
+    before = path.read_bytes()
+    with pytest.raises(TypeError):
+        write_json(path, {"version": 2, "bad": object()})  # JSON cannot encode it
+    assert path.read_bytes() == before
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("torchpredict.manifest.os.replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        write_json(path, {"version": 3})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
+    monkeypatch.undo()
+    write_json(path, {"version": 4})
+    assert json.loads(path.read_text()) == {"version": 4}

@@ -363,3 +363,31 @@ def test_importing_the_cli_sets_up_no_logging():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    (["--threads", "-1"], "--threads must be >= 1, got -1"),
+    (["--part-rows", "0", "-o", "out/"], "--part-rows must be >= 1, got 0"),
+    (["--format", "xls"], "--format must be one of csv, tsv, parquet, jsonl, npy, got 'xls'"),
+    (["--output-format", "xlsx"], "--output-format must be one of csv, tsv, parquet, jsonl, npy, got 'xlsx'"),
+    (["--columns", ","], "--columns must name at least one prediction column"),
+    (["--device", "cuda:x"], "device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got 'cuda:x'"),
+    (["--resume", "-o", "out.csv"], "--resume needs a folder output (-o out/), whose parts are committed one by one"),
+])
+def test_bad_predict_options_are_one_line_before_the_bundle_loads(tmp_path, option, message):
+    """The bundle does not exist: the option's own line shows that it was checked first, not after a load."""
+    result = run_cli("predict", tmp_path / "nope.tpk", tmp_path / "in.csv", *option, cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (2, f"error: {message}\n")
+
+
+def test_bad_verify_device_and_pack_factory_kwargs_are_one_line(tmp_path):
+    result = run_cli("verify", tmp_path / "nope.tpk", "--device", "tpu")
+    assert (result.returncode, result.stderr) == (2, "error: device must be 'auto', 'cpu', 'cuda', 'cuda:N' or "
+                                                     "'mps', got 'tpu'\n")
+    for kwargs, why in (("{bad", "--factory-kwargs must be a JSON object: Expecting property name"),
+                        ("[1]", "--factory-kwargs must be a JSON object, got '[1]'")):
+        result = run_cli("pack", tmp_path / "x.pt", "-o", tmp_path / "b.tpk", "--train", tmp_path / "t.csv",
+                         "--factory-kwargs", kwargs)
+        assert result.returncode == 2 and result.stderr.startswith(f"error: {why}"), result.stderr
+        assert result.stderr.count("\n") == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import doctest
 
 from torchpredict import messages
-from torchpredict.messages import MAX_LINE, MAX_NAMES, MAX_VALUE, counted, one_line, quoted, shown
+from torchpredict.messages import MAX_LINE, MAX_NAMES, MAX_VALUE, counted, first_line, one_line, quoted, shown
 
 
 def test_the_examples_in_the_docstrings_hold():
@@ -40,3 +40,10 @@ def test_one_line_joins_lines_escapes_control_characters_and_cuts_at_the_limit()
     cut = one_line("x" * 90_000)
     assert cut == "x" * MAX_LINE + "… (cut at 500 of 90,000 chars)"
     assert one_line("x" * MAX_LINE) == "x" * MAX_LINE
+
+
+def test_first_line_is_the_one_line_every_error_quotes():
+    assert first_line(ValueError("bad value\n  Traceback (most recent call last):\n  ...")) == "bad value"
+    assert first_line(OSError("\n  disk   full \x1b[2J\nmore"), with_type=True) == r"OSError: disk full \x1b[2J"
+    assert first_line(KeyError()) == "KeyError"
+    assert first_line(RuntimeError("x" * 1000), limit=10) == "xxxxxxxxxx… (cut at 10 of 1,000 chars)"

@@ -401,3 +401,50 @@ def test_rows_whose_score_is_not_finite_join_the_rejected_rows_and_every_row_is_
     assert "column 'hue'" in refused.column("reason")[1].as_py()
     predicted = pa.concat_tables(read_table(part) for part in sorted((tmp_path / "out").glob("part-*.parquet")))
     assert predicted.num_rows == 16 and predicted.column("cultivar").null_count == 0
+
+
+class _MeanId(torch.nn.Module):
+    """A score from the token ids alone: enough for a bundle whose input is encoded text."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return ids.float().mean(dim=1, keepdim=True)
+
+
+def test_text_counts_survive_a_folder_of_parts_and_its_resumption(tmp_path):
+    """Truncated texts and unknown tokens are counted per part, stored in the part's marker and added up at
+    the end, so that a folder output (resumed or not) reports what one file does."""
+    from torchpredict.preprocessing import TextEncode
+
+    train = pa.table({"s": ["ab", "ba", "aab"]})
+    preprocessor = Preprocessor([TextEncode(["s"], max_length=4)], inputs={"ids": ["s"]}).fit(train)
+    head = Regression("score").fit(np.array([1.0, 2.0, 3.0]))
+    bundle = save(tmp_path / "text.tpk", _MeanId(), preprocessor=preprocessor, heads=head, examples=train)
+    predictor = load(bundle, device="cpu")
+    texts = ["ab", "abz", "abababab", "zz", "a", "bbbbbbbbz", "q"]  # 2 truncated, 5 unknown tokens, in 3 parts
+    write_table(pa.table({"s": texts}), tmp_path / "in.csv")
+    whole = predict_file(predictor, tmp_path / "in.csv", tmp_path / "out.csv")
+    assert whole.text and whole.text.truncated == {"s": 2}
+    parts = predict_file(predictor, tmp_path / "in.csv", f"{tmp_path}/parts/", part_rows=3)
+    assert len(list((tmp_path / "parts").glob("part-*.parquet"))) == 3
+    assert (parts.text, parts.text.summary()) == (whole.text, whole.text.summary())
+    (tmp_path / "parts" / ".torchpredict" / "part-00002.json").unlink()  # as if killed before the last commit
+    resumed = predict_file(predictor, tmp_path / "in.csv", f"{tmp_path}/parts/", part_rows=3, resume=True)
+    assert (resumed.rows_in, resumed.text) == (whole.rows_in, whole.text)
+
+
+def test_a_chunk_without_valid_rows_goes_through_the_stages_not_back_into_predict(predictor, patients, tmp_path,
+                                                                                 monkeypatch, needs_rejects):
+    ages = patients.column("age").to_pylist()
+    table = patients.set_column(patients.column_names.index("age"), "age",
+                                pa.array([None] * 10 + ages[10:], pa.float64()))
+    write_table(table, tmp_path / "in.parquet")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the pipeline called predictor.predict")
+
+    monkeypatch.setattr(predictor, "predict", refuse)
+    stats = predict_file(predictor, tmp_path / "in.parquet", tmp_path / "out.parquet", rejects=tmp_path / "bad.csv",
+                         batch_rows=10, keep=["id"])
+    monkeypatch.undo()
+    assert (stats.rows_in, stats.rows_rejected) == (442, 10)
+    _same(pq.read_table(tmp_path / "out.parquet"), predictor.predict(patients.slice(10), keep=["id"]))

@@ -11,7 +11,7 @@ from torchpredict.bundle import load, save
 from torchpredict.classification import MulticlassClassification
 from torchpredict.errors import OutOfRangeWarning, SchemaError
 from torchpredict.interpretation import Regression
-from torchpredict.predictor import RunStats
+from torchpredict.predictor import Predictor, RunStats
 
 
 class TwoHeads(torch.nn.Module):
@@ -178,7 +178,7 @@ def test_run_stats_keep_the_counts_the_cli_reads(wine, wine_bundle):
     stats = RunStats()
     list(load(wine_bundle, device="cpu").predict_batches([rows], stats=stats))
     assert stats.rows_in == stats.rows_predicted == len(rows) and stats.rows_rejected == 0
-    assert stats.drift.outside_training() == {"alcohol": 2}
+    assert stats.drift.drifted == ["alcohol"] and stats.drift.columns["alcohol"].out_of_range == 2
     assert stats.describe() == [f"{len(rows)} rows predicted", stats.drift.summary()]
 
 
@@ -211,3 +211,42 @@ def test_predict_file_streams_a_file_into_predictions(wine, wine_bundle, tmp_pat
     written = read_table(output)
     assert written.column("id").to_pylist() == list(range(wine["new"].num_rows))
     assert written.column("cultivar").to_pylist() == predictor.predict(wine["new"]).column("cultivar").to_pylist()
+
+
+# -- the stages ----------------------------------------------------------------------------------
+
+
+def test_predict_is_the_public_stages_in_order(wine, wine_bundle):
+    predictor = load(wine_bundle, device="cpu", batch_size=16)
+    validated = predictor.validate(wine["new"])
+    inputs = predictor.preprocess(validated)
+    batches = list(predictor.infer(inputs))
+    assert [len(b.raw) for b in batches] == [16, 16, wine["new"].num_rows - 32]
+    columns = {name: pa.concat_arrays([predictor.interpret(b)[name] for b in batches])
+               for name in predictor.prediction_columns}
+    assembled = predictor.assemble(validated, columns)
+    assert assembled.refused is None
+    assert pa.Table.from_batches([assembled.batch]).equals(predictor.predict(wine["new"]))
+
+
+def test_assemble_selects_prediction_columns_in_the_order_asked(wine, wine_bundle):
+    predictor = load(wine_bundle, device="cpu")
+    validated = predictor.validate(wine["new"].slice(0, 3))
+    [batch] = predictor.infer(predictor.preprocess(validated))
+    picked = list(reversed(predictor.prediction_columns))[:2]
+    assert predictor.assemble(validated, predictor.interpret(batch), select=picked).batch.schema.names == picked
+    empty = predictor.assemble(predictor.validate(wine["new"].slice(0, 0)), {}, select=picked).batch
+    assert empty.num_rows == 0 and empty.schema.names == picked
+
+
+def test_verify_runs_the_infer_stage_and_checks_the_model_inputs(wine_bundle):
+    import copy
+
+    predictor = load(wine_bundle, device="cpu", batch_size=1)
+    assert predictor.verify().passed  # one batch of all golden rows, whatever the batch size
+    entry = copy.deepcopy(predictor.model_entry)
+    entry["inputs"][0]["shape"] = [99]
+    broken = Predictor(model=predictor.model, preprocessor=predictor.preprocessor, heads=predictor.heads,
+                       model_entry=entry, device=predictor.device, golden=predictor.golden)
+    with pytest.raises(SchemaError, match=r"expected shape \[\*, 99\]"):
+        broken.verify()

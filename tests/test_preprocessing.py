@@ -529,7 +529,8 @@ def test_check_rows_reports_categories_an_encoder_refuses_in_columns_as_they_arr
     table = pa.table({"age": [34.0, 99.0], "visits": pa.array([1, 2], pa.int64()), "city": ["rome", "oslo"],
                       "plan": pa.array([2, 9], pa.int32())})
     reports = []
-    pre.check_rows(table, lambda rows, reasons, message: reports.append((rows.tolist(), reasons(rows), message())))
+    pre.check_rows(table, lambda rows, reasons, message: reports.append(
+        (rows.tolist(), reasons(rows), message(int(rows[0])))))
     assert reports == [
         ([0], ["column 'city': unknown category 'rome'"],
          "column 'city': unknown category 'rome' at row 0 (1 row(s) unknown); known categories: 'lima', 'oslo', "
@@ -588,7 +589,8 @@ def test_check_rows_follows_a_copy_and_names_the_column_copied() -> None:
     table = pa.table({"age": [1.0] * 4, "visits": pa.array([1] * 4, pa.int64()),
                       "city": [None, "rome", "oslo", "nice"], "plan": pa.array([1] * 4, pa.int32())})
     reports = []
-    pre.check_rows(table, lambda rows, reasons, message: reports.append((rows.tolist(), reasons(rows), message())))
+    pre.check_rows(table, lambda rows, reasons, message: reports.append(
+        (rows.tolist(), reasons(rows), message(int(rows[0])))))
     assert [(rows, reasons) for rows, reasons, _ in reports] == [
         ([1, 3], ["column 'city': unknown category 'rome'", "column 'city': unknown category 'nice'"])]
     assert reports[0][2].startswith("column 'city': unknown category 'rome' at row 1 (2 row(s) unknown)")

@@ -18,6 +18,7 @@ from torchpredict.bundle import PREPROCESSING_FILE
 from torchpredict.errors import PreprocessingError
 from torchpredict.manifest import load_json, write_json
 from torchpredict.preprocessing import Preprocessor, Step
+from torchpredict.rebatching import Rebatcher
 
 PROPERTIES = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -94,3 +95,41 @@ def test_preprocessors_transform_rows_like_tables_and_come_back_from_a_bundle_fi
     for name, values in batch.items():
         assert again[name].dtype == values.dtype and again[name].tobytes() == values.tobytes()
         assert np.concatenate([r[name] for r in rows]).tobytes() == values.tobytes()
+
+
+# -- the re-batcher -------------------------------------------------------------------------------
+
+
+@PROPERTIES
+@given(sizes=st.lists(st.integers(0, 20), max_size=8), batch_size=st.integers(1, 16), data=st.data())
+def test_rebatched_sources_get_what_one_at_a_time_gives_in_batches_cut_as_over_all_rows(
+    sizes: list[int], batch_size: int, data: st.DataObject
+) -> None:
+    """Batched equals one-at-a-time: any split of rows into sources, any batch_size, any flush points."""
+    flushes = data.draw(st.lists(st.booleans(), min_size=len(sizes), max_size=len(sizes)))
+    batches: list[np.ndarray] = []
+
+    def run(inputs: dict[str, np.ndarray]) -> dict[str, object]:
+        batches.append(inputs["x"].copy())
+        return {"y": inputs["x"] * 3.0 + 1.0, "row": pa.array(inputs["x"].astype(np.int64))}
+
+    rebatcher: Rebatcher[int] = Rebatcher(batch_size, run)
+    done, start, segments, segment = [], 0, [], 0
+    for key, (size, flush) in enumerate(zip(sizes, flushes, strict=True)):
+        done += rebatcher.add(key, {"x": np.arange(start, start + size, dtype=np.float64)} if size else {})
+        start, segment = start + size, segment + size
+        if flush:
+            done += rebatcher.flush()
+            segments, segment = [*segments, segment], 0
+    done += rebatcher.flush()
+    segments.append(segment)
+    assert [key for key, _ in done] == list(range(len(sizes)))
+    start = 0
+    for (_, outputs), size in zip(done, sizes, strict=True):
+        own = np.arange(start, start + size, dtype=np.float64)
+        assert outputs == {} if not size else (outputs["y"].tolist() == [v * 3.0 + 1.0 for v in own]
+                                              and outputs["row"].to_pylist() == own.astype(int).tolist())
+        start += size
+    expected = [min(batch_size, n - s) for n in segments for s in range(0, n, batch_size)]
+    assert [len(b) for b in batches] == expected  # exactly batch_size, short only where a flush cut
+    assert np.concatenate(batches or [np.zeros(0)]).tolist() == list(range(sum(sizes)))

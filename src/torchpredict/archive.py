@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from torchpredict.errors import BundleError
 
@@ -137,7 +137,7 @@ def _copy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, path: Path) 
         copy_exactly(source, sink, info.file_size, f"bundle '{path}': member '{info.filename}'")
 
 
-def copy_exactly(source: BinaryIO, sink: BinaryIO, declared: int, what: str) -> None:
+def copy_exactly(source: IO[bytes], sink: IO[bytes], declared: int, what: str) -> None:
     """Copy the `declared` bytes of source to sink in blocks; a BundleError naming `what` as soon as more
     come, or if fewer do."""
     written = 0

@@ -78,7 +78,7 @@ class Bucketize(Step):
         single = isinstance(n_bins, (Integral, float, str))
         counts = [n_bins] if single else list(n_bins)  # type: ignore[arg-type]
         per_column = not single and len(counts) == len(self.columns)
-        valid = all(isinstance(n, Integral) and not isinstance(n, bool) and n >= 2 for n in counts)
+        valid = all(isinstance(n, Integral) and not isinstance(n, bool) and int(n) >= 2 for n in counts)
         if not (valid and (per_column or isinstance(n_bins, Integral))):
             raise PreprocessingError(
                 f"Bucketize n_bins must be an int >= 2 or one such int for each of the {len(self.columns)} "
@@ -108,7 +108,7 @@ class Bucketize(Step):
         return self
 
     def _learn(self, frame: pa.Table, name: str, n_bins: int) -> tuple[float, ...]:
-        x = self._numbers(frame, name)
+        x = self.column_numbers(frame, name)
         refuse_rows(self, name, x, np.isnan(x), "expected a number", f"add Impute([{name!r}]) before Bucketize")
         x = fit_values(self, frame, name)
         low, high = float(x.min()), float(x.max())
@@ -132,7 +132,7 @@ class Bucketize(Step):
         self._check_fitted()
         blocks = {}
         for name, edges in zip(self.columns, self.bin_edges_, strict=True):
-            x = self._numbers(frame, name)
+            x = self.column_numbers(frame, name)
             refuse_rows(self, name, x, np.isnan(x), "expected a number", f"add Impute([{name!r}]) before Bucketize")
             index = np.searchsorted(np.asarray(edges[1:-1]), x, side="right")
             if self.params["encode"] == "ordinal":

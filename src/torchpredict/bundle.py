@@ -28,7 +28,7 @@ from torchpredict.errors import BundleError, TorchPredictError
 from torchpredict.factories import trust_hint
 from torchpredict.golden import GoldenExamples
 from torchpredict.inference import to_tensors
-from torchpredict.interpretation import ModelBatch, head_from_dict
+from torchpredict.interpretation import head_from_dict
 from torchpredict.manifest import (
     MANIFEST_FILE,
     Manifest,
@@ -40,7 +40,7 @@ from torchpredict.manifest import (
     write_json,
     write_manifest,
 )
-from torchpredict.predictor import DEFAULT_BATCH_SIZE, Predictor
+from torchpredict.predictor import CPU, DEFAULT_BATCH_SIZE, Predictor, read_heads, run_batch
 from torchpredict.preprocessing import Preprocessor
 from torchpredict.sequences import Call
 from torchpredict.storage import load_model, store_model
@@ -89,7 +89,8 @@ def save(path: str | Path, model: torch.nn.Module, *, preprocessor: Preprocessor
         _publish(staging, path, overwrite)
     if manifest.model["format"] == "weights":
         warnings.warn(f"bundle '{path}' stores {manifest.model['file']} + factory {factory!r}: loading it imports "
-                      f"and runs that factory's module, so the loading side must {trust_hint(factory)}", stacklevel=2)
+                      f"and runs that factory's module, so the loading side must {trust_hint(str(factory))}",
+                      stacklevel=2)
     return path
 
 
@@ -113,17 +114,15 @@ def _cpu_eval(model: torch.nn.Module) -> torch.nn.Module:
 
 def _write_contents(staging: Path, model: torch.nn.Module, preprocessor: Preprocessor, heads: list,
                     golden_inputs: pa.Table, options: dict[str, Any]) -> Manifest:
-    tensors = to_tensors(preprocessor.transform(golden_inputs), torch.device("cpu"))
-    call = Call.plan(model, heads, tensors)
-    raw = call.run(model, tensors, heads)
-    predictions: dict[str, pa.Array] = {}
-    for head in heads:  # a head that cannot read the model's output fails now, not on the first request
-        predictions.update(head.read(ModelBatch(raw, tensors)))
-    example_inputs, dynamic = call.example_inputs(tensors, heads)
+    inputs = preprocessor.transform(golden_inputs)
+    call = Call.plan(model, heads, to_tensors(inputs, CPU))
+    batch = run_batch(call, model, heads, inputs, CPU)  # the infer and interpret stages of every Predictor:
+    predictions = read_heads(heads, batch)  # a head that cannot read the output fails now, not on a request
+    example_inputs, dynamic = call.example_inputs(batch.inputs, heads)
     entry = store_model(model, example_inputs, staging, factory=options["factory"],
                         factory_kwargs=options["factory_kwargs"], method=options["storage"], dynamic=dynamic,
                         call=call.to_dict())
-    examples_entry = GoldenExamples.record(golden_inputs, raw, predictions).write(staging)
+    examples_entry = GoldenExamples.record(golden_inputs, batch.raw, predictions).write(staging)
     write_json(staging / SCHEMA_FILE, preprocessor.schema_.to_dict())
     write_json(staging / PREPROCESSING_FILE, preprocessor.to_dict())
     return Manifest(name=options["name"], model_version=options["model_version"],

@@ -126,13 +126,11 @@ class _Encoder(Step):
             raise PreprocessingError(_unknown_message(values, rows, name, list(index), when, self.fix, int(rows[0])))
         return indices
 
-    def report_unknown(self, frame: pa.Table, names: Sequence[str], report: RowReport,
-                       row_numbers: np.ndarray | None = None) -> None:
+    def report_unknown(self, frame: pa.Table, names: Sequence[str], report: RowReport) -> None:
         """Report the rows of columns `names` holding a category transform would refuse (handle_unknown='error').
 
         Validation calls this, so that such rows are rejected (or named by their input row number) like any
-        other bad value, instead of transform failing the whole batch. row_numbers: the row number of each
-        row of frame, where frame is a selection of the rows reported on (default: their positions).
+        other bad value, instead of transform failing the whole batch (the report names the row).
         """
         if self.params["handle_unknown"] != "error":
             return
@@ -142,8 +140,7 @@ class _Encoder(Step):
             known = pc.is_in(values.cast(pa.string()), value_set=plan.known, skip_nulls=False)
             rows = np.flatnonzero(~known.to_numpy(zero_copy_only=False))
             if len(rows):
-                shown = int(rows[0] if row_numbers is None else row_numbers[rows[0]])
-                report(rows, *_unknown_wording(values, rows, name, list(plan.index), self.fix, shown))
+                report(rows, *_unknown_wording(values, rows, name, list(plan.index), self.fix))
 
     def _plans(self) -> tuple[_Plan, ...]:
         """Per column lookup tables, built from the fitted state once and reused on every batch."""
@@ -214,10 +211,6 @@ class OneHot(_Encoder):
             onehot[positions[rows], rows] = 1.0
             blocks[name] = {n: pa.array(onehot[j]) for j, n in enumerate(plan.names)}
         return _replaced(frame, blocks)
-
-    def output_names(self, name: str) -> tuple[str, ...]:
-        """The columns that replace input column `name`, in order."""
-        return self._plans()[self.columns.index(name)].names
 
     def _plan(self, i: int, name: str) -> _Plan:
         categories, rare = self.categories_[i], self._rare(i)
@@ -311,7 +304,10 @@ class IndexEncode(_Encoder):
                          encoded_missing_value=encoded_missing_value)
 
     def fit(self, frame: pa.Table) -> IndexEncode:
-        categories, infrequent = self._learn(frame)
+        return self.set_categories(*self._learn(frame))
+
+    def set_categories(self, categories: tuple[Categories, ...], infrequent: tuple[Categories, ...]) -> IndexEncode:
+        """Take learned categories (from fit, or copied from a fitted scikit-learn encoder) and the codes they need."""
         self.cardinality_ = tuple(
             self._cardinality(name, c, set(r)) for name, c, r in zip(self.columns, categories, infrequent, strict=True)
         )
@@ -534,13 +530,14 @@ def _unknown_message(values: pa.ChunkedArray, rows: np.ndarray, name: str, categ
 
 
 def _unknown_wording(values: pa.ChunkedArray, rows: np.ndarray, name: str, categories: list[Category],
-                     fix: str, shown_row: int) -> tuple[Callable[[np.ndarray], list[str]], Callable[[], str]]:
-    """Validation's wording of rows holding unknown categories: a reason per row, and the error message."""
+                     fix: str) -> tuple[Callable[[np.ndarray], list[str]], Callable[[int], str]]:
+    """Validation's wording of rows holding unknown categories: a reason per row, and the error message given
+    the input row number of the first."""
 
     def reasons(some: np.ndarray) -> list[str]:
         return [f"column {name!r}: unknown category {_category_text(values[int(r)].as_py())}" for r in some]
 
-    return reasons, lambda: _unknown_message(values, rows, name, categories, "", fix, shown_row)
+    return reasons, lambda row: _unknown_message(values, rows, name, categories, "", fix, row)
 
 
 def _category_text(value: Any) -> str:

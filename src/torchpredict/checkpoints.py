@@ -20,10 +20,11 @@ import torch
 from torch import nn
 
 from torchpredict.errors import ModelLoadError
-from torchpredict.factories import build_model, error_summary
+from torchpredict.factories import build_model
+from torchpredict.messages import first_line
 from torchpredict.sources import Source, load_source
 
-__all__ = ["error_summary", "load_checkpoint", "load_state"]
+__all__ = ["load_checkpoint", "load_state"]
 
 _STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict")
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -150,7 +151,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         return safetensors.torch.load_file(path, device="cpu")
     except Exception as exc:
         raise ModelLoadError(
-            f"checkpoint '{path}' is not a readable safetensors file: {error_summary(exc)}"
+            f"checkpoint '{path}' is not a readable safetensors file: {first_line(exc, with_type=True)}"
         ) from exc
 
 
@@ -170,7 +171,7 @@ def _read_torchscript(path: Path) -> nn.Module:
         return torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         raise ModelLoadError(
-            f"checkpoint '{path}' is not a readable TorchScript archive: {error_summary(exc)}"
+            f"checkpoint '{path}' is not a readable TorchScript archive: {first_line(exc, with_type=True)}"
         ) from exc
 
 
@@ -190,7 +191,7 @@ def _read_torch_save(path: Path, *, trust_pickle: bool, source: str | Path | Non
 
 def _unreadable(path: Path, exc: BaseException) -> ModelLoadError:
     return ModelLoadError(
-        f"checkpoint '{path}' is not a readable PyTorch checkpoint (corrupt?): {error_summary(exc)}"
+        f"checkpoint '{path}' is not a readable PyTorch checkpoint (corrupt?): {first_line(exc, with_type=True)}"
     )
 
 
@@ -228,7 +229,7 @@ def _read_trusted(path: Path, source: str | Path | None) -> Any:
             "install it or put its directory on PYTHONPATH, or save model.state_dict() instead"
         ) from exc
     except Exception as exc:
-        raise ModelLoadError(f"checkpoint '{path}' could not be unpickled: {error_summary(exc)}") from exc
+        raise ModelLoadError(f"checkpoint '{path}' could not be unpickled: {first_line(exc, with_type=True)}") from exc
 
 
 def _main_redirecting_pickle(path: Path, script: Source | None) -> types.ModuleType:

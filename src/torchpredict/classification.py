@@ -15,16 +15,16 @@ import pyarrow.compute as pc
 import torch
 
 from torchpredict.errors import PreprocessingError
-from torchpredict.interpretation import (
+from torchpredict.head_base import (
     Head,
-    _bad_shape,
-    _check_bool,
-    _check_output,
-    _check_target,
-    _column,
-    _is_table,
+    check_bool,
+    check_output,
+    check_target,
+    is_table,
     per_row,
     register_head,
+    shape_error,
+    target_column,
 )
 from torchpredict.labels import Labels, check_labels, encode_labels, label_array, take_labels
 from torchpredict.outputs import Output, as_tensor
@@ -45,18 +45,18 @@ class _Classifier(Head):
         """The labels in model-output order: fitted, else given, else the default."""
         labels = self.labels_ or self.labels or self._default_labels
         if labels is None:
-            raise PreprocessingError(f"{self._describe()} has no labels; pass labels=[...] or call fit(y)")
+            raise PreprocessingError(f"{self.describe()} has no labels; pass labels=[...] or call fit(y)")
         return labels
 
     def fit(self, y: Any) -> _Classifier:
-        y = _column(self, y, self.target) if _is_table(y) else y
+        y = target_column(self, y, self.target) if is_table(y) else y
         if self.labels is not None:
-            encode_labels(self._describe(), self.labels, y)
+            encode_labels(self.describe(), self.labels, y)
             self.labels_ = self.labels
         else:
             values = label_array(y, "y")
             if len(values) == 0:
-                raise PreprocessingError(f"{self._describe()}: cannot learn labels from 0 rows")
+                raise PreprocessingError(f"{self.describe()}: cannot learn labels from 0 rows")
             self.labels_ = self._check_learned(tuple(sorted(pc.unique(values).to_pylist())))
         return self
 
@@ -65,8 +65,8 @@ class _Classifier(Head):
 
     def _indices(self, y: Any) -> np.ndarray:
         classes = self.classes
-        y = _column(self, y, self.target) if _is_table(y) else y
-        return encode_labels(self._describe(), classes, y)
+        y = target_column(self, y, self.target) if is_table(y) else y
+        return encode_labels(self.describe(), classes, y)
 
     def _state(self) -> dict[str, Any]:
         return {} if self.labels_ is None else {"labels_": list(self.labels_)}
@@ -88,16 +88,16 @@ class BinaryClassification(_Classifier):
 
     def __init__(self, target: str = "prediction", *, labels: Sequence[int | str] | None = None,
                  threshold: float = 0.5, output: Output = None, from_logits: bool = True) -> None:
-        self.target = _check_target(target)
+        self.target = check_target(target)
         self.labels = None if labels is None else self._check_learned(check_labels(labels))
         self.threshold = _check_threshold(threshold)
-        self.output = _check_output(output)
-        self.from_logits = _check_bool(from_logits, "from_logits")
+        self.output = check_output(output)
+        self.from_logits = check_bool(from_logits, "from_logits")
         self.labels_: Labels | None = None
 
     def _check_learned(self, labels: Labels) -> Labels:
         if len(labels) != 2:
-            raise PreprocessingError(f"{self._describe()} needs exactly 2 labels (negative, positive), "
+            raise PreprocessingError(f"{self.describe()} needs exactly 2 labels (negative, positive), "
                                      f"got {len(labels)}: {list(labels)}")
         return labels
 
@@ -114,7 +114,7 @@ class BinaryClassification(_Classifier):
             tensor = tensor[:, 0]
         if tensor.ndim != 1:
             expected = "[n] or [n, 1] (one score per row; for [n, 2] use MulticlassClassification)"
-            raise _bad_shape(self, expected, tensor)
+            raise shape_error(self, expected, tensor)
         probability = torch.sigmoid(tensor.float()) if self.from_logits else tensor.float()
         positive = (probability > self.threshold).numpy().astype(np.int64)
         return {self.target: _where_finite(take_labels(classes, positive), tensor),
@@ -137,14 +137,14 @@ class MulticlassClassification(_Classifier):
     def __init__(self, target: str = "prediction", *, labels: Sequence[int | str] | None = None,
                  top_k: int = 0, probabilities: bool = True, from_logits: bool = True,
                  output: Output = None) -> None:
-        self.target = _check_target(target)
+        self.target = check_target(target)
         self.labels = None if labels is None else check_labels(labels)
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 0:
             raise PreprocessingError(f"top_k must be >= 0, got {top_k!r}")
         self.top_k = top_k
-        self.probabilities = _check_bool(probabilities, "probabilities")
-        self.from_logits = _check_bool(from_logits, "from_logits")
-        self.output = _check_output(output)
+        self.probabilities = check_bool(probabilities, "probabilities")
+        self.from_logits = check_bool(from_logits, "from_logits")
+        self.output = check_output(output)
         self.labels_: Labels | None = None
         if self.labels is not None:
             self._check_learned(self.labels)
@@ -171,7 +171,7 @@ class MulticlassClassification(_Classifier):
     def interpret(self, raw: torch.Tensor) -> dict[str, pa.Array]:
         classes, tensor = self._check_learned(self.classes), as_tensor(raw)
         if tensor.ndim != 2 or tensor.shape[1] != len(classes):
-            raise _bad_shape(self, f"[n, {len(classes)}] (one score per label)", tensor)
+            raise shape_error(self, f"[n, {len(classes)}] (one score per label)", tensor)
         probabilities = torch.softmax(tensor.float(), dim=1) if self.from_logits else tensor.float()
         scores = tensor.to(torch.float64)  # exact for every input dtype, so ties are the model's own
         best = torch.argmax(scores, dim=1)
@@ -216,7 +216,7 @@ class MultilabelClassification(Head):
     def __init__(self, target: str = "prediction", *, labels: Sequence[int | str],
                  threshold: float | Sequence[float] = 0.5, from_logits: bool = True,
                  output: Output = None) -> None:
-        self.target = _check_target(target)
+        self.target = check_target(target)
         self.labels = check_labels(labels)
         if isinstance(threshold, Sequence):
             if len(threshold) != len(self.labels):
@@ -225,8 +225,8 @@ class MultilabelClassification(Head):
             self.threshold: float | tuple[float, ...] = tuple(_check_threshold(t) for t in threshold)
         else:
             self.threshold = _check_threshold(threshold)
-        self.from_logits = _check_bool(from_logits, "from_logits")
-        self.output = _check_output(output)
+        self.from_logits = check_bool(from_logits, "from_logits")
+        self.output = check_output(output)
 
     def fit(self, y: Any) -> MultilabelClassification:
         """Check the targets against the labels (labels are given, never learned)."""
@@ -250,13 +250,13 @@ class MultilabelClassification(Head):
 
     def _check_matrix(self, matrix: np.ndarray) -> np.ndarray:
         if matrix.shape[1] != len(self.labels):
-            raise PreprocessingError(f"{self._describe()}: y must have shape [n, {len(self.labels)}] "
+            raise PreprocessingError(f"{self.describe()}: y must have shape [n, {len(self.labels)}] "
                                      f"(one 0/1 column per label), got {list(matrix.shape)}")
         bad = (matrix != 0) & (matrix != 1)
         if bad.any():
             row, col = np.argwhere(bad)[0]
             value = matrix[row, col].item()
-            raise PreprocessingError(f"{self._describe()}: y must hold 0/1 values, got {value!r} "
+            raise PreprocessingError(f"{self.describe()}: y must hold 0/1 values, got {value!r} "
                                      f"at row {row} (label {self.labels[col]!r})")
         return matrix.astype(np.float32)
 
@@ -267,7 +267,7 @@ class MultilabelClassification(Head):
         for i, row in enumerate(rows):  # training-time only, never on the prediction path
             for label in [row] if isinstance(row, str | int) else row:
                 if label not in index:
-                    raise PreprocessingError(f"{self._describe()}: unknown label {label!r} at row {i}; "
+                    raise PreprocessingError(f"{self.describe()}: unknown label {label!r} at row {i}; "
                                              f"known labels: {list(self.labels)}")
                 encoded[i, index[label]] = 1.0
         return encoded
@@ -279,7 +279,7 @@ class MultilabelClassification(Head):
     def interpret(self, raw: torch.Tensor) -> dict[str, pa.Array]:
         tensor = as_tensor(raw)
         if tensor.ndim != 2 or tensor.shape[1] != len(self.labels):
-            raise _bad_shape(self, f"[n, {len(self.labels)}] (one score per label)", tensor)
+            raise shape_error(self, f"[n, {len(self.labels)}] (one score per label)", tensor)
         probabilities = torch.sigmoid(tensor.float()) if self.from_logits else tensor.float()
         on = (probabilities > torch.tensor(self.threshold, dtype=torch.float32)).T.contiguous()
         per_label = probabilities.T.contiguous()

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from torchpredict import __version__
-from torchpredict.errors import TorchPredictError
-from torchpredict.messages import one_line
+from torchpredict.errors import InputError, TorchPredictError
+from torchpredict.messages import first_line, one_line, shown
 
 __all__ = ["main"]
 
@@ -51,8 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        first = one_line(str(exc).strip().splitlines()[0], limit=300) if str(exc).strip() else ""
-        _say(f"internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)")
+        _say(f"internal error: {first_line(exc, with_type=True)} (rerun with --debug for the traceback)")
         return EXIT_INTERNAL
 
 
@@ -169,7 +168,7 @@ def _add_pack(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--factory", help="'package.module:function' building the model (the current folder is searched "
                    "first, as by python -m) or 'file.py:function' (only the file's imports, definitions and "
                    "constants run, as for --source)")
-    p.add_argument("--factory-kwargs", type=json.loads, default=None, help="JSON object of factory arguments")
+    p.add_argument("--factory-kwargs", default=None, help="JSON object of factory arguments")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow unpickling a full-model checkpoint: runs code from the file; trusted files only")
     p.add_argument("--source", help="training script defining classes pickled from __main__: only its imports, "
@@ -204,10 +203,56 @@ def _add_demo(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(run=_run_demo)
 
 
+def _at_least_one(flag: str, value: int | None) -> None:
+    """A count flag that must be positive, refused before the bundle loads."""
+    if value is not None and value < 1:
+        raise InputError(f"{flag} must be >= 1, got {value}")
+
+
+def _known_format(flag: str, value: str | None) -> None:
+    from torchpredict.formats import FORMATS
+
+    if value is not None and value not in FORMATS:
+        raise InputError(f"{flag} must be one of {', '.join(FORMATS)}, got {shown(value)}")
+
+
+def _check_device(value: str) -> None:
+    """The --device syntax and hardware, checked before the model loads (resolve_device probes only)."""
+    from torchpredict.device import resolve_device
+
+    resolve_device(value)
+
+
+def _check_predict(args: argparse.Namespace) -> None:
+    """Every predict flag a user can get wrong, refused in one line before the (slow) model load."""
+    for flag, value in (("--batch-size", args.batch_size), ("--part-rows", args.part_rows),
+                        ("--threads", args.threads)):
+        _at_least_one(flag, value)
+    _known_format("--format", args.format)
+    _known_format("--output-format", args.output_format)
+    if args.columns is not None and not args.columns:
+        raise InputError("--columns must name at least one prediction column")
+    if args.resume and not (args.output.endswith(("/", os.sep)) or Path(args.output).is_dir()):  # as open_sink
+        raise InputError("--resume needs a folder output (-o out/), whose parts are committed one by one")
+    _check_device(args.device)
+
+
+def _json_object(text: str) -> dict:
+    """--factory-kwargs: a JSON object, or one line saying what it is instead."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--factory-kwargs must be a JSON object: {first_line(exc)}") from None
+    if not isinstance(value, dict):
+        raise InputError(f"--factory-kwargs must be a JSON object, got {shown(text)}")
+    return value
+
+
 def _run_predict(args: argparse.Namespace) -> int:
     from torchpredict.bundle import load
     from torchpredict.pipeline import predict_file
 
+    _check_predict(args)
     with _quiet_torch():
         predictor = load(args.bundle, device=args.device, batch_size=args.batch_size,
                          trust_factory=args.trust_factory, trust_torch_loader=args.trust_torch_loader)
@@ -295,6 +340,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     from torchpredict.bundle import load
     from torchpredict.errors import BundleError
 
+    _check_device(args.device)
     with _quiet_torch():
         predictor = load(args.bundle, device=args.device, trust_factory=args.trust_factory,
                          trust_torch_loader=args.trust_torch_loader)
@@ -308,11 +354,12 @@ def _run_verify(args: argparse.Namespace) -> int:
 def _run_pack(args: argparse.Namespace) -> int:
     from torchpredict.packing import pack
 
+    factory_kwargs = None if args.factory_kwargs is None else _json_object(args.factory_kwargs)
     target = args.target[0] if len(args.target) == 1 else args.target
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"bundle '.*' stores weights")  # printed below instead
         packed = pack(args.checkpoint, args.output, train=args.train, target=target, task=args.task,
-                      factory=args.factory, factory_kwargs=args.factory_kwargs, trust_pickle=args.trust_pickle,
+                      factory=args.factory, factory_kwargs=factory_kwargs, trust_pickle=args.trust_pickle,
                       source=args.source, standardize=args.standardize, minmax=args.minmax, impute=args.impute,
                       one_hot=args.one_hot, passthrough=args.keep, scale_target=args.scale_target,
                       labels=args.labels, name=args.name, storage=args.storage, overwrite=args.overwrite,

@@ -72,8 +72,8 @@ def named_as_copied(report: RowReport, columns: Sequence[str], origin: Mapping[s
         prefix = next((p for p in prefixes if text.startswith(p)), None)
         return text if prefix is None else prefixes[prefix] + text[len(prefix):]
 
-    def forward(rows: np.ndarray, reasons: Callable[[np.ndarray], list[str]], message: Callable[[], str]) -> None:
-        report(rows, lambda some: [renamed(r) for r in reasons(some)], lambda: renamed(message()))
+    def forward(rows: np.ndarray, reasons: Callable[[np.ndarray], list[str]], message: Callable[[int], str]) -> None:
+        report(rows, lambda some: [renamed(r) for r in reasons(some)], lambda row: renamed(message(row)))
 
     return forward
 

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from torchpredict.columns import Column
 from torchpredict.validation import Leaves, as_mask, missing
-
-if TYPE_CHECKING:
-    from torchpredict.schema import Column
 
 __all__ = ["ColumnDrift", "DriftReport", "count_drift"]
 
@@ -119,11 +117,6 @@ class DriftReport:
         for report in reports:
             merged.add(report)
         return merged
-
-    def outside_training(self) -> dict[str, int]:
-        """Per drifted column, rows outside the training range or categories (the pre-drift-report count)."""
-        counts = {name: c.out_of_range + c.unseen_categories for name, c in self.columns.items()}
-        return {name: count for name, count in counts.items() if count}
 
     def summary(self) -> str:
         """One line for people: "2 columns drifted in 1,000 rows: 'age' 12 out of range, ..."; '' when none."""

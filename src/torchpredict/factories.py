@@ -25,12 +25,12 @@ from typing import Any
 from torch import nn
 
 from torchpredict.errors import ModelLoadError
+from torchpredict.messages import first_line
 from torchpredict.sources import load_source, search_first
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "build_model",
-    "error_summary",
     "is_file_ref",
     "load_source",
     "resolve_bundle_factory",
@@ -114,7 +114,7 @@ def build_model(factory: str, factory_kwargs: Mapping[str, Any] | None = None, *
     try:
         model = build(**dict(factory_kwargs or {}))
     except Exception as exc:
-        raise ModelLoadError(f"factory {factory!r} failed: {error_summary(exc)}") from exc
+        raise ModelLoadError(f"factory {factory!r} failed: {first_line(exc, with_type=True)}") from exc
     if not isinstance(model, nn.Module):
         raise ModelLoadError(f"factory {factory!r} returned {type(model).__name__}, expected an nn.Module")
     return model
@@ -194,7 +194,8 @@ def _plain(value: Any, depth: int) -> bool:
 
 
 def _kind(value: Any) -> str:
-    return {dict: "JSON object", list: "list nested too deep or holding JSON objects"}.get(
+    kinds: dict[type, str] = {dict: "JSON object", list: "list nested too deep or holding JSON objects"}
+    return kinds.get(
         type(value), type(value).__name__
     )
 
@@ -203,7 +204,8 @@ def _import(ref: str, target: str) -> types.ModuleType:
     try:
         return importlib.import_module(target)
     except Exception as exc:
-        raise ModelLoadError(f"factory {ref!r}: cannot import module '{target}': {error_summary(exc)}") from exc
+        why = first_line(exc, with_type=True)
+        raise ModelLoadError(f"factory {ref!r}: cannot import module '{target}': {why}") from exc
 
 
 def _import_own(ref: str, target: str) -> types.ModuleType:
@@ -214,7 +216,7 @@ def _import_own(ref: str, target: str) -> types.ModuleType:
             return importlib.import_module(target)
     except Exception as exc:
         name = exc.name if isinstance(exc, ModuleNotFoundError) else None
-        why = error_summary(exc)
+        why = first_line(exc, with_type=True)
         if name and (target + ".").startswith(name + "."):  # the module itself, not one it imports
             why = (f"No module named '{name}' (searched the current folder {folder} and sys.path; pass "
                    f"'path/to/{target.replace('.', '/')}.py:{ref.rpartition(':')[2]}' or install the package)")
@@ -245,10 +247,3 @@ def _defined_in(ref: str, module: types.ModuleType, attribute: str) -> Callable[
         )
     return found
 
-
-def error_summary(exc: BaseException) -> str:
-    """One readable line for an exception: its type and the first line of its message, capped."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = " ".join(lines[0].split()) if lines else ""
-    text = text if len(text) <= 300 else text[:300] + "…"
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torchpredict.errors import InputError
 
-__all__ = ["CODECS", "FORMATS", "STDIO", "SUFFIXES", "detect_format", "expand_inputs", "first_line", "split_suffix"]
+__all__ = ["CODECS", "FORMATS", "STDIO", "SUFFIXES", "detect_format", "expand_inputs", "split_suffix"]
 
 FORMATS = ("csv", "tsv", "parquet", "jsonl", "npy")
 STDIO = "-"
@@ -68,8 +68,3 @@ def expand_inputs(source: str | Path | Sequence[str | Path]) -> list[str]:
         return found
     raise InputError(f"input file '{text}' does not exist")
 
-
-def first_line(exc: BaseException) -> str:
-    """The first line of a reader or writer library's error, to quote in a one-line message."""
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

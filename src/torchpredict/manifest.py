@@ -11,10 +11,13 @@ files are read within bounds of size and nesting.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import os
 import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,8 +29,8 @@ from torchpredict.errors import BundleError
 from torchpredict.messages import shown
 
 __all__ = ["FORMAT_ID", "FORMAT_VERSION", "MANIFEST_FILE", "Manifest", "check_hashes", "load_json", "opened",
-           "read_json", "read_manifest", "read_manifest_at", "relative_files", "settings_digests", "write_json",
-           "write_manifest"]
+           "read_json", "read_manifest", "read_manifest_at", "relative_files", "settings_digests", "write_atomically",
+           "write_json", "write_manifest"]
 
 FORMAT_ID = "torchpredict.bundle"
 FORMAT_VERSION = 1
@@ -284,7 +287,24 @@ def _got(value: Any) -> str:
 
 
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    """A bundle's JSON file, written whole or not at all: a crash or a failing encode never leaves half of one."""
+    write_atomically(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """text into path by a temporary file in the same folder, synced, then os.replace'd over it (atomic on POSIX
+    and Windows); the temporary file is removed when anything fails. Its mode follows the umask, as open()'s."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
+    try:
+        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
 
 
 def write_manifest(root: Path, manifest: Manifest) -> None:

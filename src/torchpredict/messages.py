@@ -11,11 +11,12 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["MAX_LINE", "MAX_NAMES", "MAX_VALUE", "counted", "one_line", "quoted", "shown"]
+__all__ = ["MAX_LINE", "MAX_NAMES", "MAX_REASON", "MAX_VALUE", "counted", "first_line", "one_line", "quoted", "shown"]
 
 MAX_VALUE = 50  # characters of one echoed value or name
 MAX_NAMES = 6  # names listed in full; a longer list shows the first MAX_NAMES - 1, '…' and the last
 MAX_LINE = 500  # characters of a whole error line (the CLI's last safety net)
+MAX_REASON = 300  # characters of another library's error quoted inside one of ours
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # what a terminal could act on; tabs stay
 
 
@@ -74,3 +75,22 @@ def one_line(text: str, limit: int = MAX_LINE) -> str:
     text = " | ".join(line.strip() for line in text.strip().splitlines() if line.strip())
     text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
     return text if len(text) <= limit else f"{text[:limit]}… (cut at {limit:,} of {len(text):,} chars)"
+
+
+def first_line(exc: BaseException, *, with_type: bool = False, limit: int = MAX_REASON) -> str:
+    """The first non-blank line of an exception's message, to quote another library's error in one of ours:
+    spaces collapsed, control characters escaped, cut to `limit`; 'Type: line' with `with_type`, and the
+    type's name alone when the message is empty.
+
+    >>> first_line(ValueError("bad value\\n  traceback details"))
+    'bad value'
+    >>> first_line(KeyError(), with_type=True)
+    'KeyError'
+    >>> first_line(OSError("disk  full"), with_type=True)
+    'OSError: disk full'
+    """
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    text = one_line(" ".join(lines[0].split()), limit=limit) if lines else ""
+    if not text:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if with_type else text

@@ -71,7 +71,7 @@ class Impute(Step):
     def _filled(self, frame: pa.Table, name: str, fill: float | str) -> pa.ChunkedArray | pa.Array:
         if isinstance(fill, str):
             return pc.fill_null(string_values(self._column(frame, name)), fill)
-        x = self._numbers(frame, name)
+        x = self.column_numbers(frame, name)
         return pa.array(np.where(np.isnan(x), fill, x))
 
     def _statistic(self, frame: pa.Table, name: str) -> float | str:

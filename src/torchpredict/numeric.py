@@ -209,7 +209,7 @@ def standard_statistics(x: np.ndarray) -> tuple[float, float]:
 
 def fit_values(step: Step, frame: pa.Table, name: str) -> np.ndarray:
     """The column's non-missing training values; infinite ones are refused, as scikit-learn refuses them."""
-    x = step._numbers(frame, name)
+    x = step.column_numbers(frame, name)
     refuse_rows(step, name, x, np.isinf(x), "expected finite numbers", "replace infinite values before fitting")
     x = x[~np.isnan(x)]
     if not len(x):

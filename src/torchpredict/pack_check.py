@@ -208,7 +208,7 @@ def _regression_fit(head: Regression, raw: torch.Tensor, truth: pa.Table, target
     scaled = Regression(head.target, scale=not head.scale).fit(everything[np.isfinite(everything).all(axis=1)])
     scaling = (Alternative("the target unscaled", "no --scale-target (scale_target=False)") if head.scale
                else Alternative("the target scaled", "--scale-target (scale_target=True)"))
-    tries = [((scaling,), _predicted(scaled, raw))]
+    tries: list[tuple[tuple[Alternative, ...], np.ndarray]] = [((scaling,), _predicted(scaled, raw))]
     if other is not None:
         tries += [((other[1],), _predicted(head, other[0])), ((other[1], scaling), _predicted(scaled, other[0]))]
     scored = [(changes, _scores(predictions, y, rows)) for changes, predictions in tries]

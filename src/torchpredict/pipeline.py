@@ -14,7 +14,6 @@ import queue
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +25,13 @@ import torch
 
 from torchpredict.collisions import check_outputs
 from torchpredict.errors import InputError, PredictionError, SchemaError
-from torchpredict.formats import STDIO, detect_format, expand_inputs
-from torchpredict.predictor import RunStats, input_rows, set_aside
+from torchpredict.formats import STDIO
+from torchpredict.plan import Piece, Plan, Result
 from torchpredict.readers import DEFAULT_BATCH_ROWS, DEFAULT_BLOCK_BYTES, Chunk, read_chunks
+from torchpredict.rebatching import Rebatcher
+from torchpredict.schema import Validated
 from torchpredict.sinks import Sink, open_sink, write_json
+from torchpredict.stats import RunStats
 from torchpredict.validation import free_name
 
 __all__ = ["DEFAULT_PART_ROWS", "predict_file"]
@@ -38,8 +40,6 @@ DEFAULT_PART_ROWS = 1_000_000
 _REASONS = "\0reasons"  # in _Model.outputs: why a head refused each row (null: it did not); never a column name
 QUEUE_CHUNKS = (1, 1, 4)  # chunks waiting after reading, after preparing, after the model (small by then)
 Progress = Callable[[int, "int | None"], None]
-_PARSE_TYPES = {"float32": pa.float64(), "float64": pa.float64(), "int32": pa.int64(), "int64": pa.int64(),
-                "bool": pa.bool_(), "string": pa.string()}
 
 
 def predict_file(predictor: Any, input: str | Path | Sequence[str | Path], output: str | Path, *,
@@ -104,90 +104,19 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What to read and how: the input files, parse types, kept and written columns, error policy."""
-
-    sources: list[str]
-    format: str | None
-    keep: tuple[str, ...]
-    columns: tuple[str, ...] | None
-    on_error: str
-    types: dict[str, pa.DataType]
-    npy_names: list[str] | None
-    part_rows: int
-    batch_rows: int
-    block_bytes: int
-    on_cpu: bool  # the model runs on the CPU: it is the bottleneck, and the other stages yield to it
-
-    @classmethod
-    def make(cls, predictor: Any, input: Any, format: str | None, keep: Sequence[str],
-             columns: Sequence[str] | None, rejects: Any, part_rows: int, batch_rows: int,
-             block_bytes: int) -> Plan:
-        for name, value in (("part_rows", part_rows), ("batch_rows", batch_rows), ("block_bytes", block_bytes)):
-            if value < 1:
-                raise InputError(f"{name} must be >= 1, got {value}")
-        sources = expand_inputs(input)
-        for source in sources:
-            detect_format(source, format)
-        if STDIO in sources and len(sources) > 1:
-            raise InputError("stdin ('-') cannot be read together with other inputs")
-        if columns is not None:
-            unknown = [c for c in columns if c not in predictor.prediction_columns]
-            if unknown:
-                raise InputError(f"unknown prediction column(s) {', '.join(map(repr, unknown))}; the bundle "
-                                 f"writes {', '.join(map(repr, predictor.prediction_columns))}")
-        features = predictor.schema.features
-        types = {c.name: _PARSE_TYPES[c.dtype] for c in features if not c.shape}
-        types.update({c.name: pa.string() for c in predictor.schema.passthrough if c.dtype == "string"})
-        names = [c.name for c in features] if all(not c.shape for c in features) else None
-        return cls(sources, format, tuple(dict.fromkeys(keep)), None if columns is None else tuple(columns),
-                   "raise" if rejects is None else "reject", types, names, part_rows, batch_rows, block_bytes,
-                   torch.device(predictor.device).type == "cpu")
-
-    @property
-    def many(self) -> bool:
-        return len(self.sources) > 1
-
-
 # -- stages -----------------------------------------------------------------------------------------
 
 
 @dataclass
-class _Piece:
-    """A chunk of one input file, within one part of the output."""
-
-    source: str
-    chunk: Chunk
-    part: int
-    ends_part: bool
-    rows_done: int  # input rows up to the end of this piece, over all files
-    rows_total: int | None  # estimate, for progress
-
-
-@dataclass
 class _Prepared:
-    piece: _Piece
-    rows: int  # rows that passed validation
-    table: pa.Table  # those rows, validated (when there are none, an empty output's shape)
-    input_rows: np.ndarray  # the input row number of each
-    kept: list[str]
-    inputs: dict
+    piece: Piece
+    validated: Validated  # the rows that passed (the features stay only to show in rows rejected after the model)
+    inputs: dict[str, np.ndarray]  # their model inputs
     stats: RunStats
-    rejected: pa.Table | None
-    reject_names: list[str]
+    rejected: pa.Table | None  # the rows validation rejected, with their file when the job reads several
 
 
-@dataclass
-class Result:
-    piece: _Piece
-    batch: pa.RecordBatch | None
-    stats: RunStats
-    rejected: pa.Table | None
-    reject_names: list[str]
-
-
-def _pieces(plan: Plan, start_row: int, splits: bool) -> Iterator[_Piece]:
+def _pieces(plan: Plan, start_row: int, splits: bool) -> Iterator[Piece]:
     """Chunks of every input in order, cut at part boundaries, skipping rows before start_row."""
     sizes = [None if s == STDIO else os.path.getsize(s) for s in plan.sources]
     total_bytes = None if None in sizes else sum(sizes)  # type: ignore[arg-type]
@@ -202,7 +131,7 @@ def _pieces(plan: Plan, start_row: int, splits: bool) -> Iterator[_Piece]:
             if total_bytes and chunk.done:
                 estimate = round((offset + rows) * total_bytes / (bytes_before + chunk.done * (size or 0)))
             for piece, part, ends in _split(chunk, offset, plan.part_rows if splits else None, start_row):
-                yield _Piece(source, piece, part, ends, offset + piece.first_row + piece.rows, estimate)
+                yield Piece(source, piece, part, ends, offset + piece.first_row + piece.rows, estimate)
         offset += rows
         bytes_before += size or 0
 
@@ -223,23 +152,18 @@ def _split(chunk: Chunk, offset: int, part_rows: int | None, start_row: int) -> 
         start = stop
 
 
-def _prepare(predictor: Any, plan: Plan, piece: _Piece) -> _Prepared:
+def _prepare(predictor: Any, plan: Plan, piece: Piece) -> _Prepared:
     """Validate one piece (rejecting or raising on bad rows) and preprocess the rows that passed."""
     try:
-        validated = predictor.schema.validate(piece.chunk.data, keep=plan.keep, first_row=piece.chunk.first_row,
-                                              on_error=plan.on_error, row_check=predictor.preprocessor.check_rows)
+        validated = predictor.validate(piece.chunk.data, keep=plan.keep, first_row=piece.chunk.first_row,
+                                       on_error=plan.on_error)
     except SchemaError as exc:
         raise SchemaError(f"{_where(piece.source)}: {exc}") from None
     stats = RunStats()
     stats.add(validated)
     rejected = None if validated.rejected is None else _with_file(validated.rejected, plan, piece.source)
-    table = validated.table
-    kept = table.column_names[len(predictor.schema.features):]
-    rows = input_rows(validated, piece.chunk.first_row)
-    if not table.num_rows:
-        return _Prepared(piece, 0, table, rows, kept, {}, stats, rejected, table.column_names)
-    inputs = predictor.preprocess(table, stats)  # the features stay only to show in rows rejected after the model
-    return _Prepared(piece, table.num_rows, table, rows, kept, inputs, stats, rejected, table.column_names)
+    inputs = predictor.preprocess(validated, stats) if validated.table.num_rows else {}
+    return _Prepared(piece, validated, inputs, stats, rejected)
 
 
 def _with_file(rejected: pa.Table, plan: Plan, source: str) -> pa.Table:
@@ -251,129 +175,54 @@ def _with_file(rejected: pa.Table, plan: Plan, source: str) -> pa.Table:
 
 
 class _Model:
-    """Runs the model on the prepared rows in batches of exactly predictor.batch_size, laid out as
-    Predictor.predict lays them out over the whole input whatever the chunk sizes (so that the outputs are
-    bit-identical: a matrix kernel may round differently for another batch size), except that no batch
-    spans two output parts (so that a resumed run computes every part as an uninterrupted one does)."""
+    """Runs the model on the prepared rows through the re-batcher, in batches of exactly predictor.batch_size
+    laid out as Predictor.predict lays them out over the whole input whatever the chunk sizes (so that the
+    outputs are bit-identical: a matrix kernel may round differently for another batch size), except that no
+    batch spans two output parts (so that a resumed run computes every part as an uninterrupted one does)."""
 
     def __init__(self, predictor: Any, plan: Plan) -> None:
         self.predictor, self.plan = predictor, plan
-        self.size = predictor.batch_size
-        self.waiting: deque[_Prepared] = deque()  # pieces whose predictions are not all computed yet
-        self.inputs: list[dict[str, np.ndarray]] = []  # their model inputs not yet run
-        self.queued = 0  # rows in self.inputs
-        self.outputs: dict[str, list[pa.Array]] = {}  # predictions not yet handed to a piece
-        self.ready = 0  # rows in self.outputs
+        self.rebatcher: Rebatcher[_Prepared] = Rebatcher(predictor.batch_size, self._run)
 
     def feed(self, prepared: _Prepared) -> list[Result]:
-        self.waiting.append(prepared)
-        if prepared.rows:
-            self.inputs.append(prepared.inputs)
-            self.queued += prepared.rows
-        self._run(self.queued - self.queued % self.size)
+        done = self.rebatcher.add(prepared, prepared.inputs)
         if prepared.piece.ends_part:
-            self._run(self.queued)
-        return self._finished()
+            done += self.rebatcher.flush()
+        return [self._result(piece, outputs) for piece, outputs in done]
 
     def finish(self) -> list[Result]:
-        self._run(self.queued)
-        return self._finished()
+        return [self._result(piece, outputs) for piece, outputs in self.rebatcher.flush()]
 
-    def _run(self, rows: int) -> None:
-        if not rows:
-            return
-        inputs = _take_rows(self.inputs, rows)
-        self.queued -= rows
-        for raw in self.predictor.infer(inputs):
-            columns = self.predictor.interpret(raw)
-            reasons = self.predictor.refused(raw)
-            n = len(next(iter(columns.values())))
-            columns[_REASONS] = pa.nulls(n, pa.string()) if reasons is None else reasons
-            for name, column in columns.items():
-                self.outputs.setdefault(name, []).append(column)
-        self.ready += rows
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, pa.Array]:
+        """One model batch through the infer and interpret stages, with why a head refused each row."""
+        [batch] = self.predictor.infer(inputs)
+        columns = self.predictor.interpret(batch)
+        reasons = self.predictor.refused(batch)
+        rows = len(next(iter(inputs.values())))
+        return {**columns, _REASONS: pa.nulls(rows, pa.string()) if reasons is None else reasons}
 
-    def _finished(self) -> list[Result]:
-        results = []
-        while self.waiting and self.waiting[0].rows <= self.ready:
-            prepared = self.waiting.popleft()
-            results.append(self._result(prepared, self._predictions(prepared.rows)))
-        return results
-
-    def _predictions(self, rows: int) -> dict[str, pa.Array]:
-        if not rows:
-            return {}
-        taken = {}
-        for name, arrays in self.outputs.items():
-            column = arrays[0] if len(arrays) == 1 else pa.concat_arrays(arrays)
-            taken[name] = column.slice(0, rows)
-            self.outputs[name] = [column.slice(rows)] if rows < len(column) else []
-        self.ready -= rows
-        return taken
-
-    def _result(self, prepared: _Prepared, predictions: dict[str, pa.Array]) -> Result:
-        table, kept, rejected = prepared.table, prepared.kept, prepared.rejected
-        if prepared.rows:
-            table, predictions, rejected = self._set_aside(prepared, predictions)
-        if not prepared.rows:
-            batch = _empty_predictions(self.predictor, table, self.plan)
-        else:
-            names = self.plan.columns or list(predictions)
-            clash = sorted(set(kept) & set(names))
-            if clash:
-                raise SchemaError(f"kept column(s) {clash} would overwrite prediction columns of the same name")
-            columns = {n: table.column(n).combine_chunks() for n in kept}
-            columns.update({n: predictions[n] for n in names})
-            batch = pa.RecordBatch.from_pydict(columns)
-        return Result(prepared.piece, batch, prepared.stats, rejected, prepared.reject_names)
-
-    def _set_aside(self, prepared: _Prepared, predictions: dict[str, pa.Array]
-                   ) -> tuple[pa.Table, dict[str, pa.Array], pa.Table | None]:
-        """Rows whose output a head refused (a NaN score) leave the predictions and join the rejected rows."""
-        reasons = predictions.pop(_REASONS)
+    def _result(self, prepared: _Prepared, outputs: dict[str, pa.Array]) -> Result:
+        """The assemble stage for one piece; rows a head refused join the rows validation rejected."""
+        reasons = outputs.pop(_REASONS, None)
         try:
-            table, predictions, refused = set_aside(prepared.table, predictions, reasons, prepared.input_rows,
-                                                    reject=self.plan.on_error == "reject")
+            assembled = self.predictor.assemble(prepared.validated, outputs, reasons,
+                                                first_row=prepared.piece.chunk.first_row, select=self.plan.columns,
+                                                reject=self.plan.on_error == "reject")
         except PredictionError as exc:
             raise PredictionError(f"{_where(prepared.piece.source)}: {exc}") from None
-        if refused is None:
-            return table, predictions, prepared.rejected
-        prepared.stats.refuse(refused.num_rows)
-        refused = _with_file(refused, self.plan, prepared.piece.source)
-        if prepared.rejected is None:
-            return table, predictions, refused
+        rejected = prepared.rejected
+        if assembled.refused is not None:
+            prepared.stats.refuse(assembled.refused.num_rows)
+            rejected = self._joined(rejected, _with_file(assembled.refused, self.plan, prepared.piece.source))
+        return Result(prepared.piece, assembled.batch, prepared.stats, rejected,
+                      prepared.validated.table.column_names)
+
+    def _joined(self, rejected: pa.Table | None, refused: pa.Table) -> pa.Table:
+        """Rows rejected by validation and by a head, in input order."""
+        if rejected is None:
+            return refused
         row = refused.column_names[1 if self.plan.many else 0]
-        return table, predictions, pa.concat_tables([prepared.rejected, refused]).sort_by(row)
-
-
-def _take_rows(queued: list[dict[str, np.ndarray]], rows: int) -> dict[str, np.ndarray]:
-    """The first `rows` rows of the queued inputs (joined); the rest stays queued."""
-    taken: list[dict[str, np.ndarray]] = []
-    need = rows
-    while need:
-        first = queued[0]
-        n = len(next(iter(first.values())))
-        if n <= need:
-            taken.append(queued.pop(0))
-            need -= n
-        else:
-            taken.append({name: a[:need] for name, a in first.items()})
-            queued[0] = {name: a[need:] for name, a in first.items()}
-            need = 0
-    if len(taken) == 1:
-        return taken[0]
-    return {name: np.concatenate([t[name] for t in taken]) for name in taken[0]}
-
-
-def _empty_predictions(predictor: Any, table: pa.Table, plan: Plan) -> pa.RecordBatch | None:
-    """No rows, but the output's columns (from the bundle's golden examples); None when it has none."""
-    try:
-        empty = predictor.predict(table.slice(0, 0), keep=list(plan.keep))
-    except SchemaError:
-        return None
-    names = empty.column_names if plan.columns is None else [
-        n for n in empty.column_names if n not in predictor.prediction_columns or n in plan.columns]
-    return pa.RecordBatch.from_pydict({n: empty.column(n).combine_chunks() for n in names})
+        return pa.concat_tables([rejected, refused]).sort_by(row)
 
 
 def _where(source: str) -> str:
@@ -466,7 +315,7 @@ def _model_stage(model: _Model, inbox: queue.Queue, outbox: queue.Queue, stop: t
 
 def _run(predictor: Any, plan: Plan, sink: Sink, progress: Progress | None) -> RunStats:
     stop = threading.Event()
-    boxes = [queue.Queue(maxsize=size) for size in QUEUE_CHUNKS]
+    boxes: list[queue.Queue] = [queue.Queue(maxsize=size) for size in QUEUE_CHUNKS]
     threads = [
         threading.Thread(target=_source, args=(_pieces(plan, sink.start_row, sink.splits), boxes[0], stop,
                                                plan.on_cpu)),

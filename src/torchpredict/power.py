@@ -48,7 +48,7 @@ class Power(Step):
         return self
 
     def _fit_column(self, frame: pa.Table, name: str) -> tuple[float, float, float]:
-        x = self._checked(name, self._numbers(frame, name))
+        x = self._checked(name, self.column_numbers(frame, name))
         present = fit_values(self, frame, name)
         if self.params["method"] == "box-cox":
             if np.all(present == present[0]):

@@ -1,15 +1,18 @@
-"""The facade every front door uses: validate → preprocess → infer → interpret.
+"""The facade every front door uses: validate → preprocess → infer → interpret → assemble.
 
 A Predictor is built by `torchpredict.load` from a bundle; it holds the fitted preprocessing, the model
 on its device, how the model is called (one forward pass, or a decoding loop for sequence-to-sequence
-models) and the output heads, and is safe to share between threads (it keeps no per-call state).
+models) and the output heads, and is safe to share between threads (it keeps no per-call state). The
+stages are public methods, and `predict`, `predict_batches`, the file pipeline, `verify` and the save-time
+check all call them (the last through `run_batch` and `read_heads`, for a model not saved yet), so that no
+front door predicts differently from another.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -17,55 +20,33 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from torchpredict.drift import DriftReport
-from torchpredict.errors import ModelLoadError, OutOfRangeWarning, PredictionError, SchemaError
+from torchpredict.errors import InputError, ModelLoadError, OutOfRangeWarning, PredictionError, SchemaError
 from torchpredict.golden import GoldenExamples, Verification
 from torchpredict.inference import to_tensors
 from torchpredict.interpretation import ModelBatch
+from torchpredict.messages import first_line
 from torchpredict.preprocessing import Preprocessor
 from torchpredict.schema import Schema, Validated
 from torchpredict.sequences import Call
+from torchpredict.stats import RunStats
 from torchpredict.storage import check_inputs
-from torchpredict.text import TextCounts
 from torchpredict.validation import RowProblems
 
-__all__ = ["Predictor", "RunStats", "input_rows", "set_aside"]
+__all__ = ["Assembled", "Predictor", "RunStats", "input_rows", "read_heads", "run_batch", "set_aside"]
 
 DEFAULT_BATCH_SIZE = 1024
 CPU = torch.device("cpu")
+ALIGNMENT = 64  # bytes: where every CPU model batch starts (the widest SIMD load)
 Rejects = Callable[[pa.Table], Any]  # receives the rejected rows of each batch
 
 
-@dataclass
-class RunStats:
-    """What a run saw: input rows, rows predicted, rows rejected, the drift of the predicted rows, and what
-    encoding their text lost (texts truncated, unknown tokens)."""
+@dataclass(frozen=True)
+class Assembled:
+    """The output of the assemble stage: kept columns then prediction columns (None: no rows, and no golden
+    example to give an empty output its columns), and the rows whose output a head refused (None: none)."""
 
-    rows_in: int = 0
-    rows_predicted: int = 0
-    rows_rejected: int = 0
-    drift: DriftReport = field(default_factory=DriftReport)
-    text: TextCounts = field(default_factory=TextCounts)
-
-    def add(self, validated: Validated) -> None:
-        """Count one validated batch."""
-        self.rows_in += validated.rows_in
-        self.rows_predicted += validated.table.num_rows
-        self.rows_rejected += validated.rows_in - validated.table.num_rows
-        self.drift.add(validated.drift)
-
-    def refuse(self, rows: int) -> None:
-        """Count rows that passed validation but whose model output was refused (a NaN score) as rejected."""
-        self.rows_predicted -= rows
-        self.rows_rejected += rows
-
-    def describe(self) -> list[str]:
-        """Parts of a summary line: ['998 of 1,000 rows predicted', '2 rejected', '1 column drifted ...']."""
-        if self.rows_rejected:
-            parts = [f"{self.rows_predicted:,} of {self.rows_in:,} rows predicted", f"{self.rows_rejected:,} rejected"]
-        else:
-            parts = [f"{self.rows_predicted:,} rows predicted"]
-        return parts + ([self.drift.summary()] if self.drift else []) + ([self.text.summary()] if self.text else [])
+    batch: pa.RecordBatch | None
+    refused: pa.Table | None
 
 
 class Predictor:
@@ -80,7 +61,7 @@ class Predictor:
                  device: torch.device, batch_size: int = DEFAULT_BATCH_SIZE, manifest: Any = None,
                  golden: GoldenExamples | None = None) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
         self.preprocessor = preprocessor
         self.heads = tuple(heads)
@@ -100,8 +81,11 @@ class Predictor:
     def prediction_columns(self) -> list[str]:
         return [name for head in self.heads for name in head.column_names()]
 
+    # -- front doors ----------------------------------------------------------------------------------
+
     def predict(self, data: Any, *, keep: Sequence[str] = (), rejects: Rejects | None = None) -> pa.Table:
-        """Predict for a table, records, a pandas DataFrame or a dict of columns; returns an Arrow table.
+        """Predict for a table, records (a list of dicts, or one dict), a pandas DataFrame, a dict of columns or
+        a numpy array (2-D in the schema's feature order, or structured); returns an Arrow table.
 
         Columns the schema marks as passthrough (and those named in keep) come first, then the
         prediction columns of each head. rejects: None raises a SchemaError at the first bad row; a
@@ -113,83 +97,52 @@ class Predictor:
         >>> predictor.predict(rows, rejects=rejected.append)           # doctest: +SKIP
         """
         stats = RunStats()
-        batches = list(self.predict_batches([data], keep=keep, stats=stats, rejects=rejects))
+        validated = self.validate(data, keep=keep, on_error=_on_error(rejects))
+        inputs = self.preprocess(validated, stats)
+        outputs = [(self.interpret(batch), self.refused(batch)) for batch in self.infer(inputs)]
+        batch = self._deliver(self.assemble(validated, *_joined(outputs), reject=rejects is not None),
+                              validated, stats, rejects)
         if stats.drift:
             warnings.warn(stats.drift.summary(), OutOfRangeWarning, stacklevel=2)
         stats.text.warn(stacklevel=2)
-        if not batches:  # every row rejected, and no golden row to shape an empty result with
+        if batch is None:  # every row rejected, and no golden row to shape an empty result with
             raise SchemaError(f"all {stats.rows_in:,} input row(s) were rejected; nothing to predict")
-        return pa.Table.from_batches(batches)
+        return pa.Table.from_batches([batch])
 
     def predict_batches(self, batches: Iterable[Any], *, keep: Sequence[str] = (), stats: RunStats | None = None,
-                        rejects: Rejects | None = None, text: bool = False) -> Iterator[pa.RecordBatch]:
-        """Stream predictions, one output batch per model batch, in input order.
+                        rejects: Rejects | None = None) -> Iterator[pa.RecordBatch]:
+        """Stream predictions, one output batch per input batch, in input order.
 
         Each item is a record batch or anything `predict` accepts; row numbers (in errors and in rejected
-        rows) count rows across them. rejects: None raises at the first bad row; a callable gets each
-        batch's rejected rows (columns row, reason, then the input values as text) and the run goes on.
-        text: the batches were read from a text format (CSV/TSV), so numbers may arrive as strings.
-        With stats, what encoding text lost is counted in stats.text; without, TextEncode steps warn.
+        rows) count rows across them, and each is cut into model batches of its own. rejects: None raises at
+        the first bad row; a callable gets each batch's rejected rows (columns row, reason, then the input
+        values as text) and the run goes on. With stats, what encoding text lost is counted in stats.text;
+        without, TextEncode steps warn.
         """
-        on_error = "raise" if rejects is None else "reject"
         first_row = 0
-        for batch in batches:
-            validated = self.schema.validate(batch, keep=keep, first_row=first_row, on_error=on_error, text=text,
-                                             row_check=self.preprocessor.check_rows)
-            rows = input_rows(validated, first_row)
+        for data in batches:
+            validated = self.validate(data, keep=keep, first_row=first_row, on_error=_on_error(rejects))
+            inputs = self.preprocess(validated, stats)
+            outputs = [(self.interpret(batch), self.refused(batch)) for batch in self.infer(inputs)]
+            assembled = self.assemble(validated, *_joined(outputs), first_row=first_row, reject=rejects is not None)
+            batch = self._deliver(assembled, validated, stats, rejects)
             first_row += validated.rows_in
-            if stats is not None:
-                stats.add(validated)
-            if validated.rejected is not None and rejects is not None:
-                rejects(validated.rejected)
-                if validated.table.num_rows == 0 and self.golden is None:
-                    continue
-            yield from self._predict_validated(validated.table, keep, stats, rows, rejects)
+            if batch is not None:
+                yield batch
 
-    def _predict_validated(self, table: pa.Table, keep: Sequence[str], stats: RunStats | None, rows: np.ndarray,
-                           rejects: Rejects | None) -> Iterator[pa.RecordBatch]:
-        """Predictions for validated rows (rows: their input row numbers); rows whose output a head refuses go to
-        rejects, or raise a PredictionError without it."""
-        if table.num_rows == 0:
-            yield self._empty_batch(table, keep)
-            return
-        inputs = self.preprocess(table, stats)
-        passthrough = self._passthrough_names(table, keep)
-        start = 0
-        for batch in self.infer(inputs):
-            columns = self.interpret(batch)
-            n = len(next(iter(columns.values())))
-            part, columns, refused = set_aside(table.slice(start, n), columns, self.refused(batch),
-                                               rows[start:start + n], reject=rejects is not None)
-            if refused is not None:
-                rejects(refused)  # type: ignore[misc]  # set_aside raised if rejects is None
-                if stats is not None:
-                    stats.refuse(refused.num_rows)
-            yield self._assemble(part, passthrough, 0, columns)
-            start += n
-
-    @staticmethod
-    def _assemble(table: pa.Table, passthrough: list[str], start: int, columns: dict) -> pa.RecordBatch:
-        """Kept input columns for rows start.. followed by the prediction columns."""
-        clash = set(passthrough) & set(columns)
-        if clash:
-            raise SchemaError(f"kept column(s) {sorted(clash)} would overwrite prediction columns of the same name")
-        n_rows = len(next(iter(columns.values())))
-        kept = {name: table.column(name).slice(start, n_rows).combine_chunks() for name in passthrough}
-        return pa.RecordBatch.from_pydict({**kept, **columns})
-
-    def _empty_batch(self, table: pa.Table, keep: Sequence[str]) -> pa.RecordBatch:
-        """No rows in, no rows out, but with the columns a non-empty input would have had."""
-        if self.golden is None:
+    def _deliver(self, assembled: Assembled, validated: Validated, stats: RunStats | None,
+                 rejects: Rejects | None) -> pa.RecordBatch | None:
+        """Count a batch's rows and hand its rejected ones (by validation, then by a head) to rejects."""
+        if stats is not None:
+            stats.add(validated)
+        for rejected in (validated.rejected, assembled.refused):
+            if rejected is not None and rejects is not None:
+                rejects(rejected)
+        if assembled.refused is not None and stats is not None:
+            stats.refuse(assembled.refused.num_rows)
+        if assembled.batch is None and not validated.rows_in:
             raise SchemaError("the input holds no rows")
-        one_row = self.schema.validate(self.golden.inputs.slice(0, 1)).table
-        columns = self.interpret(next(iter(self.infer(self.preprocessor.transform(one_row)))))
-        empty = {name: column.slice(0, 0) for name, column in columns.items()}
-        return self._assemble(table, self._passthrough_names(table, keep), 0, empty)
-
-    def _passthrough_names(self, table: pa.Table, keep: Sequence[str]) -> list[str]:
-        wanted = [column.name for column in self.schema.passthrough] + list(keep)
-        return [name for name in dict.fromkeys(wanted) if name in table.column_names]
+        return assembled.batch
 
     def predict_file(self, input: Any, output: Any, **options: Any) -> RunStats:
         """Stream the rows of files (CSV, TSV, Parquet, JSONL, .npy; a folder or glob) into a predictions file.
@@ -199,34 +152,64 @@ class Predictor:
 
         >>> stats = predictor.predict_file("new.csv", "predictions.parquet", keep=["id"])   # doctest: +SKIP
         """
-        from torchpredict.pipeline import predict_file  # local: pipeline imports predictor
+        # The one upward import: the file pipeline is a front door above the predictor. It imports nothing
+        # from this module (it takes the predictor as an argument), so this makes no cycle.
+        from torchpredict.pipeline import predict_file
 
         return predict_file(self, input, output, **options)
 
-    def preprocess(self, table: pa.Table, stats: RunStats | None = None) -> dict[str, np.ndarray]:
-        """Model inputs for validated rows; what encoding text lost goes to stats.text when stats is given."""
+    def verify(self) -> Verification:
+        """Re-run the bundle's golden examples on this device: the raw outputs must reproduce within the
+        tolerance, and the heads must make the recorded predictions of the recorded outputs."""
+        if self.golden is None or not self.golden.inputs.num_rows:
+            raise ModelLoadError("this predictor has no golden examples to verify against")
+        inputs = self.preprocess(self.validate(self.golden.inputs))
+        try:  # one model batch of every golden row, as they were run when the bundle was saved
+            [batch] = self.infer(inputs, batch_size=self.golden.inputs.num_rows)
+        except RuntimeError as exc:
+            raise ModelLoadError(f"the model failed on its own golden examples: {first_line(exc)}") from None
+        report = self.golden.compare(batch.raw, lambda recorded: self.interpret(ModelBatch(recorded, batch.inputs)))
+        if self.manifest is None or self.manifest.settings_hashed:
+            return report
+        writer = self.manifest.producer.get("torchpredict", "?")
+        note = (f"settings not hash-checked (written by torchpredict {writer}, before settings_sha256): save it "
+                "again from its model to protect them")
+        return replace(report, notes=(*report.notes, note))
+
+    # -- the stages -----------------------------------------------------------------------------------
+
+    def validate(self, data: Any, *, keep: Sequence[str] = (), first_row: int = 0,
+                 on_error: str = "raise") -> Validated:
+        """Stage 1: check input rows against the schema (and the categories the encoders accept), cast them
+        and count their drift; on_error "raise" stops at the first bad row, "reject" sets bad rows aside.
+
+        first_row: the input row number of data's first row, for errors and rejected rows.
+        """
+        return self.schema.validate(data, keep=keep, first_row=first_row, on_error=on_error,  # type: ignore[arg-type]
+                                    row_check=self.preprocessor.check_rows)
+
+    def preprocess(self, validated: Validated | pa.Table, stats: RunStats | None = None) -> dict[str, np.ndarray]:
+        """Stage 2: model inputs for validated rows; what encoding text lost goes to stats.text when stats is given."""
+        table = validated.table if isinstance(validated, Validated) else validated
         return self.preprocessor.transform(table, counts=None if stats is None else stats.text)
 
-    def infer(self, inputs: Mapping[str, np.ndarray]) -> Iterator[ModelBatch]:
-        """The model's outputs for preprocessed inputs, batch by batch: one forward pass per batch, or for a
-        seq2seq model the head's decoding loop around it; each with its inputs, for heads that read them."""
+    def infer(self, inputs: Mapping[str, np.ndarray], *, batch_size: int | None = None) -> Iterator[ModelBatch]:
+        """Stage 3: the model's outputs for preprocessed inputs, in batches of batch_size (default the
+        predictor's): one forward pass per batch, or for a seq2seq model the head's decoding loop around it;
+        each with its inputs, for heads that read them."""
         if inputs:
             check_inputs(self.model_entry, {name: torch.from_numpy(a[:1]) for name, a in inputs.items()})
-        return self._batches(inputs)
+        return self._batches(inputs, batch_size or self.batch_size)
 
-    def _batches(self, inputs: Mapping[str, np.ndarray]) -> Iterator[ModelBatch]:
+    def _batches(self, inputs: Mapping[str, np.ndarray], size: int) -> Iterator[ModelBatch]:
         rows = len(next(iter(inputs.values()))) if inputs else 0
-        for start in range(0, rows, self.batch_size):
-            chunk = {name: array[start:start + self.batch_size] for name, array in inputs.items()}
-            raw = self.call.run(self.model, to_tensors(chunk, self.device), self.heads)
-            yield ModelBatch(raw, to_tensors(chunk, CPU))
+        for start in range(0, rows, size):
+            chunk = {name: array[start:start + size] for name, array in inputs.items()}
+            yield run_batch(self.call, self.model, self.heads, chunk, self.device)
 
     def interpret(self, batch: ModelBatch) -> dict[str, pa.Array]:
-        """Prediction columns of every head for one batch of the infer stage."""
-        columns: dict[str, pa.Array] = {}
-        for head in self.heads:
-            columns.update(head.read(batch))
-        return columns
+        """Stage 4: prediction columns of every head for one batch of the infer stage."""
+        return read_heads(self.heads, batch)
 
     def refused(self, batch: ModelBatch) -> pa.Array | None:
         """Per row of the batch, why a head cannot read its output (null where all can); None when all can."""
@@ -237,28 +220,93 @@ class Predictor:
                 reasons = mine if reasons is None else pc.coalesce(reasons, mine)
         return reasons
 
-    def verify(self) -> Verification:
-        """Re-run the bundle's golden examples on this device: the raw outputs must reproduce within the
-        tolerance, and the heads must make the recorded predictions of the recorded outputs."""
-        if self.golden is None:
-            raise ModelLoadError("this predictor has no golden examples to verify against")
-        inputs = self.preprocessor.transform(self.schema.validate(self.golden.inputs).table)
-        try:
-            raw = self.call.run(self.model, to_tensors(inputs, self.device), self.heads)
-        except RuntimeError as exc:
-            raise ModelLoadError(f"the model failed on its own golden examples: {str(exc).splitlines()[0]}") from None
-        cpu_inputs = to_tensors(inputs, CPU)
-        report = self.golden.compare(raw, lambda recorded: self.interpret(ModelBatch(recorded, cpu_inputs)))
-        if self.manifest is None or self.manifest.settings_hashed:
-            return report
-        writer = self.manifest.producer.get("torchpredict", "?")
-        note = (f"settings not hash-checked (written by torchpredict {writer}, before settings_sha256): save it "
-                "again from its model to protect them")
-        return replace(report, notes=(*report.notes, note))
+    def assemble(self, validated: Validated, columns: Mapping[str, pa.Array], reasons: pa.Array | None = None, *,
+                 first_row: int = 0, select: Sequence[str] | None = None, reject: bool = False) -> Assembled:
+        """Stage 5: the output rows: kept input columns, then the prediction columns (those in select, in its
+        order; default all).
+
+        columns and reasons: the interpret stage's columns and refusal reasons for all of validated's rows.
+        Rows a head refused (a NaN score) leave the output; with reject they come back as refused rows, in
+        the columns validation gives rejected rows, without the first is a PredictionError naming its row.
+        """
+        table = validated.table
+        kept = table.column_names[len(self.schema.features):]
+        if not table.num_rows:
+            return Assembled(self._empty_batch(table, kept, select), None)
+        table, columns, refused = set_aside(table, dict(columns), reasons, input_rows(validated, first_row),
+                                            reject=reject)
+        return Assembled(_output(table, kept, columns, select), refused)
+
+    def _empty_batch(self, table: pa.Table, kept: list[str], select: Sequence[str] | None) -> pa.RecordBatch | None:
+        """No rows in, no rows out, but with the columns a non-empty input would have had (typed by a golden
+        row's predictions); None without golden examples."""
+        if self.golden is None or not self.golden.inputs.num_rows:
+            return None
+        one_row = self.preprocess(self.validate(self.golden.inputs.slice(0, 1)))
+        columns = self.interpret(next(iter(self.infer(one_row))))
+        return _output(table, kept, {name: column.slice(0, 0) for name, column in columns.items()}, select)
 
     def __repr__(self) -> str:
         name = getattr(self.manifest, "name", "?")
         return f"Predictor(bundle={name!r}, device='{self.device}', heads={len(self.heads)})"
+
+
+def run_batch(call: Call, model: Any, heads: Sequence[Any], inputs: Mapping[str, np.ndarray],
+              device: torch.device) -> ModelBatch:
+    """One model batch through the call on the device, with its inputs on the CPU for the heads: the one
+    forward path of the infer stage, which the save-time check shares before there is a Predictor."""
+    if device.type == "cpu":
+        inputs = {name: _aligned(array) for name, array in inputs.items()}
+    raw = call.run(model, to_tensors(inputs, device), heads)
+    return ModelBatch(raw, to_tensors(inputs, CPU))
+
+
+def _aligned(array: np.ndarray) -> np.ndarray:
+    """The array contiguous at a 64-byte boundary, copied only where it is not: a CPU kernel may round
+    differently for another alignment, and a batch cut out of a chunk starts wherever the cut fell."""
+    if array.flags.c_contiguous and array.ctypes.data % ALIGNMENT == 0:
+        return array
+    buffer = np.empty(array.nbytes + ALIGNMENT, np.uint8)
+    start = -buffer.ctypes.data % ALIGNMENT
+    aligned = buffer[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
+    aligned[...] = array
+    return aligned
+
+
+def read_heads(heads: Sequence[Any], batch: ModelBatch) -> dict[str, pa.Array]:
+    """Every head's prediction columns for one model batch: the interpret stage, shared by the save-time check."""
+    columns: dict[str, pa.Array] = {}
+    for head in heads:
+        columns.update(head.read(batch))
+    return columns
+
+
+def _on_error(rejects: Rejects | None) -> str:
+    return "raise" if rejects is None else "reject"
+
+
+def _joined(outputs: list[tuple[dict[str, pa.Array], pa.Array | None]]
+            ) -> tuple[dict[str, pa.Array], pa.Array | None]:
+    """The columns and refusal reasons of several model batches as those of one."""
+    if len(outputs) == 1:
+        return outputs[0]
+    columns = {name: pa.concat_arrays([c[name] for c, _ in outputs]) for name in outputs[0][0]} if outputs else {}
+    if all(reasons is None for _, reasons in outputs):
+        return columns, None
+    reasons = [pa.nulls(len(next(iter(c.values()))), pa.string()) if r is None else r for c, r in outputs]
+    return columns, pa.concat_arrays(reasons)
+
+
+def _output(table: pa.Table, kept: list[str], columns: Mapping[str, pa.Array],
+            select: Sequence[str] | None) -> pa.RecordBatch:
+    """Kept input columns, then the selected prediction columns."""
+    names = list(columns) if select is None else list(select)
+    clash = sorted(set(kept) & set(names))
+    if clash:
+        raise SchemaError(f"kept column(s) {clash} would overwrite prediction columns of the same name")
+    output = {name: table.column(name).combine_chunks() for name in kept}
+    output.update({name: columns[name] for name in names})
+    return pa.RecordBatch.from_pydict(output)
 
 
 def input_rows(validated: Validated, first_row: int) -> np.ndarray:
@@ -277,14 +325,16 @@ def set_aside(table: pa.Table, columns: dict[str, pa.Array], reasons: pa.Array |
     number from rows, reason, the values as text), so that every input row is predicted or rejected; without,
     the first is a PredictionError naming its row.
     """
-    bad = np.array([], dtype=np.int64) if reasons is None else np.flatnonzero(reasons.is_valid().to_numpy(False))
+    if reasons is None:
+        return table, columns, None
+    bad = np.flatnonzero(reasons.is_valid().to_numpy(False))
     if not len(bad):
         return table, columns, None
     if not reject:
         raise PredictionError(f"row {int(rows[bad[0]])}: {reasons[int(bad[0])]} ({len(bad)} such row(s) in this "
                               "batch); pass rejects=... (CLI --rejects FILE) to set such rows aside")
     problems = RowProblems(collect=True)
-    problems.add(bad, lambda some: [reasons[int(i)].as_py() for i in some], lambda: "")
+    problems.add(bad, lambda some: [reasons[int(i)].as_py() for i in some], lambda row: "")
     refused = problems.rejected(table, table.column_names, 0)
     refused = refused.set_column(0, refused.field(0), pa.array(rows[bad], pa.int64()))  # type: ignore[union-attr]
     keep = pa.array(~np.isin(np.arange(table.num_rows), bad))

@@ -24,9 +24,10 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from torchpredict.errors import InputError, SchemaError, TorchPredictError
-from torchpredict.formats import STDIO, detect_format, first_line
+from torchpredict.formats import STDIO, detect_format
+from torchpredict.messages import first_line
 
-__all__ = ["DEFAULT_BATCH_ROWS", "DEFAULT_BLOCK_BYTES", "MAX_LINE_BYTES", "Chunk", "iter_batches", "read_chunks",
+__all__ = ["DEFAULT_BATCH_ROWS", "DEFAULT_BLOCK_BYTES", "MAX_LINE_BYTES", "Chunk", "read_chunks",
            "read_table"]
 
 DEFAULT_BATCH_ROWS = 65536
@@ -94,15 +95,6 @@ def read_chunks(path: str | Path, *, format: str | None = None,
             if isinstance(exc, TorchPredictError):
                 raise
             raise InputError(f"file '{source.name}': cannot read it as {fmt}: {first_line(exc)}") from None
-
-
-def iter_batches(path: str | Path, *, batch_rows: int = DEFAULT_BATCH_ROWS, format: str | None = None,
-                 column_types: Mapping[str, pa.DataType] | None = None) -> Iterator[pa.RecordBatch]:
-    """Yield record batches of at most batch_rows rows, in file order (see read_chunks)."""
-    from torchpredict.tables import as_table
-
-    for chunk in read_chunks(path, format=format, column_types=column_types, batch_rows=batch_rows):
-        yield from as_table(chunk.data).to_batches(max_chunksize=batch_rows)
 
 
 def read_table(path: str | Path, *, format: str | None = None,

@@ -10,21 +10,20 @@ feed the drift report of every validated batch.
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from torchpredict.columns import DTYPES, Column, ColumnStats
 from torchpredict.drift import DriftReport, count_drift
-from torchpredict.errors import SchemaError
+from torchpredict.errors import InputError, SchemaError
 from torchpredict.messages import MAX_VALUE, counted, quoted, shown
 from torchpredict.tables import as_table
 from torchpredict.validation import (
-    DTYPES,
     RowProblems,
     RowReport,
     check_column,
@@ -39,7 +38,6 @@ from torchpredict.validation import (
     target_type,
 )
 
-_ROW = re.compile(r"\brow (\d+)")
 RowCheck = Callable[[pa.Table, RowReport], None]
 """A per-row check on typed rows: calls report(rows, reasons, message) for the rows it refuses."""
 
@@ -48,82 +46,6 @@ __all__ = ["MAX_CATEGORIES", "Column", "ColumnStats", "Schema", "Validated"]
 MAX_CATEGORIES = 1000  # more distinct strings than this: neither categories nor their counts are recorded
 MAX_HINTS = 5  # "did you mean" pairs shown in a columns error
 MAX_HINT_PAIRS = 20_000  # (unexpected, missing) name pairs difflib compares for them at most: under 0.1 s
-
-
-@dataclass(frozen=True)
-class ColumnStats:
-    """Training statistics of one column (over non-missing values; NaN counts as missing).
-
-    category_counts[i] is the number of training rows holding categories[i] (string columns).
-    """
-
-    min: float | None = None
-    max: float | None = None
-    mean: float | None = None
-    std: float | None = None
-    missing_rate: float = 0.0
-    categories: tuple[str, ...] | None = None
-    category_counts: tuple[int, ...] | None = None
-
-    def __post_init__(self) -> None:
-        counts, cats = self.category_counts, self.categories
-        if counts is not None and (cats is None or len(counts) != len(cats)):
-            raise SchemaError(
-                f"column statistics: {len(counts)} category count(s) for "
-                f"{'no' if cats is None else len(cats)} categories; they must pair up one to one"
-            )
-
-    @property
-    def category_frequencies(self) -> dict[str, int]:
-        """{category: training rows}, or {} when the counts were not recorded."""
-        return dict(zip(self.categories or (), self.category_counts or (), strict=False))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
-        for key in ("categories", "category_counts"):
-            d[key] = None if d[key] is None else list(d[key])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ColumnStats:
-        _check_stats(d)
-        d = _known(cls, d)
-        for key in ("categories", "category_counts"):
-            d[key] = None if d.get(key) is None else tuple(d[key])
-        return cls(**d)
-
-
-@dataclass(frozen=True)
-class Column:
-    """One input column: dtype of its values, per-row shape ((), or (k,) for lists of length k).
-
-    infinite: the training data held inf or -inf in this float column, so they are accepted; otherwise a row
-    holding one is refused, as a null is in a column that is not nullable.
-    """
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...] = ()
-    nullable: bool = False
-    role: str = "feature"
-    stats: ColumnStats | None = None
-    infinite: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        stats = None if self.stats is None else self.stats.to_dict()
-        return {**self.__dict__, "shape": list(self.shape), "stats": stats}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Column:
-        _check_column(d)
-        stats = None if d.get("stats") is None else ColumnStats.from_dict(d["stats"])
-        return cls(**{**_known(cls, d), "shape": tuple(d.get("shape", ())), "stats": stats})
-
-
-def _known(cls: type, d: Mapping[str, Any]) -> dict[str, Any]:
-    """d without the keys cls does not know: a newer writer's additive keys are ignored (format version 1)."""
-    names = {f.name for f in fields(cls)}
-    return {k: v for k, v in d.items() if k in names}
 
 
 @dataclass(frozen=True)
@@ -141,11 +63,6 @@ class Validated:
     rejected: pa.Table | None = None
 
     @property
-    def out_of_range(self) -> dict[str, int]:
-        """Per column, rows outside the training range or categories (drift.outside_training())."""
-        return self.drift.outside_training()
-
-    @property
     def rows_in(self) -> int:
         """Input rows: passed plus rejected."""
         return self.table.num_rows + (0 if self.rejected is None else self.rejected.num_rows)
@@ -156,8 +73,8 @@ class Schema:
     """The columns a model takes, with their training statistics.
 
     >>> s = Schema.from_table({"age": [31.0, 40.0], "id": ["a", "b"]}, features=["age"], passthrough=["id"])
-    >>> s.validate({"age": [50.0], "id": ["c"]}).out_of_range
-    {'age': 1}
+    >>> s.validate({"age": [50.0], "id": ["c"]}).drift.columns["age"].out_of_range
+    1
     """
 
     columns: tuple[Column, ...]
@@ -203,7 +120,6 @@ class Schema:
         keep: Sequence[str] = (),
         first_row: int = 0,
         on_error: Literal["raise", "reject"] = "raise",
-        text: bool = False,
         row_check: RowCheck | None = None,
     ) -> Validated:
         """Check `data` against the schema, cast features losslessly and count drift.
@@ -214,9 +130,6 @@ class Schema:
         (a value of the wrong kind or range for the dtype, a null in a non-nullable column, a wrong per-row
         shape): they leave `table` and come back in `rejected` with their reasons. Problems of whole
         columns (missing, unexpected, duplicated, of a type no row could fix) always raise.
-        text: the values were read from text (CSV/TSV): a numeric column that arrives as strings is parsed,
-        and only strings that are not numbers are wrong. Python callers pass typed values and keep the
-        strict check ('3.5' is not a float).
         row_check: more per-row checks, run on the typed rows that passed (Preprocessor.check_rows: categories
         an encoder refuses); it reports rows of the table it gets, which count as failing like the others.
 
@@ -225,21 +138,15 @@ class Schema:
         [{'row': 1, 'reason': "column 'age': expected float64, got 'forty' (string)", 'age': 'forty'}]
         """
         if on_error not in ("raise", "reject"):
-            raise ValueError(f"on_error must be 'raise' or 'reject', got {on_error!r}")
-        try:
-            problems = RowProblems(collect=on_error == "reject")
-            return self._validate(data, keep, first_row, problems, text, row_check)
-        except SchemaError as exc:
-            if not first_row:
-                raise
-            shifted = _ROW.sub(lambda m: f"row {int(m.group(1)) + first_row}", str(exc))
-            raise SchemaError(shifted) from None
+            raise InputError(f"on_error must be 'raise' or 'reject', got {on_error!r}")
+        problems = RowProblems(collect=on_error == "reject", first_row=first_row)
+        return self._validate(data, keep, first_row, problems, row_check)
 
     def _validate(self, data: Any, keep: Sequence[str], first_row: int, problems: RowProblems,
-                  text: bool, row_check: RowCheck | None) -> Validated:
+                  row_check: RowCheck | None) -> Validated:
         table = read_input(data, self.features, problems)
         self._check_columns(table, keep)
-        found = {c.name: check_column(c, table.column(c.name), problems, text=text) for c in self.features}
+        found = {c.name: check_column(c, table.column(c.name), problems) for c in self.features}
         names = [c.name for c in self.features]
         names += [c.name for c in self.passthrough if c.name in table.column_names]
         names += [k for k in dict.fromkeys(keep) if k not in names]
@@ -414,51 +321,3 @@ def _feature_column(col: pa.ChunkedArray, name: str, nullable: bool, free_text: 
 
 def _passthrough_column(col: pa.ChunkedArray, name: str) -> Column:
     return Column(name, show_type(col.type), (), col.null_count > 0, "passthrough", None)
-
-
-# -- reading a schema from JSON ----------------------------------------------------------------------
-
-
-def _check_column(d: Any) -> None:
-    """A column read from JSON has the types Column holds, so that validation can trust them."""
-    if not isinstance(d, Mapping):
-        raise SchemaError(f"must be an object, got {shown(d)}")
-    role = d.get("role", "feature")
-    _expect(isinstance(d.get("name"), str) and d["name"] != "", "name", "a non-empty string", d.get("name"))
-    _expect(role in ("feature", "passthrough"), "role", "'feature' or 'passthrough'", role)
-    dtype_ok = d.get("dtype") in DTYPES if role == "feature" else isinstance(d.get("dtype"), str)
-    _expect(dtype_ok, "dtype", f"one of {', '.join(DTYPES)}" if role == "feature" else "a string", d.get("dtype"))
-    shape = d.get("shape", [])
-    _expect(isinstance(shape, list) and all(_is_count(s) and s >= 1 for s in shape), "shape",
-            "a list of sizes >= 1", shape)
-    _expect(isinstance(d.get("nullable", False), bool), "nullable", "true or false", d.get("nullable"))
-    _expect(isinstance(d.get("infinite", False), bool), "infinite", "true or false", d.get("infinite"))
-    _expect(d.get("stats") is None or isinstance(d["stats"], Mapping), "stats", "an object or null", d.get("stats"))
-
-
-def _check_stats(d: Any) -> None:
-    """Training statistics read from JSON: finite numbers (or null), a rate in [0, 1], strings and counts."""
-    for key in ("min", "max", "mean", "std"):
-        value = d.get(key)
-        _expect(value is None or (_is_number(value) and np.isfinite(value)), f"stats.{key}", "a finite number or null",
-                value)
-    rate = d.get("missing_rate", 0.0)
-    _expect(_is_number(rate) and 0 <= rate <= 1, "stats.missing_rate", "a number in [0, 1]", rate)
-    categories, counts = d.get("categories"), d.get("category_counts")
-    _expect(categories is None or (isinstance(categories, list) and all(isinstance(c, str) for c in categories)),
-            "stats.categories", "a list of strings or null", categories)
-    _expect(counts is None or (isinstance(counts, list) and all(_is_count(n) and n >= 0 for n in counts)),
-            "stats.category_counts", "a list of counts or null", counts)
-
-
-def _expect(ok: bool, field: str, wanted: str, value: Any) -> None:
-    if not ok:
-        raise SchemaError(f"'{field}' must be {wanted}, got {shown(value)}")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

@@ -23,18 +23,18 @@ import torch
 
 from torchpredict.decoding import beam_search, greedy
 from torchpredict.errors import BundleError, ModelLoadError, PreprocessingError
-from torchpredict.inference import RawOutput, forward
-from torchpredict.interpretation import (
+from torchpredict.head_base import (
     Head,
     ModelBatch,
-    _bad_shape,
-    _check_bool,
-    _check_output,
-    _check_target,
-    _column,
-    _is_table,
+    check_bool,
+    check_output,
+    check_target,
+    is_table,
     register_head,
+    shape_error,
+    target_column,
 )
+from torchpredict.inference import RawOutput, forward
 from torchpredict.labels import Labels, check_labels, encode_labels, take_labels
 from torchpredict.outputs import Output, as_tensor, select_output
 from torchpredict.steps import strings
@@ -75,7 +75,7 @@ class Seq2Seq(Head):
                  lowercase: bool = False, max_length: int = 128, min_frequency: int = 1, max_size: int | None = None,
                  strategy: str = "greedy", beam_width: int = 4, length_penalty: float = 1.0,
                  output: Output = None) -> None:
-        self.target = _check_target(target)
+        self.target = check_target(target)
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
             raise PreprocessingError(f"max_length must be >= 2 (a token and eos), got {max_length!r}")
         if strategy not in STRATEGIES:
@@ -84,10 +84,10 @@ class Seq2Seq(Head):
             raise PreprocessingError(f"beam_width must be >= 1, got {beam_width!r}")
         if isinstance(length_penalty, bool) or not isinstance(length_penalty, int | float):
             raise PreprocessingError(f"length_penalty must be a number, got {length_penalty!r}")
-        self.tokenizer, self.pattern, self.lowercase = tokenizer, pattern, _check_bool(lowercase, "lowercase")
+        self.tokenizer, self.pattern, self.lowercase = tokenizer, pattern, check_bool(lowercase, "lowercase")
         self.max_length, self.min_frequency, self.max_size = max_length, min_frequency, max_size
         self.strategy, self.beam_width, self.length_penalty = strategy, beam_width, float(length_penalty)
-        self.output = _check_output(output)
+        self.output = check_output(output)
         self._encoder()  # checks the tokenizer and vocabulary settings
         self.vocabulary_: tuple[str, ...] | None = None
 
@@ -95,14 +95,14 @@ class Seq2Seq(Head):
     def vocabulary(self) -> Vocabulary:
         """The target vocabulary fit(y) learned."""
         if self.vocabulary_ is None:
-            raise PreprocessingError(f"{self._describe()} is not fitted; call fit(y) on the training targets first")
+            raise PreprocessingError(f"{self.describe()} is not fitted; call fit(y) on the training targets first")
         return Vocabulary(self.vocabulary_)
 
     def fit(self, y: Any) -> Seq2Seq:
         """Learn the target vocabulary from the training target texts."""
         texts = self._texts(y)
         if not len(texts):
-            raise PreprocessingError(f"{self._describe()}: cannot learn a vocabulary from 0 rows")
+            raise PreprocessingError(f"{self.describe()}: cannot learn a vocabulary from 0 rows")
         self.vocabulary_ = self._encoder().fit(pa.table({self.target: texts})).vocabularies_[0]
         return self
 
@@ -115,7 +115,7 @@ class Seq2Seq(Head):
         column = encoded.table.column(self.target).combine_chunks()
         ids = np.asarray(column.flatten(), dtype=np.int64).reshape(len(column), self.max_length + 1)
         if encoded.truncated[self.target]:
-            warnings.warn(f"{self._describe()}: {encoded.truncated[self.target]} of {len(column)} target(s) had more "
+            warnings.warn(f"{self.describe()}: {encoded.truncated[self.target]} of {len(column)} target(s) had more "
                           f"than {self.max_length - 1} tokens and were truncated", TruncationWarning, stacklevel=2)
         decoder_input = np.where(ids[:, :-1] == EOS_ID, PAD_ID, ids[:, :-1])
         return TeacherForcing(np.ascontiguousarray(decoder_input), np.ascontiguousarray(ids[:, 1:]))
@@ -145,7 +145,7 @@ class Seq2Seq(Head):
     def _logits(self, model: Any, size: int, source: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
         logits = select_output(model(source, prefix), self.output, head=self.name)
         if logits.ndim != 3 or logits.shape[1] != prefix.shape[1] or logits.shape[2] != size:
-            raise _bad_shape(self, f"[n, {prefix.shape[1]}, {size}] (logits over the target vocabulary for each "
+            raise shape_error(self, f"[n, {prefix.shape[1]}, {size}] (logits over the target vocabulary for each "
                              "prefix position)", logits)
         return logits
 
@@ -156,7 +156,7 @@ class Seq2Seq(Head):
                                  f"'ids' and 'scores'; got {type(raw).__name__}")
         ids, scores = as_tensor(raw["ids"]), as_tensor(raw["scores"])
         if ids.ndim != 2 or scores.shape != ids.shape[:1]:
-            raise _bad_shape(self, "ids [n, length] and scores [n]", ids)
+            raise shape_error(self, "ids [n, length] and scores [n]", ids)
         return {self.target: self.vocabulary.decode_array(ids, self._tokenizer_separator()),
                 f"{self.target}_score": pa.array(scores.to(torch.float32).numpy())}
 
@@ -180,7 +180,7 @@ class Seq2Seq(Head):
         return self._encoder().tokenizer.separator
 
     def _texts(self, y: Any) -> pa.ChunkedArray:
-        return _texts(self, _column(self, y, self.target) if _is_table(y) else y)
+        return _texts(self, target_column(self, y, self.target) if is_table(y) else y)
 
     def _params(self) -> dict[str, Any]:
         return {"target": self.target, "tokenizer": self.tokenizer, "pattern": self.pattern,
@@ -216,15 +216,15 @@ class TokenClassification(Head):
     def __init__(self, target: str = "prediction", *, labels: Sequence[int | str], source: str | None = None,
                  vocabulary: Vocabulary | Sequence[str] | None = None, from_logits: bool = True,
                  output: Output = None) -> None:
-        self.target = _check_target(target)
+        self.target = check_target(target)
         self.labels: Labels = check_labels(labels)
         if source is not None and (not isinstance(source, str) or not source):
             raise PreprocessingError(f"source must be None or a model input name, got {source!r}")
         self.source = source
         tokens = vocabulary.tokens if isinstance(vocabulary, Vocabulary) else vocabulary
         self.vocabulary = None if tokens is None else Vocabulary(tuple(tokens))
-        self.from_logits = _check_bool(from_logits, "from_logits")
-        self.output = _check_output(output)
+        self.from_logits = check_bool(from_logits, "from_logits")
+        self.output = check_output(output)
 
     def fit(self, y: Any) -> TokenClassification:
         """Check that every training label is one of `labels` (labels are given, never learned)."""
@@ -236,19 +236,19 @@ class TokenClassification(Head):
         for CrossEntropyLoss; y holds one sequence of labels per row, one per token. Labels of tokens that
         truncation cut off are dropped; a row with fewer labels than tokens is an error."""
         if ids is None:
-            raise PreprocessingError(f"{self._describe()}: encode_target(y, ids) needs the source ids [n, L] the "
+            raise PreprocessingError(f"{self.describe()}: encode_target(y, ids) needs the source ids [n, L] the "
                                      "labels belong to (Preprocessor.transform(...)[source])")
         ids = np.asarray(ids)
         codes, counts = self._flat_codes(y)
         if ids.ndim != 2 or len(counts) != len(ids):
-            raise PreprocessingError(f"{self._describe()}: y has {len(counts)} row(s) but ids has shape "
+            raise PreprocessingError(f"{self.describe()}: y has {len(counts)} row(s) but ids has shape "
                                      f"{list(ids.shape)}; expected ids [{len(counts)}, L]")
         mask = np.asarray(token_mask(ids))
         tokens = mask.sum(axis=1)
         short = counts < tokens
         if short.any():
             row = int(np.argmax(short))
-            raise PreprocessingError(f"{self._describe()}: row {row} has {int(counts[row])} label(s) for "
+            raise PreprocessingError(f"{self.describe()}: row {row} has {int(counts[row])} label(s) for "
                                      f"{int(tokens[row])} token(s)")
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         first_token = np.concatenate([[0], np.cumsum(tokens)[:-1]])
@@ -263,8 +263,8 @@ class TokenClassification(Head):
         if isinstance(lists, pa.ChunkedArray):
             lists = lists.combine_chunks()
         if not pa.types.is_list(lists.type) and not pa.types.is_large_list(lists.type):
-            raise PreprocessingError(f"{self._describe()}: y must hold one list of labels per row, got {lists.type}")
-        codes = encode_labels(self._describe(), self.labels, lists.flatten())
+            raise PreprocessingError(f"{self.describe()}: y must hold one list of labels per row, got {lists.type}")
+        codes = encode_labels(self.describe(), self.labels, lists.flatten())
         return codes, np.asarray(pc.fill_null(lists.value_lengths(), 0), dtype=np.int64)
 
     def column_names(self) -> list[str]:
@@ -276,7 +276,7 @@ class TokenClassification(Head):
         if scores.ndim != 3 or scores.shape[:2] != ids.shape or scores.shape[2] != len(self.labels):
             expected = f"[n, {ids.shape[1] if ids.ndim == 2 else 'L'}, {len(self.labels)}] (one score per label for " \
                        "each source position)"
-            raise _bad_shape(self, expected, scores)
+            raise shape_error(self, expected, scores)
         probabilities = torch.softmax(scores.float(), dim=-1) if self.from_logits else scores.float()
         chosen, best = probabilities.max(dim=-1)
         mask = token_mask(ids)
@@ -411,8 +411,8 @@ def _texts(head: Head, y: Any) -> pa.ChunkedArray:
             texts = texts.cast(texts.type.value_type)
         texts = texts.cast(pa.string())
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError) as exc:
-        raise PreprocessingError(f"{head._describe()}: y must hold strings ({exc})") from None
+        raise PreprocessingError(f"{head.describe()}: y must hold strings ({exc})") from None
     if texts.null_count:
         row = int(np.flatnonzero(np.asarray(pc.is_null(texts)))[0])
-        raise PreprocessingError(f"{head._describe()}: y has {texts.null_count} missing target(s), first at row {row}")
+        raise PreprocessingError(f"{head.describe()}: y has {texts.null_count} missing target(s), first at row {row}")
     return texts

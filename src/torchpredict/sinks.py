@@ -12,20 +12,19 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
 from torchpredict.drift import DriftReport
 from torchpredict.errors import InputError
 from torchpredict.formats import STDIO, detect_format
-from torchpredict.predictor import RunStats
+from torchpredict.plan import Plan, Result
 from torchpredict.readers import read_table
+from torchpredict.stats import RunStats
+from torchpredict.text import TextCounts
 from torchpredict.validation import free_name
 from torchpredict.writers import TableWriter
-
-if TYPE_CHECKING:
-    from torchpredict.pipeline import Plan, Result
 
 __all__ = ["STATE_DIR", "Sink", "open_sink", "write_json"]
 
@@ -230,7 +229,7 @@ class _Parts(Sink):
             raise InputError(f"cannot resume into '{self.folder}': the {', '.join(changed)} differ from the run "
                              "that wrote its parts; rerun without --resume into an empty folder")
         self._remove_partial_files()
-        markers = []
+        markers: list[dict[str, Any]] = []
         while (marker := self.state / f"part-{len(markers):05d}.json").is_file():
             entry = json.loads(marker.read_text())
             if entry["file"] is not None and not (self.folder / entry["file"]).is_file():
@@ -271,7 +270,8 @@ class _Parts(Sink):
                  "rejects": None if part.rejects is None else part.rejects.path.name,
                  "reject_columns": part.reject_names, "rows_in": stats.rows_in,
                  "rows_predicted": stats.rows_predicted, "rows_rejected": stats.rows_rejected,
-                 "drift": stats.drift.to_dict()}
+                 "drift": stats.drift.to_dict(),
+                 "text": {"truncated": stats.text.truncated, "unknown": stats.text.unknown}}
         write_json(self.state / f"part-{part.number:05d}.json", entry)  # the commit point
         self.markers.append(entry)
 
@@ -279,15 +279,14 @@ class _Parts(Sink):
         self._commit()
         stats = RunStats()
         for entry in self.markers:
-            _count(stats, RunStats(rows_in=entry["rows_in"], rows_predicted=entry["rows_predicted"],
-                                   rows_rejected=entry["rows_rejected"], drift=DriftReport.from_dict(entry["drift"])))
+            _count(stats, _marked(entry))
         if self.rejects is not None:
             self._gather_rejects()
         return stats
 
     def _gather_rejects(self) -> None:
         fragments = [self.state / e["rejects"] for e in self.markers if e.get("rejects")]
-        names = next((e["reject_columns"] for e in reversed(self.markers) if e["reject_columns"]), [])
+        names: list[str] = next((e["reject_columns"] for e in reversed(self.markers) if e["reject_columns"]), [])
         writer = None
         try:
             for fragment in fragments:
@@ -322,6 +321,15 @@ def _signature(predictor: Any, plan: Plan, fmt: str) -> dict:
     return {"input files": inputs, "bundle": bundle, "keep columns": list(plan.keep),
             "prediction columns": None if plan.columns is None else list(plan.columns),
             "part rows": plan.part_rows, "output format": fmt}
+
+
+def _marked(entry: dict) -> RunStats:
+    """A committed part's counts, as its marker stored them (a marker of an older run has no text counts)."""
+    text = entry.get("text") or {}
+    return RunStats(rows_in=entry["rows_in"], rows_predicted=entry["rows_predicted"],
+                    rows_rejected=entry["rows_rejected"], drift=DriftReport.from_dict(entry["drift"]),
+                    text=TextCounts(dict(text.get("truncated", {})), dict(text.get("unknown", {}))))
+
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -30,16 +30,17 @@ import pyarrow.compute as pc
 
 from torchpredict.binning import Bucketize
 from torchpredict.categorical import IndexEncode, OneHot
+from torchpredict.columns import DTYPES, Column
 from torchpredict.copying import Copy
 from torchpredict.errors import PreprocessingError
 from torchpredict.missing import Impute
 from torchpredict.numeric import Log1p, MaxAbs, MinMax, Robust, Standardize
 from torchpredict.power import Power
-from torchpredict.preprocessing import FLOAT32, Preprocessor
-from torchpredict.schema import Column, Schema
+from torchpredict.preprocessor import FLOAT32, Preprocessor
+from torchpredict.schema import Schema
 from torchpredict.steps import Step, is_numeric
 from torchpredict.tables import as_table
-from torchpredict.validation import DTYPES, free_name
+from torchpredict.validation import free_name
 
 __all__ = ["SUPPORTED", "convert"]
 
@@ -163,6 +164,9 @@ class _Walk:
         """The branches with each column an earlier branch (or the same one) reads replaced by a copy, made by
         one Copy step before the branches: steps replace their columns, so every branch needs its own."""
         seen: set[str] = set()
+        sources: list[Any]
+        names: list[Any]
+        renamed: list[Any]
         sources, names, renamed = [], [], []
         for branch, trans, picked in branches:
             columns = []
@@ -252,7 +256,9 @@ def _maxabs(est: Any, columns: list[str]) -> Step:
 def _power(est: Any, columns: list[str]) -> Step:
     step = Power(columns, method=est.method, standardize=est.standardize)
     step.lambdas_ = _floats(est.lambdas_)
-    if est.standardize:  # PowerTransformer keeps its standardization in a private StandardScaler
+    # PowerTransformer keeps its standardization only in a private StandardScaler: no public attribute has it, and
+    # refitting would need the training data; tests/test_layers.py lists this as the one allowed private read
+    if est.standardize:
         step.mean_, step.scale_ = _floats(est._scaler.mean_), _floats(est._scaler.scale_)
     else:
         step.mean_, step.scale_ = (0.0,) * len(columns), (1.0,) * len(columns)
@@ -319,12 +325,7 @@ def _ordinal(est: Any, columns: list[str]) -> Step:
     step = IndexEncode(columns, handle_unknown=est.handle_unknown, unknown_value=unknown_value,
                        encoded_missing_value=missing_value, categories=_given(est, categories),
                        min_frequency=est.min_frequency, max_categories=est.max_categories)
-    infrequent = _infrequent(est, categories)
-    step.categories_, step.infrequent_categories_ = categories, infrequent
-    step.cardinality_ = tuple(  # the rule IndexEncode.fit applies
-        step._cardinality(n, c, set(r)) for n, c, r in zip(columns, categories, infrequent, strict=True)
-    )
-    return step
+    return step.set_categories(categories, _infrequent(est, categories))  # the codes as IndexEncode.fit gives them
 
 
 def _bins(est: Any, columns: list[str]) -> Step:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from torchpredict.errors import ModelLoadError
+from torchpredict.messages import first_line
 
 __all__ = ["Source", "load_source", "search_first"]
 
@@ -181,7 +182,8 @@ def _checked(path: str | Path, step: Callable[[], _T]) -> _T:
     try:
         return step()
     except (SyntaxError, ValueError) as exc:
-        line = f" line {exc.lineno}" if getattr(exc, "lineno", None) else ""
+        lineno = getattr(exc, "lineno", None)  # SyntaxError has it; a ValueError (NUL bytes) does not
+        line = f" line {lineno}" if lineno else ""
         raise ModelLoadError(f"source '{path}'{line} is not valid Python: {getattr(exc, 'msg', exc)}") from exc
 
 
@@ -381,18 +383,16 @@ def _describe(text: str, statement: ast.stmt) -> str:
 
 def _failure(source: Source, kept: list[ast.stmt], text: str, exc: BaseException) -> str:
     """The message for a kept statement that failed: the skipped code it needed, or its error."""
-    from torchpredict.factories import error_summary  # factories imports this module
-
     outer, inner = _lines_in_script(exc, source.module.__file__ or "")
     statement = next((s for s in kept if outer is not None and _first_line(s) <= outer <= (s.end_lineno or 0)),
                      None)
     what = _describe(text, statement) if statement is not None else "its definitions"
     where = f" line {inner}" if inner is not None else ""
     name = getattr(exc, "name", None)
-    if isinstance(exc, NameError) and name in source.skipped:
+    if isinstance(exc, NameError) and isinstance(name, str) and name in source.skipped:
         return (f"source '{source.path}'{where}: {what} uses {name!r}, which is set by code torchpredict does not "
                 f"run ({source.where_set(name, before=inner)}); {_FIX}")
-    return f"source '{source.path}'{where}: {what} failed: {error_summary(exc)}"
+    return f"source '{source.path}'{where}: {what} failed: {first_line(exc, with_type=True)}"
 
 
 def _lines_in_script(exc: BaseException, filename: str) -> tuple[int | None, int | None]:

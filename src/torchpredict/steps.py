@@ -113,7 +113,7 @@ class Step:
         return PreprocessingError(f"state {name!r} must hold {wanted}, got {got}")
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self.to_dict() == other.to_dict()  # type: ignore[attr-defined]
+        return type(other) is type(self) and self.to_dict() == other.to_dict()
 
     __hash__ = None  # type: ignore[assignment]  # mutable: fit changes it
 
@@ -133,7 +133,7 @@ class Step:
             )
         return frame.column(name)
 
-    def _numbers(self, frame: pa.Table, name: str) -> np.ndarray:
+    def column_numbers(self, frame: pa.Table, name: str) -> np.ndarray:
         """The column as float64 numpy, missing values as NaN."""
         col = self._column(frame, name)
         if not is_numeric(col.type):
@@ -144,7 +144,7 @@ class Step:
         return float64_values(col)
 
     def _fit_values(self, frame: pa.Table, name: str) -> np.ndarray:
-        x = self._numbers(frame, name)
+        x = self.column_numbers(frame, name)
         x = x[~np.isnan(x)]
         if not len(x):
             raise PreprocessingError(f"{self!r}: column {name!r} has no non-missing values to fit on")
@@ -154,7 +154,7 @@ class Step:
         """Replace each of self.columns by fn(its index, its float64 values)."""
         self._check_fitted()
         for i, name in enumerate(self.columns):
-            values = fn(i, self._numbers(frame, name))
+            values = fn(i, self.column_numbers(frame, name))
             frame = frame.set_column(frame.column_names.index(name), name, pa.array(values))
         return frame
 

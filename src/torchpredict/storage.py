@@ -31,7 +31,8 @@ from torch.utils import _pytree as pytree
 from torchpredict.checkpoints import load_state
 from torchpredict.errors import ModelLoadError, SchemaError
 from torchpredict.export_reader import Unsupported, read_archive
-from torchpredict.factories import build_model, error_summary, is_file_ref
+from torchpredict.factories import build_model, is_file_ref
+from torchpredict.messages import first_line
 from torchpredict.torch_loader import load_checked
 
 __all__ = ["EXPORT_FILE", "WEIGHTS_FILE", "check_inputs", "load_model", "store_model"]
@@ -351,7 +352,7 @@ def _model_file(directory: str | Path, entry: Mapping[str, Any], kind: str) -> P
 
 def _load_export(path: Path, device: torch.device, *, trust_torch_loader: bool) -> nn.Module:
     try:
-        module = read_archive(path, device)
+        module: nn.Module = read_archive(path, device)
     except Unsupported as exc:
         if not trust_torch_loader:
             raise ModelLoadError(
@@ -463,4 +464,4 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def _reason(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, (_Mismatch, ModelLoadError)) else error_summary(exc)
+    return str(exc) if isinstance(exc, (_Mismatch, ModelLoadError)) else first_line(exc, with_type=True)

@@ -18,7 +18,7 @@ import pyarrow as pa
 from torchpredict.errors import SchemaError
 from torchpredict.messages import quoted, shown
 
-__all__ = ["as_table", "is_record"]
+__all__ = ["as_table", "is_record", "kind_group", "value_kind"]
 
 _SCALARS = (str, bytes, bool, int, float, np.generic, pa.Scalar, datetime.date, datetime.time, datetime.timedelta,
             decimal.Decimal)
@@ -120,10 +120,10 @@ def _list_array(values: list[Any], name: str, expected: str | None) -> pa.Array:
     try:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        kinds = [_kind(v) for v in values]  # error path only: a Python loop is fine here
+        kinds = [value_kind(v) for v in values]  # error path only: a Python loop is fine here
         first = next((k for k in kinds if k is not None), None)
-        group = _group(expected or first)
-        row = next((i for i, k in enumerate(kinds) if k is not None and _group(k) != group), None)
+        group = kind_group(expected or first)
+        row = next((i for i, k in enumerate(kinds) if k is not None and kind_group(k) != group), None)
         if row is None:
             raise SchemaError(f"column {shown(name)}: cannot read the values: {exc}") from None
         got = f"{shown(values[row])} ({kinds[row]}) at row {row}"
@@ -132,7 +132,8 @@ def _list_array(values: list[Any], name: str, expected: str | None) -> pa.Array:
         raise SchemaError(f"column {shown(name)}: mixed value types: {first} values, then {got}") from None
 
 
-def _kind(value: Any) -> str | None:
+def value_kind(value: Any) -> str | None:
+    """The schema dtype a Python value reads as ("int64", "string", ...), its type name otherwise; None for None."""
     if value is None:
         return None
     if isinstance(value, (bool, np.bool_)):
@@ -144,5 +145,6 @@ def _kind(value: Any) -> str | None:
     return "string" if isinstance(value, str) else type(value).__name__
 
 
-def _group(kind: str | None) -> str | None:
+def kind_group(kind: str | None) -> str | None:
+    """Kinds that convert into each other without loss of meaning share a group: every number is "number"."""
     return "number" if kind in ("float32", "float64", "int32", "int64") else kind

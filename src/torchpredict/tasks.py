@@ -16,8 +16,8 @@ import pyarrow.compute as pc
 import torch
 
 from torchpredict.errors import ModelLoadError, PackError
-from torchpredict.factories import error_summary
 from torchpredict.inference import forward, to_tensors
+from torchpredict.messages import first_line
 from torchpredict.preprocessing import Preprocessor
 
 __all__ = ["TASK_NAMES", "choose_task", "output_width"]
@@ -38,8 +38,8 @@ def output_width(model: torch.nn.Module, preprocessor: Preprocessor, table: pa.T
     except RuntimeError as exc:  # the architecture does not take these inputs
         shapes = ", ".join(f"{name} {list(t.shape)}" for name, t in tensors.items())
         raise ModelLoadError(f"the model fails on the preprocessed training rows (inputs {shapes}): "
-                             f"{error_summary(exc)}; check --factory/--factory-kwargs and the preprocessing "
-                             "options against the training script") from None
+                             f"{first_line(exc, with_type=True)}; check --factory/--factory-kwargs and the "
+                             "preprocessing options against the training script") from None
     if not isinstance(raw, torch.Tensor) or raw.ndim not in (1, 2):
         return None
     return 1 if raw.ndim == 1 else int(raw.shape[1])
@@ -101,7 +101,7 @@ def _suggest(inferred: str | None, task: str) -> str:
     return ": check --task, --target and --labels against the training script"
 
 
-def _evidence(targets: list[str], table: pa.Table, width: int) -> str:
+def _evidence(targets: list[str], table: pa.Table, width: int | None) -> str:
     """'target 'grade' (string, 3 distinct values) and the model's 3 outputs per row', for messages."""
     if len(targets) == 1:
         column = table.column(targets[0])
@@ -111,7 +111,9 @@ def _evidence(targets: list[str], table: pa.Table, width: int) -> str:
     return f"{what} and the model's {_outputs(width)}"
 
 
-def _outputs(width: int) -> str:
+def _outputs(width: int | None) -> str:
+    if width is None:
+        return "outputs (their width unknown)"
     return f"{width} output{'' if width == 1 else 's'} per row"
 
 

@@ -11,34 +11,25 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from torchpredict.columns import DTYPES, Column
 from torchpredict.errors import SchemaError
 from torchpredict.messages import shown
-from torchpredict.tables import _group, _kind, as_table, is_record
-
-if TYPE_CHECKING:
-    from torchpredict.schema import Column
+from torchpredict.tables import as_table, is_record, kind_group, value_kind
 
 __all__ = ["DTYPES", "Leaves", "RowProblems", "RowReport", "check_column", "forward_reports", "free_name", "leaves",
            "read_input"]
 
-DTYPES = {
-    "float32": pa.float32(),
-    "float64": pa.float64(),
-    "int32": pa.int32(),
-    "int64": pa.int64(),
-    "bool": pa.bool_(),
-    "string": pa.string(),
-}
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
-RowReport = Callable[[np.ndarray, Callable[[np.ndarray], list[str]], Callable[[], str]], None]
-"""RowProblems.add's shape: (sorted failing rows, reasons(some_rows) wording each, message() the error)."""
+RowReport = Callable[[np.ndarray, Callable[[np.ndarray], list[str]], Callable[[int], str]], None]
+"""RowProblems.add's shape: (sorted failing rows, reasons(some_rows) wording each, message(row) the error naming
+the first failing row by its input row number, which only RowProblems knows)."""
 
 
 def forward_reports(check: Callable[[RowReport], None], report: RowReport, positions: np.ndarray) -> np.ndarray:
@@ -46,7 +37,7 @@ def forward_reports(check: Callable[[RowReport], None], report: RowReport, posit
     (position i of the selection is row positions[i]); returns the mask of the selection's rows it reported."""
     flagged = np.zeros(len(positions), dtype=bool)
 
-    def forward(rows: np.ndarray, reasons: Callable[[np.ndarray], list[str]], message: Callable[[], str]) -> None:
+    def forward(rows: np.ndarray, reasons: Callable[[np.ndarray], list[str]], message: Callable[[int], str]) -> None:
         if len(rows):
             flagged[rows] = True
             report(positions[rows], lambda some: reasons(np.searchsorted(positions, some)), message)
@@ -62,21 +53,25 @@ Leaves = tuple[pa.ChunkedArray, np.ndarray, np.ndarray]
 class RowProblems:
     """Rows failing per-row checks: raise at the first problem, or collect every failing row with a reason.
 
-    A row failing several checks keeps the reason of the first check that flagged it.
+    A row failing several checks keeps the reason of the first check that flagged it. first_row: the input
+    row number of the checked table's first row, so that an error names the row of the file read in batches.
     """
 
-    def __init__(self, *, collect: bool) -> None:
+    def __init__(self, *, collect: bool, first_row: int = 0) -> None:
         self.collect = collect
+        self.first_row = first_row
         self._rows: list[np.ndarray] = []
         self._reasons: list[str] = []
         self._originals: dict[str, dict[int, Any]] = {}
 
-    def add(self, rows: np.ndarray, reasons: Callable[[np.ndarray], list[str]], message: Callable[[], str]) -> None:
-        """rows: sorted row numbers failing one check; reasons(some_rows) words each; message() the error."""
+    def add(self, rows: np.ndarray, reasons: Callable[[np.ndarray], list[str]],
+            message: Callable[[int], str]) -> None:
+        """rows: sorted row numbers failing one check; reasons(some_rows) words each; message(row) the error,
+        given the input row number of rows[0]."""
         if not len(rows):
             return
         if not self.collect:
-            raise SchemaError(message())
+            raise SchemaError(message(int(rows[0]) + self.first_row))
         if self._rows:
             rows = rows[~np.isin(rows, np.concatenate(self._rows))]
         if len(rows):
@@ -155,13 +150,12 @@ def _json_text(value: Any) -> str | None:
 
 
 def read_input(data: Any, columns: Sequence[Column], problems: RowProblems) -> pa.Table:
-    """as_table, but when collecting, a column of mixed Python values rejects its odd rows instead of failing."""
+    """as_table, but a column of mixed Python values reports its odd rows to problems: rejected when collecting,
+    else the first is the error, named by its input row (as_table's own error counts rows from 0)."""
     expected = {c.name: c.dtype for c in columns}
     try:
         return as_table(data, expected=expected)
     except SchemaError:
-        if not problems.collect:
-            raise
         table = _read_mixed(data, {c.name: c for c in columns}, problems)
         if table is None:
             raise
@@ -204,13 +198,13 @@ def _without_odd_values(name: str, values: list[Any], column: Column | None, pro
     A Python loop over the values, but only for a column Arrow could not read (reading them was one anyway).
     """
     if column is not None and column.shape:
-        group = _group(column.dtype)
+        group = kind_group(column.dtype)
         odd = [_odd_leaf(v, group) for v in values]
     else:
-        kinds = [_kind(v) for v in values]
+        kinds = [value_kind(v) for v in values]
         first = next((k for k in kinds if k is not None), None)
-        group = _group(column.dtype if column is not None else first)
-        odd = [None if k is None or _group(k) == group else (v, k) for v, k in zip(values, kinds, strict=True)]
+        group = kind_group(column.dtype if column is not None else first)
+        odd = [None if k is None or kind_group(k) == group else (v, k) for v, k in zip(values, kinds, strict=True)]
     try:
         array = pa.array([v if o is None else None for v, o in zip(values, odd, strict=True)])
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -221,7 +215,7 @@ def _without_odd_values(name: str, values: list[Any], column: Column | None, pro
         return [f"column {shown(name)}: {wanted} {shown(odd[r][0])} ({odd[r][1]})" for r in rows]
 
     rows = np.flatnonzero([o is not None for o in odd])
-    problems.add(rows, reasons, lambda: f"{reasons(rows[:1])[0]} at row {rows[0]}")
+    problems.add(rows, reasons, lambda row: f"{reasons(rows[:1])[0]} at row {row}")
     problems.keep_original(name, rows, values)
     return array
 
@@ -230,8 +224,8 @@ def _odd_leaf(value: Any, group: str | None) -> tuple[Any, str] | None:
     """The first value in a (nested) list whose kind is not of `group`, with its kind."""
     if isinstance(value, (list, tuple, np.ndarray)):
         return next((odd for odd in (_odd_leaf(v, group) for v in value) if odd is not None), None)
-    kind = _kind(value)
-    return None if kind is None or _group(kind) == group else (value, kind)
+    kind = value_kind(value)
+    return None if kind is None or kind_group(kind) == group else (value, kind)
 
 
 # -- types -----------------------------------------------------------------------------------------
@@ -312,13 +306,10 @@ def _positions(n: int) -> np.ndarray:
     return positions
 
 
-def check_column(column: Column, col: pa.ChunkedArray, problems: RowProblems, *, text: bool = False) -> Leaves:
-    """Per-row shape, dtype and (for non-nullable columns) nulls of one feature column; returns its leaves.
-
-    text: strings in a numeric column are parsed as numbers (the values came from a text file).
-    """
+def check_column(column: Column, col: pa.ChunkedArray, problems: RowProblems) -> Leaves:
+    """Per-row shape, dtype and (for non-nullable columns) nulls of one feature column; returns its leaves."""
     found = leaves(decoded(col), column.shape, _shape_check(column, problems))
-    _check_dtype(column, found, problems, text)
+    _check_dtype(column, found, problems)
     if column.dtype.startswith("float") and not column.infinite:
         _check_finite(column, found, problems)
     if not column.nullable:
@@ -345,15 +336,14 @@ def _shape_check(column: Column, problems: RowProblems) -> LevelCheck:
             got = lengths.take(at[np.searchsorted(bad_rows, some)]).to_pylist()
             return [f"column {shown(name)}: expected per-row shape {shape}, got a list of {n}" for n in got]
 
-        problems.add(bad_rows, reasons, lambda: f"{reasons(bad_rows[:1])[0]} at row {bad_rows[0]}")
+        problems.add(bad_rows, reasons, lambda row: f"{reasons(bad_rows[:1])[0]} at row {row}")
 
     return check
 
 
-def _check_dtype(column: Column, found: Leaves, problems: RowProblems, text: bool) -> None:
+def _check_dtype(column: Column, found: Leaves, problems: RowProblems) -> None:
     values, rows, _ = found
-    bad = _bad_text(values, column.dtype) if text and _is_text_number(values, column.dtype) else \
-        _bad_values(values, column.dtype)
+    bad = _bad_values(values, column.dtype)
     bad_rows, at = _first_per_row(np.flatnonzero(bad), rows)
 
     def reasons(some: np.ndarray) -> list[str]:
@@ -361,7 +351,7 @@ def _check_dtype(column: Column, found: Leaves, problems: RowProblems, text: boo
         kind = show_type(values.type)
         return [f"column {shown(column.name)}: expected {column.dtype}, got {shown(v)} ({kind})" for v in got]
 
-    problems.add(bad_rows, reasons, lambda: f"{reasons(bad_rows[:1])[0]} at row {bad_rows[0]}")
+    problems.add(bad_rows, reasons, lambda row: f"{reasons(bad_rows[:1])[0]} at row {row}")
 
 
 def _check_finite(column: Column, found: Leaves, problems: RowProblems) -> None:
@@ -372,42 +362,16 @@ def _check_finite(column: Column, found: Leaves, problems: RowProblems) -> None:
 
     def reasons(some: np.ndarray) -> list[str]:
         got = values.take(at[np.searchsorted(bad_rows, some)]).to_pylist()
-        return [f"column {shown(column.name)}: expected a finite number, got {_spelled(v)}" for v in got]
+        return [f"column {shown(column.name)}: expected a finite number, got {v!r}" for v in got]
 
-    problems.add(bad_rows, reasons, lambda: f"{reasons(bad_rows[:1])[0]} at row {bad_rows[0]}")
+    problems.add(bad_rows, reasons, lambda row: f"{reasons(bad_rows[:1])[0]} at row {row}")
 
 
 def _infinite(values: pa.ChunkedArray) -> np.ndarray:
-    """Where values are inf or -inf: floats, or the strings a text file spells them with."""
+    """Where values are inf or -inf (values of another kind are wrong already: _check_dtype refused them)."""
     if pa.types.is_floating(values.type):
         return as_mask(pc.is_inf(values))
-    if dtype_name(values.type) == "string":
-        return as_mask(pc.match_substring_regex(values, _INF_TEXT))
     return np.zeros(len(values), dtype=bool)
-
-
-def _spelled(value: Any) -> str:
-    """inf, -inf (a float's repr), or a string as the file spelled it: 'Infinity'."""
-    return repr(value) if isinstance(value, float) else shown(value)
-
-
-_INF_TEXT = r"^[+-]?[iI][nN][fF]([iI][nN][iI][tT][yY])?$"
-_FLOAT_TEXT = r"^[+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[iI][nN][fF]([iI][nN][iI][tT][yY])?|[nN][aA][nN])$"
-_INT_TEXT = r"^[+-]?\d+$"
-
-
-def _is_text_number(values: pa.ChunkedArray, dtype: str) -> bool:
-    return dtype_name(values.type) == "string" and dtype not in ("string", "bool")
-
-
-def _bad_text(values: pa.ChunkedArray, dtype: str) -> np.ndarray:
-    """A mask of strings that are not numbers of `dtype` (or out of its range), for values read from text."""
-    pattern = _INT_TEXT if dtype.startswith("int") else _FLOAT_TEXT
-    bad = as_mask(pc.invert(pc.match_substring_regex(values, pattern))) & ~missing(values)
-    if bad.all():
-        return bad
-    parsed = pc.if_else(pa.array(bad), pa.scalar(None, values.type), values).cast(pa.float64())
-    return bad | _bad_values(parsed, dtype)
 
 
 def _bad_values(values: pa.ChunkedArray, dtype: str) -> np.ndarray:
@@ -436,5 +400,5 @@ def check_nulls(name: str, found: Leaves, problems: RowProblems, hint: str) -> N
     problems.add(
         bad,
         lambda some: [f"{where}: missing value (null or NaN){hint}"] * len(some),
-        lambda: f"{where}: {len(bad)} row(s) with missing values (null or NaN), first at row {bad[0]}{hint}",
+        lambda row: f"{where}: {len(bad)} row(s) with missing values (null or NaN), first at row {row}{hint}",
     )

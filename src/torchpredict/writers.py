@@ -20,7 +20,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from torchpredict.errors import InputError
-from torchpredict.formats import STDIO, detect_format, first_line, split_suffix
+from torchpredict.formats import STDIO, detect_format, split_suffix
+from torchpredict.messages import first_line
 
 __all__ = ["TableWriter", "jsonl_bytes", "write_table"]
 
