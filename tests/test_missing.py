@@ -112,3 +112,10 @@ def test_indicator_name_clash_and_unfitted() -> None:
         Impute(["a"], add_indicator=True).fit(table).transform(table)
     with pytest.raises(PreprocessingError, match=r"^Impute\(columns=\['a'\], add_indicator=True\) is not fitted; call"):
         Impute(["a"], add_indicator=True).transform(table)
+
+
+@pytest.mark.parametrize("strategy", ["mean", "median", "most_frequent"])
+def test_infinite_training_values_are_refused_as_by_every_step_that_learns_from_numbers(strategy):
+    """One rule for fitting (numeric.fit_values): a mean or median of inf is not a value to impute with."""
+    with pytest.raises(PreprocessingError, match=r"column 'x': expected finite numbers, got -inf at row 2 \(1 such"):
+        Impute(["x"], strategy=strategy).fit(pa.table({"x": [1.0, None, -np.inf, 3.0]}))

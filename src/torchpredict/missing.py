@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from torchpredict.errors import PreprocessingError
-from torchpredict.numeric import replace_columns
+from torchpredict.numeric import fit_values, replace_columns
 from torchpredict.steps import (
     Step,
     finite,
@@ -78,7 +78,7 @@ class Impute(Step):
         strategy, fill = self.params["strategy"], self.params["fill_value"]
         if is_numeric(self._column(frame, name).type):
             if strategy != "constant":
-                return _numeric_statistic(self._fit_values(frame, name), strategy)
+                return _numeric_statistic(fit_values(self, frame, name), strategy)
             if isinstance(fill, str):
                 raise PreprocessingError(f"{self!r}: fill_value {fill!r} is a string but column {name!r} is numeric")
             return float(fill)

@@ -208,7 +208,11 @@ def standard_statistics(x: np.ndarray) -> tuple[float, float]:
 
 
 def fit_values(step: Step, frame: pa.Table, name: str) -> np.ndarray:
-    """The column's non-missing training values; infinite ones are refused, as scikit-learn refuses them."""
+    """The column's non-missing training values: the one rule every step fits numbers by.
+
+    Missing values (null, NaN) are left out; infinite ones are refused with the row, as scikit-learn's
+    estimators refuse them, since no mean, scale, quantile or bin edge can be learned from them.
+    """
     x = step.column_numbers(frame, name)
     refuse_rows(step, name, x, np.isinf(x), "expected finite numbers", "replace infinite values before fitting")
     x = x[~np.isnan(x)]

@@ -143,13 +143,6 @@ class Step:
             )
         return float64_values(col)
 
-    def _fit_values(self, frame: pa.Table, name: str) -> np.ndarray:
-        x = self.column_numbers(frame, name)
-        x = x[~np.isnan(x)]
-        if not len(x):
-            raise PreprocessingError(f"{self!r}: column {name!r} has no non-missing values to fit on")
-        return x
-
     def _map(self, frame: pa.Table, fn: Callable[[int, np.ndarray], np.ndarray]) -> pa.Table:
         """Replace each of self.columns by fn(its index, its float64 values)."""
         self._check_fitted()
