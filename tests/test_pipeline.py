@@ -420,10 +420,12 @@ def test_text_counts_survive_a_folder_of_parts_and_its_resumption(tmp_path):
     head = Regression("score").fit(np.array([1.0, 2.0, 3.0]))
     bundle = save(tmp_path / "text.tpk", _MeanId(), preprocessor=preprocessor, heads=head, examples=train)
     predictor = load(bundle, device="cpu")
-    texts = ["ab", "abz", "abababab", "zz", "a", "bbbbbbbbz", "q"]  # 2 truncated, 5 unknown tokens, in 3 parts
+    texts = ["ab", "abz", "abababab", "zz", "a", "bbbbbbbbz", "q"]  # 2 truncated, 4 unknown tokens, 3 parts
     write_table(pa.table({"s": texts}), tmp_path / "in.csv")
-    whole = predict_file(predictor, tmp_path / "in.csv", tmp_path / "out.csv")
+    whole = predict_file(predictor, tmp_path / "in.csv", tmp_path / "out.csv", report=tmp_path / "report.json")
     assert whole.text and whole.text.truncated == {"s": 2}
+    report = json.loads((tmp_path / "report.json").read_text())["text"]
+    assert report == {"truncated": {"s": 2}, "unknown": whole.text.unknown} and report["unknown"] == {"s": 4}
     parts = predict_file(predictor, tmp_path / "in.csv", f"{tmp_path}/parts/", part_rows=3)
     assert len(list((tmp_path / "parts").glob("part-*.parquet"))) == 3
     assert (parts.text, parts.text.summary()) == (whole.text, whole.text.summary())

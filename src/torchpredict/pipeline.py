@@ -78,7 +78,8 @@ def predict_file(predictor: Any, input: str | Path | Sequence[str | Path], outpu
         write_json(Path(report), {"input": plan.sources, "output": str(output), "rows_in": stats.rows_in,
                                    "rows_predicted": stats.rows_predicted, "rows_rejected": stats.rows_rejected,
                                    "seconds": round(time.perf_counter() - started, 3),
-                                   "drift": stats.drift.to_dict()})
+                                   "drift": stats.drift.to_dict(),
+                                   "text": {"truncated": stats.text.truncated, "unknown": stats.text.unknown}})
     return stats
 
 

@@ -15,6 +15,7 @@ import torch
 
 from torchpredict.errors import InputError
 from torchpredict.formats import STDIO, detect_format, expand_inputs
+from torchpredict.messages import counted, quoted
 from torchpredict.readers import Chunk
 from torchpredict.stats import RunStats
 
@@ -55,8 +56,8 @@ class Plan:
         if columns is not None:
             unknown = [c for c in columns if c not in predictor.prediction_columns]
             if unknown:
-                raise InputError(f"unknown prediction column(s) {', '.join(map(repr, unknown))}; the bundle "
-                                 f"writes {', '.join(map(repr, predictor.prediction_columns))}")
+                raise InputError(f"{counted('unknown prediction column', unknown)}; the bundle "
+                                 f"writes {quoted(predictor.prediction_columns)}")
         features = predictor.schema.features
         types = {c.name: _PARSE_TYPES[c.dtype] for c in features if not c.shape}
         types.update({c.name: pa.string() for c in predictor.schema.passthrough if c.dtype == "string"})
