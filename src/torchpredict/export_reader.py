@@ -33,14 +33,13 @@ import torch
 from torch import fx, nn
 from torch.utils import _pytree as pytree
 
-from torchpredict.archive import member_problem
+from torchpredict.archive import MAX_JSON_BYTES, member_problem  # model.json of a large transformer is a few MB
 from torchpredict.errors import ModelLoadError
 
 __all__ = ["MAX_JSON_BYTES", "SYMBOLIC_OPS", "ExportedModule", "Unsupported", "read_archive", "read_member"]
 
 SCHEMA_MAJOR = 8
 ARCHIVE_VERSION = "0"
-MAX_JSON_BYTES = 256 << 20  # model.json of a large transformer is a few MB
 _SLACK = 1 << 20  # bytes a weights member may hold beyond twice what its tensors need
 
 # torch._export.serde.schema's enums, by value (the schema version pins them).

@@ -128,7 +128,7 @@ def _sample(rows: int) -> np.ndarray:
 
 def _valid_rows(predictor: Predictor, table: pa.Table) -> tuple[pa.Table, np.ndarray]:
     """The rows the bundle accepts (a training row it would reject is no evidence) and their positions."""
-    validated = predictor.schema.validate(table, on_error="reject", row_check=predictor.preprocessor.check_rows)
+    validated = predictor.validate(table, on_error="reject")
     return validated.table, input_rows(validated, 0)
 
 

@@ -19,6 +19,7 @@ import pyarrow as pa
 from torchpredict.drift import DriftReport
 from torchpredict.errors import InputError
 from torchpredict.formats import STDIO, detect_format
+from torchpredict.manifest import write_atomically
 from torchpredict.plan import Plan, Result
 from torchpredict.readers import read_table
 from torchpredict.stats import RunStats
@@ -211,9 +212,9 @@ class _Parts(Sink):
         return []
 
     def _remove_partial_files(self) -> None:
-        """What a killed run was writing (never committed)."""
+        """What a killed run was writing (never committed): parts (TableWriter) and markers (write_atomically)."""
         for folder in (self.folder, self.state):
-            for stale in folder.glob(".*.partial-*"):
+            for stale in [*folder.glob(".*.partial-*"), *folder.glob(".*.partial")]:
                 stale.unlink()
 
     def _resume(self, signature: dict) -> list[dict]:
@@ -336,7 +337,5 @@ def write_json(path: Path, data: Any) -> None:
     """Write a JSON file atomically."""
     if not path.parent.is_dir():
         raise InputError(f"output folder '{path.parent}' does not exist")
-    temp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    temp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    os.replace(temp, path)
+    write_atomically(path, json.dumps(data, indent=1, default=str) + "\n")
 
