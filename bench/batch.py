@@ -80,7 +80,7 @@ def build_bundles() -> None:
     import common  # the peers' workload definition (model class, columns, paths)
 
     from torchpredict.bundle import save
-    from torchpredict.classification import MulticlassClassification
+    from torchpredict.heads.classification import MulticlassClassification
     from torchpredict.preprocessing import OneHot, Preprocessor, Standardize
 
     train = pacsv.read_csv(DATA / "data_100k.csv")  # the rows the peers' statistics come from
@@ -153,7 +153,7 @@ def same_as_in_memory(output: Path) -> str:
     import warnings
 
     from torchpredict.bundle import load
-    from torchpredict.readers import read_table
+    from torchpredict.io.readers import read_table
 
     predictor = load(BUNDLE, device="cpu", batch_size=4096)
     with warnings.catch_warnings():

@@ -23,12 +23,12 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 
 from seq2seq_model import MAX_DIGITS, MAX_POSITIONS, Trained, train_seq2seq  # found through the path above
 from torchpredict.bundle import load, save
-from torchpredict.decoding import beam_search, greedy
-from torchpredict.export_reader import read_archive
+from torchpredict.heads.sequences import Seq2Seq
+from torchpredict.inference.decoding import beam_search, greedy
+from torchpredict.model.export_reader import read_archive
 from torchpredict.predictor import Predictor
 from torchpredict.preprocessing import Preprocessor, TextEncode
-from torchpredict.sequences import Seq2Seq
-from torchpredict.text import BOS_ID, EOS_ID
+from torchpredict.preprocessing.text import BOS_ID, EOS_ID
 
 Decoder = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from torchpredict.bundle import load, save
-from torchpredict.demo import train_wine
+from torchpredict.cli.demo import train_wine
 
 
 def _check(bundle: Path, table, label_column: str, prob_column: str) -> list[tuple[str, str]]:

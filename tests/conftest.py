@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from torchpredict.bundle import save
-from torchpredict.demo import train_wine
-from torchpredict.interpretation import Regression
+from torchpredict.cli.demo import train_wine
+from torchpredict.heads.regression import Regression
 from torchpredict.preprocessing import Preprocessor, Standardize
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from torchpredict.manifest import MANIFEST_FILE, relative_files, settings_digests, sha256
+from torchpredict.bundle.manifest import MANIFEST_FILE, relative_files, settings_digests, sha256
 
 MEMORY_LIMIT = 3 << 30  # bytes of address space for a CLI run: torch needs ~1.5 GB of it, a bomb far more
 CLI_TIMEOUT = 120

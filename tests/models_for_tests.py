@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -101,3 +104,14 @@ class Tied(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(torch.relu(self.encode(x)))
+
+
+@contextlib.contextmanager
+def cuda_tagged() -> Iterator[None]:
+    """Make torch.save tag storages as cuda:0, as on a GPU machine (platform-facts §7)."""
+    original = torch.serialization.location_tag
+    torch.serialization.location_tag = lambda storage: "cuda:0"
+    try:
+        yield
+    finally:
+        torch.serialization.location_tag = original

@@ -18,7 +18,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from torchpredict.text import PAD_ID, TextEncode
+from torchpredict.preprocessing.text import PAD_ID, TextEncode
 
 MAX_DIGITS = 8
 MAX_POSITIONS = 64

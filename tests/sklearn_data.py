@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 
-from torchpredict.steps import Step, float64_values
+from torchpredict.preprocessing.steps import Step, float64_values
 
 PARITY = {"rtol": 1e-6, "atol": 1e-6}  # against the float64 scikit-learn reference
 

@@ -25,7 +25,7 @@ from torchpredict.preprocessing import (
     Standardize,
     Step,
 )
-from torchpredict.steps import float64_values
+from torchpredict.preprocessing.steps import float64_values
 
 KINDS = ("signed", "positive", "int", "string")
 WORDS = ("a", "b", "c", "d", "e", "f")

@@ -10,11 +10,11 @@ import jsonschema
 import numpy as np
 
 from torchpredict.bundle import load
-from torchpredict.manifest import read_manifest
-from torchpredict.readers import read_table
+from torchpredict.bundle.manifest import read_manifest
+from torchpredict.io.readers import read_table
 
 GOLDEN = Path(__file__).parent / "data" / "wine-v1"
-MANIFEST_SCHEMA = Path(__file__).parents[1] / "src" / "torchpredict" / "manifest.schema.json"
+MANIFEST_SCHEMA = Path(__file__).parents[1] / "src" / "torchpredict" / "bundle" / "manifest.schema.json"
 
 
 def test_the_v1_bundle_still_loads_verifies_and_predicts_the_same():

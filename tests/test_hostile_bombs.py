@@ -27,9 +27,9 @@ from hostile import (
     zip_folder,
 )
 from torchpredict.bundle import load
+from torchpredict.bundle.manifest import read_json
 from torchpredict.errors import BundleError, InputError
-from torchpredict.manifest import read_json
-from torchpredict.readers import read_chunks, read_table
+from torchpredict.io.readers import read_chunks, read_table
 
 DATA = Path(__file__).parent / "data" / "wine-v1"
 WINE, INPUT = DATA / "wine.tpk", DATA / "new_wines.csv"

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hostile import copy_bundle, one_line, pickle_bomb, rehash, run_cli
-from torchpredict.manifest import sha256
+from torchpredict.bundle.manifest import sha256
 from torchpredict.messages import MAX_LINE
 
 GOLDEN = Path(__file__).parent / "data" / "wine-v1"

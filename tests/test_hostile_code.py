@@ -27,10 +27,10 @@ import torch
 from hostile import copy_bundle, edit_json, one_line, rehash, run_cli
 from models_for_tests import make_mlp
 from torchpredict.bundle import load, save
-from torchpredict.classification import MulticlassClassification
 from torchpredict.errors import ModelLoadError
+from torchpredict.heads.classification import MulticlassClassification
+from torchpredict.model.storage import EXPORT_FILE
 from torchpredict.preprocessing import Preprocessor, Standardize
-from torchpredict.storage import EXPORT_FILE
 
 FEATURES = ["a", "b", "c", "d"]
 TESTS = Path(__file__).parent

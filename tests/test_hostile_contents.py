@@ -24,6 +24,7 @@ import pytest
 from hostile import copy_bundle, edit_json, one_line, rehash, run_cli
 from torchpredict.bundle import load
 from torchpredict.errors import BundleError, PredictionError, PreprocessingError
+from torchpredict.io.readers import read_table
 from torchpredict.preprocessing import (
     Bucketize,
     Impute,
@@ -35,8 +36,7 @@ from torchpredict.preprocessing import (
     Standardize,
     TextEncode,
 )
-from torchpredict.readers import read_table
-from torchpredict.steps import Step
+from torchpredict.preprocessing.steps import Step
 
 GOLDEN = Path(__file__).parent / "data" / "wine-v1"
 NEW_WINES = GOLDEN / "new_wines.csv"
@@ -186,7 +186,8 @@ SCHEMA_CASES = ["files a list", "model a string", "inputs missing", "input shape
 @pytest.mark.parametrize("hostile", SCHEMA_CASES, indirect=True)
 def test_the_json_schema_refuses_the_manifests_load_refuses(hostile):
     bundle, _ = hostile
-    schema = json.loads((Path(__file__).parents[1] / "src" / "torchpredict" / "manifest.schema.json").read_text())
+    schema_file = Path(__file__).parents[1] / "src" / "torchpredict" / "bundle" / "manifest.schema.json"
+    schema = json.loads(schema_file.read_text())
     jsonschema.validate(json.loads((GOLDEN / "wine.tpk" / "manifest.json").read_text()), schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(json.loads((bundle / "manifest.json").read_text()), schema)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from torchpredict.bundle import load, save
-from torchpredict.classification import MulticlassClassification
 from torchpredict.errors import OutOfRangeWarning, SchemaError
-from torchpredict.interpretation import Regression
+from torchpredict.heads.classification import MulticlassClassification
+from torchpredict.heads.regression import Regression
 from torchpredict.predictor import Predictor, RunStats
 
 
@@ -116,7 +116,7 @@ def test_no_rows_in_gives_no_rows_out_with_the_same_columns(wine, wine_bundle):
 
 
 def test_raw_output_head_names_columns_from_the_output_it_sees(wine, tmp_path):
-    from torchpredict.interpretation import RawOutput
+    from torchpredict.heads.regression import RawOutput
 
     torch.manual_seed(0)
     model = torch.nn.Linear(wine["train"].num_columns, 4).eval()
@@ -200,8 +200,8 @@ def test_without_rejects_a_bad_row_still_stops_the_run(wine, wine_bundle):
 
 
 def test_predict_file_streams_a_file_into_predictions(wine, wine_bundle, tmp_path):
-    from torchpredict.readers import read_table
-    from torchpredict.writers import write_table
+    from torchpredict.io.readers import read_table
+    from torchpredict.io.writers import write_table
 
     source, output = tmp_path / "new.csv", tmp_path / "out.parquet"
     write_table(wine["new"].append_column("id", pa.array(np.arange(wine["new"].num_rows))), source)
@@ -244,7 +244,7 @@ def test_verify_runs_the_infer_stage_and_checks_the_model_inputs(wine_bundle):
 
     predictor = load(wine_bundle, device="cpu", batch_size=1)
     assert predictor.verify().passed  # one batch of all golden rows, whatever the batch size
-    entry = copy.deepcopy(predictor.model_entry)
+    entry = copy.deepcopy(predictor.model_entry.to_dict())
     entry["inputs"][0]["shape"] = [99]
     broken = Predictor(model=predictor.model, preprocessor=predictor.preprocessor, heads=predictor.heads,
                        model_entry=entry, device=predictor.device, golden=predictor.golden)

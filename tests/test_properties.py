@@ -14,11 +14,10 @@ from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
 from strategies import BUILDERS, preprocessors, tables, tables_and_steps
-from torchpredict.bundle import PREPROCESSING_FILE
+from torchpredict.bundle.manifest import PREPROCESSING_FILE, load_json, write_json
 from torchpredict.errors import PreprocessingError
-from torchpredict.manifest import load_json, write_json
+from torchpredict.inference.rebatching import Rebatcher
 from torchpredict.preprocessing import Preprocessor, Step
-from torchpredict.rebatching import Rebatcher
 
 PROPERTIES = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

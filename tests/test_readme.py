@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from torchpredict.readers import read_table
+from torchpredict.io.readers import read_table
 
 ROOT = Path(__file__).parents[1]
 README = ROOT / "README.md"

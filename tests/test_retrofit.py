@@ -19,10 +19,10 @@ import pyarrow as pa
 import pytest
 import torch
 
-from test_checkpoints import cuda_tagged
-from torchpredict.cli import main
-from torchpredict.readers import read_table
-from torchpredict.writers import write_table
+from models_for_tests import cuda_tagged
+from torchpredict.cli.commands import main
+from torchpredict.io.readers import read_table
+from torchpredict.io.writers import write_table
 
 NETS = textwrap.dedent("""
     from torch import nn

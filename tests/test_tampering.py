@@ -20,9 +20,9 @@ import torch
 
 from hostile import copy_bundle, edit_json, one_line, rehash, run_cli
 from torchpredict.bundle import load, save
-from torchpredict.classification import BinaryClassification
+from torchpredict.bundle.manifest import MANIFEST_FILE, read_manifest
 from torchpredict.errors import BundleError
-from torchpredict.manifest import MANIFEST_FILE, read_manifest
+from torchpredict.heads.classification import BinaryClassification
 
 Edit = Callable[[dict], Any]
 CHANGED = r"manifest\.json field '{}' was changed after saving \(sha256 mismatch: expected [0-9a-f]{{8}}…, got " \

@@ -6,16 +6,15 @@ Importing the package does no work: the public names below are imported on first
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
-__version__ = "0.2.0"
+from torchpredict.lazy import exports
+from torchpredict.version import __version__
 
 _EXPORTS = {
     "save": "torchpredict.bundle",
     "load": "torchpredict.bundle",
-    "read_manifest": "torchpredict.manifest",
-    "pack": "torchpredict.packing",
+    "read_manifest": "torchpredict.bundle.manifest",
+    "pack": "torchpredict.packing.packer",
+    "serve": "torchpredict.server.run",
     "Predictor": "torchpredict.predictor",
     "Preprocessor": "torchpredict.preprocessing",
     "Standardize": "torchpredict.preprocessing",
@@ -31,17 +30,17 @@ _EXPORTS = {
     "Bucketize": "torchpredict.preprocessing",
     "Copy": "torchpredict.preprocessing",
     "from_sklearn": "torchpredict.preprocessing",
-    "DriftReport": "torchpredict.drift",
-    "TextEncode": "torchpredict.text",
-    "Seq2Seq": "torchpredict.sequences",
-    "TokenClassification": "torchpredict.sequences",
+    "DriftReport": "torchpredict.schema.drift",
+    "TextEncode": "torchpredict.preprocessing.text",
+    "Seq2Seq": "torchpredict.heads.sequences",
+    "TokenClassification": "torchpredict.heads.sequences",
     "RunStats": "torchpredict.predictor",
-    "Schema": "torchpredict.schema",
-    "Regression": "torchpredict.interpretation",
-    "BinaryClassification": "torchpredict.classification",
-    "MulticlassClassification": "torchpredict.classification",
-    "MultilabelClassification": "torchpredict.classification",
-    "RawOutput": "torchpredict.interpretation",
+    "Schema": "torchpredict.schema.schema",
+    "Regression": "torchpredict.heads.regression",
+    "BinaryClassification": "torchpredict.heads.classification",
+    "MulticlassClassification": "torchpredict.heads.classification",
+    "MultilabelClassification": "torchpredict.heads.classification",
+    "RawOutput": "torchpredict.heads.regression",
     "resolve_device": "torchpredict.device",
     "TorchPredictError": "torchpredict.errors",
     "BundleError": "torchpredict.errors",
@@ -58,12 +57,7 @@ _EXPORTS = {
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'torchpredict' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = exports(__name__, _EXPORTS)
 
 
 def __dir__() -> list[str]:

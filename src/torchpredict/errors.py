@@ -25,7 +25,8 @@ class TorchPredictError(Exception):
 
 
 class BundleError(TorchPredictError, ValueError):
-    """A bundle is missing, corrupt, tampered with, or of a format this version cannot read."""
+    """A bundle is missing, corrupt, tampered with, or of a format this version cannot read; or `save` was given
+    arguments it cannot write one from."""
 
 
 class SchemaError(TorchPredictError, ValueError):

@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from torchpredict.errors import BundleError
-from torchpredict.inference import RawOutput, flatten_outputs
+from torchpredict.inference.tensors import RawOutput, flatten_outputs
 from torchpredict.messages import counted, quoted, shown
 
 __all__ = ["GoldenExamples", "Verification"]

@@ -8,10 +8,11 @@ and says how much it left out: `'aaaa…' (50,000,000 chars)`, `10,000 unexpecte
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["MAX_LINE", "MAX_NAMES", "MAX_REASON", "MAX_VALUE", "counted", "first_line", "one_line", "quoted", "shown"]
+__all__ = ["MAX_LINE", "MAX_NAMES", "MAX_REASON", "MAX_VALUE", "counted", "described", "first_line", "one_line",
+           "quoted", "shown"]
 
 MAX_VALUE = 50  # characters of one echoed value or name
 MAX_NAMES = 6  # names listed in full; a longer list shows the first MAX_NAMES - 1, '…' and the last
@@ -94,3 +95,16 @@ def first_line(exc: BaseException, *, with_type: bool = False, limit: int = MAX_
     if not text:
         return type(exc).__name__
     return f"{type(exc).__name__}: {text}" if with_type else text
+
+
+def described(value: Any) -> str:
+    """A JSON value as an error shows it: containers by kind and size, scalars as they are, long ones cut.
+
+    >>> described({"a": 1}), described([1, 2]), described(None), described(2.5)
+    ('an object', 'a list of 2', 'null', '2.5')
+    """
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)}"
+    return "null" if value is None else shown(value)

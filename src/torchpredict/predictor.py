@@ -22,21 +22,18 @@ import torch
 
 from torchpredict.errors import InputError, ModelLoadError, OutOfRangeWarning, PredictionError, SchemaError
 from torchpredict.golden import GoldenExamples, Verification
-from torchpredict.inference import to_tensors
-from torchpredict.interpretation import ModelBatch
+from torchpredict.inference.batch import ModelBatch, run_batch
+from torchpredict.inference.calls import Call
 from torchpredict.messages import first_line
+from torchpredict.model.entry import ModelEntry
 from torchpredict.preprocessing import Preprocessor
-from torchpredict.schema import Schema, Validated
-from torchpredict.sequences import Call
+from torchpredict.schema.schema import Schema, Validated
+from torchpredict.schema.validation import RowProblems
 from torchpredict.stats import RunStats
-from torchpredict.storage import check_inputs
-from torchpredict.validation import RowProblems
 
-__all__ = ["Assembled", "Predictor", "RunStats", "input_rows", "read_heads", "run_batch", "set_aside"]
+__all__ = ["Assembled", "Predictor", "RunStats", "input_rows", "read_heads", "set_aside"]
 
 DEFAULT_BATCH_SIZE = 1024
-CPU = torch.device("cpu")
-ALIGNMENT = 64  # bytes: where every CPU model batch starts (the widest SIMD load)
 Rejects = Callable[[pa.Table], Any]  # receives the rejected rows of each batch
 
 
@@ -57,7 +54,8 @@ class Predictor:
     >>> predictor.predict([{"alcohol": 13.2, ...}])           # doctest: +SKIP
     """
 
-    def __init__(self, *, model: Any, preprocessor: Preprocessor, heads: Sequence[Any], model_entry: dict,
+    def __init__(self, *, model: Any, preprocessor: Preprocessor, heads: Sequence[Any],
+                 model_entry: ModelEntry | Mapping[str, Any],
                  device: torch.device, batch_size: int = DEFAULT_BATCH_SIZE, manifest: Any = None,
                  golden: GoldenExamples | None = None) -> None:
         if batch_size < 1:
@@ -65,12 +63,12 @@ class Predictor:
         self.model = model
         self.preprocessor = preprocessor
         self.heads = tuple(heads)
-        self.model_entry = model_entry
+        self.model_entry = model_entry if isinstance(model_entry, ModelEntry) else ModelEntry.from_dict(model_entry)
         self.device = device
         self.batch_size = batch_size
         self.manifest = manifest
         self.golden = golden
-        self.call = Call.from_entry(model_entry)
+        self.call = Call.from_entry(self.model_entry.to_dict())
         self.call.check(self.heads)
 
     @property
@@ -148,13 +146,13 @@ class Predictor:
         """Stream the rows of files (CSV, TSV, Parquet, JSONL, .npy; a folder or glob) into a predictions file.
 
         The options are those of `torchpredict predict` (keep, columns, rejects, report, resume, ...); see
-        torchpredict.pipeline.predict_file.
+        torchpredict.jobs.pipeline.predict_file.
 
         >>> stats = predictor.predict_file("new.csv", "predictions.parquet", keep=["id"])   # doctest: +SKIP
         """
         # The one upward import: the file pipeline is a front door above the predictor. It imports nothing
         # from this module (it takes the predictor as an argument), so this makes no cycle.
-        from torchpredict.pipeline import predict_file
+        from torchpredict.jobs.pipeline import predict_file
 
         return predict_file(self, input, output, **options)
 
@@ -198,7 +196,7 @@ class Predictor:
         predictor's): one forward pass per batch, or for a seq2seq model the head's decoding loop around it;
         each with its inputs, for heads that read them."""
         if inputs:
-            check_inputs(self.model_entry, {name: torch.from_numpy(a[:1]) for name, a in inputs.items()})
+            self.model_entry.check_inputs({name: torch.from_numpy(a[:1]) for name, a in inputs.items()})
         return self._batches(inputs, batch_size or self.batch_size)
 
     def _batches(self, inputs: Mapping[str, np.ndarray], size: int) -> Iterator[ModelBatch]:
@@ -249,28 +247,6 @@ class Predictor:
     def __repr__(self) -> str:
         name = getattr(self.manifest, "name", "?")
         return f"Predictor(bundle={name!r}, device='{self.device}', heads={len(self.heads)})"
-
-
-def run_batch(call: Call, model: Any, heads: Sequence[Any], inputs: Mapping[str, np.ndarray],
-              device: torch.device) -> ModelBatch:
-    """One model batch through the call on the device, with its inputs on the CPU for the heads: the one
-    forward path of the infer stage, which the save-time check shares before there is a Predictor."""
-    if device.type == "cpu":
-        inputs = {name: _aligned(array) for name, array in inputs.items()}
-    raw = call.run(model, to_tensors(inputs, device), heads)
-    return ModelBatch(raw, to_tensors(inputs, CPU))
-
-
-def _aligned(array: np.ndarray) -> np.ndarray:
-    """The array contiguous at a 64-byte boundary, copied only where it is not: a CPU kernel may round
-    differently for another alignment, and a batch cut out of a chunk starts wherever the cut fell."""
-    if array.flags.c_contiguous and array.ctypes.data % ALIGNMENT == 0:
-        return array
-    buffer = np.empty(array.nbytes + ALIGNMENT, np.uint8)
-    start = -buffer.ctypes.data % ALIGNMENT
-    aligned = buffer[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
-    aligned[...] = array
-    return aligned
 
 
 def read_heads(heads: Sequence[Any], batch: ModelBatch) -> dict[str, pa.Array]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from torchpredict.drift import DriftReport
-from torchpredict.schema import Validated
-from torchpredict.text import TextCounts
+from torchpredict.preprocessing.text import TextCounts
+from torchpredict.schema.drift import DriftReport
+from torchpredict.schema.schema import Validated
 
 __all__ = ["RunStats"]
 

@@ -1,0 +1,94 @@
+"""Load a bundle: check every file's sha256 and the manifest's settings_sha256, refuse newer formats, and never
+unpickle; a `.zip` of the folder is accepted wherever a bundle path is."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import pyarrow as pa
+import torch
+
+from torchpredict.bundle.manifest import (
+    PREPROCESSING_FILE,
+    Manifest,
+    check_hashes,
+    load_json,
+    opened,
+    read_manifest_at,
+)
+from torchpredict.device import resolve_device
+from torchpredict.errors import BundleError, TorchPredictError
+from torchpredict.golden import GoldenExamples
+from torchpredict.heads.registry import head_from_dict
+from torchpredict.model.entry import ModelEntry
+from torchpredict.model.storage import load_model
+from torchpredict.predictor import DEFAULT_BATCH_SIZE, Predictor
+from torchpredict.preprocessing import Preprocessor
+
+__all__ = ["load"]
+
+T = TypeVar("T")
+
+def load(path: str | Path, *, device: str | torch.device = "auto", batch_size: int = DEFAULT_BATCH_SIZE,
+         verify: bool = False, trust_factory: Sequence[str] = (), trust_torch_loader: bool = False) -> Predictor:
+    """Load a bundle as a Predictor on a device ("auto", "cpu", "cuda", "cuda:N", "mps"), running no code from it.
+
+    Every file's sha256 is checked; the model is in eval mode and runs under inference_mode.
+    verify=True re-runs the golden examples and raises BundleError if they deviate.
+    trust_factory: modules you vouch for ("mypkg" covers mypkg.nets), from which a weights bundle's factory
+    may be imported and called (installed packages may declare theirs under the "torchpredict.factories"
+    entry point instead). trust_torch_loader: let torch.export.load build a model.pt2 that torchpredict's
+    own reader does not; torch's loader can run code from a crafted archive, so only for bundles you trust.
+
+    >>> predictor = torchpredict.load("wine.tpk", device="cpu")    # doctest: +SKIP
+    >>> predictor = torchpredict.load("net.tpk", trust_factory=["mypkg"])    # doctest: +SKIP
+    """
+    origin = str(path)
+    target = resolve_device(device)
+    with opened(Path(path)) as root:
+        manifest = read_manifest_at(root, origin)
+        check_hashes(root, manifest, origin)
+        _require_files(manifest, origin, [PREPROCESSING_FILE, manifest.model.get("file", "model")])
+        preprocessor, heads, golden = _read_parts(root, manifest, origin)
+        model = load_model(root, manifest.model, target, trust_factory=trust_factory,
+                           trust_torch_loader=trust_torch_loader)
+    predictor = Predictor(model=model, preprocessor=preprocessor, heads=heads,
+                          model_entry=ModelEntry.from_dict(manifest.model), device=target, batch_size=batch_size,
+                          manifest=manifest, golden=golden)
+    if verify:
+        report = predictor.verify()
+        if not report.passed:
+            raise BundleError(f"bundle '{origin}': golden examples do not reproduce on {target}: {report.describe()}")
+    return predictor
+
+
+def _require_files(manifest: Manifest, origin: str, names: Sequence[str]) -> None:
+    for name in names:
+        if name not in manifest.files:
+            raise BundleError(f"bundle '{origin}': manifest does not list '{name}'")
+
+
+def _read_parts(root: Path, manifest: Manifest, origin: str) -> tuple[Preprocessor, list, GoldenExamples]:
+    """The JSON parts of a bundle; anything malformed becomes a BundleError naming the bundle, file and field."""
+    preprocessor = _part(origin, PREPROCESSING_FILE,
+                         lambda: Preprocessor.from_dict(load_json(root, PREPROCESSING_FILE, origin)))
+    heads = [_part(origin, f"manifest.json heads[{i}] ({head['type']}):", lambda head=head: head_from_dict(head))
+             for i, head in enumerate(manifest.heads)]
+    golden = _part(origin, "", lambda: GoldenExamples.read(root, manifest.examples))
+    return preprocessor, heads, golden
+
+
+def _part(origin: str, where: str, read: Callable[[], T]) -> T:
+    """read(), its errors (and any a malformed file provokes in it) a BundleError: bundle 'x': WHERE error."""
+    prefix = f"bundle '{origin}': {where + ' ' if where else ''}"
+    try:
+        return read()
+    except TorchPredictError as exc:
+        if str(exc).startswith(f"bundle '{origin}'"):
+            raise
+        raise BundleError(f"{prefix}{exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError, OSError,
+            pa.ArrowException) as exc:
+        raise BundleError(f"{prefix}malformed contents ({type(exc).__name__}: {exc})") from None

@@ -1,0 +1,50 @@
+"""One model batch through the infer stage: the inputs aligned and moved to the device, the call run, and what
+came back kept with the inputs for the heads that read them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchpredict.inference.calls import Call
+from torchpredict.inference.tensors import to_tensors
+
+__all__ = ["ALIGNMENT", "CPU", "ModelBatch", "run_batch"]
+
+CPU = torch.device("cpu")
+ALIGNMENT = 64  # bytes: where every CPU model batch starts (the widest SIMD load)
+
+
+@dataclass(frozen=True)
+class ModelBatch:
+    """One batch through the infer stage: what the model (or a decoding loop around it) returned, and the
+    model inputs it was given, on the CPU, so that a head can read them too (e.g. which positions hold tokens)."""
+
+    raw: Any
+    inputs: Mapping[str, torch.Tensor]
+
+
+def run_batch(call: Call, model: Any, heads: Sequence[Any], inputs: Mapping[str, np.ndarray],
+              device: torch.device) -> ModelBatch:
+    """One model batch through the call on the device, with its inputs on the CPU for the heads: the one
+    forward path of the infer stage, which the save-time check shares before there is a Predictor."""
+    if device.type == "cpu":
+        inputs = {name: _aligned(array) for name, array in inputs.items()}
+    raw = call.run(model, to_tensors(inputs, device), heads)
+    return ModelBatch(raw, to_tensors(inputs, CPU))
+
+
+def _aligned(array: np.ndarray) -> np.ndarray:
+    """The array contiguous at a 64-byte boundary, copied only where it is not: a CPU kernel may round
+    differently for another alignment, and a batch cut out of a chunk starts wherever the cut fell."""
+    if array.flags.c_contiguous and array.ctypes.data % ALIGNMENT == 0:
+        return array
+    buffer = np.empty(array.nbytes + ALIGNMENT, np.uint8)
+    start = -buffer.ctypes.data % ALIGNMENT
+    aligned = buffer[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
+    aligned[...] = array
+    return aligned

@@ -1,0 +1,96 @@
+"""A file job's plan and what flows through it: the pieces read, the results written.
+
+Shared by the pipeline (which makes them) and the sinks (which write them), so that neither imports the other's
+internals; it knows the predictor only by the attributes it reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import torch
+
+from torchpredict.errors import InputError
+from torchpredict.io.formats import STDIO, detect_format, expand_inputs
+from torchpredict.io.readers import Chunk
+from torchpredict.messages import counted, quoted
+from torchpredict.stats import RunStats
+
+__all__ = ["Piece", "Plan", "Result"]
+
+_PARSE_TYPES = {"float32": pa.float64(), "float64": pa.float64(), "int32": pa.int64(), "int64": pa.int64(),
+                "bool": pa.bool_(), "string": pa.string()}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to read and how: the input files, parse types, kept and written columns, error policy."""
+
+    sources: list[str]
+    format: str | None
+    keep: tuple[str, ...]
+    columns: tuple[str, ...] | None
+    on_error: str
+    types: dict[str, pa.DataType]
+    npy_names: list[str] | None
+    part_rows: int
+    batch_rows: int
+    block_bytes: int
+    on_cpu: bool  # the model runs on the CPU: it is the bottleneck, and the other stages yield to it
+
+    @classmethod
+    def make(cls, predictor: Any, input: Any, format: str | None, keep: Sequence[str],
+             columns: Sequence[str] | None, rejects: Any, part_rows: int, batch_rows: int,
+             block_bytes: int) -> Plan:
+        for name, value in (("part_rows", part_rows), ("batch_rows", batch_rows), ("block_bytes", block_bytes)):
+            if value < 1:
+                raise InputError(f"{name} must be >= 1, got {value}")
+        sources = expand_inputs(input)
+        for source in sources:
+            detect_format(source, format)
+        if STDIO in sources and len(sources) > 1:
+            raise InputError("stdin ('-') cannot be read together with other inputs")
+        if columns is not None:
+            unknown = [c for c in columns if c not in predictor.prediction_columns]
+            if unknown:
+                raise InputError(f"{counted('unknown prediction column', unknown)}; the bundle "
+                                 f"writes {quoted(predictor.prediction_columns)}")
+        features = predictor.schema.features
+        types = {c.name: _PARSE_TYPES[c.dtype] for c in features if not c.shape}
+        types.update({c.name: pa.string() for c in predictor.schema.passthrough if c.dtype == "string"})
+        names = [c.name for c in features] if all(not c.shape for c in features) else None
+        return cls(sources, format, tuple(dict.fromkeys(keep)), None if columns is None else tuple(columns),
+                   "raise" if rejects is None else "reject", types, names, part_rows, batch_rows, block_bytes,
+                   torch.device(predictor.device).type == "cpu")
+
+    @property
+    def many(self) -> bool:
+        return len(self.sources) > 1
+
+
+@dataclass
+class Piece:
+    """A chunk of one input file, within one part of the output."""
+
+    source: str
+    chunk: Chunk
+    part: int
+    ends_part: bool
+    rows_done: int  # input rows up to the end of this piece, over all files
+    rows_total: int | None  # estimate, for progress
+
+
+@dataclass
+class Result:
+    """What one piece gives the sink: its output rows (None: no rows and no columns to give them), its counts
+    and its rejected rows (with the columns they are written with)."""
+
+    piece: Piece
+    batch: pa.RecordBatch | None
+    stats: RunStats
+    rejected: pa.Table | None
+    reject_names: list[str]
+

@@ -1,0 +1,192 @@
+"""Drift: where the inputs of a run stray from what the model saw in training.
+
+Predictions on such rows are extrapolations; the report says where they happened, it refuses nothing.
+One DriftReport accumulates over a run (batch by batch, or merged from workers): per column, the rows
+checked, rows with a value outside the training [min, max], rows with a string outside the training
+categories (and the most frequent such strings), and nulls in columns that had none in training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from torchpredict.schema.columns import Column
+from torchpredict.schema.validation import Leaves, as_mask, missing
+
+__all__ = ["ColumnDrift", "DriftReport", "count_drift"]
+
+TOP_UNSEEN = 20  # unseen strings tracked per column: exact counts while a run sees at most this many
+SUMMARY_COLUMNS = 5  # drifted columns named in summary()
+SUMMARY_VALUES = 3  # unseen strings named per column in summary()
+
+
+@dataclass
+class ColumnDrift:
+    """Drift counts of one column; every count is of rows (a row of a tensor column counts once)."""
+
+    rows: int = 0
+    out_of_range: int = 0
+    unseen_categories: int = 0
+    unexpected_nulls: int = 0
+    unseen_values: dict[str, int] = field(default_factory=dict)  # most frequent unseen strings -> count
+
+    def __bool__(self) -> bool:
+        return bool(self.out_of_range or self.unseen_categories or self.unexpected_nulls)
+
+    @property
+    def drifted_rows(self) -> int:
+        return self.out_of_range + self.unseen_categories + self.unexpected_nulls
+
+    def add(self, other: ColumnDrift) -> None:
+        self.rows += other.rows
+        self.out_of_range += other.out_of_range
+        self.unseen_categories += other.unseen_categories
+        self.unexpected_nulls += other.unexpected_nulls
+        merged = dict(self.unseen_values)
+        for value, count in other.unseen_values.items():
+            merged[value] = merged.get(value, 0) + count
+        self.unseen_values = _top(merged)
+
+    def describe(self) -> str:
+        """'12 out of range and 4 unseen categories ('Oslo' 3, 'Rome' 1)'; '' when nothing drifted."""
+        parts = []
+        if self.out_of_range:
+            parts.append(f"{self.out_of_range:,} out of range")
+        if self.unseen_categories:
+            parts.append(f"{_plural(self.unseen_categories, 'unseen category', 'unseen categories')} "
+                         f"({self._top_values()})")
+        if self.unexpected_nulls:
+            parts.append(_plural(self.unexpected_nulls, "unexpected null", "unexpected nulls"))
+        return " and ".join(parts)
+
+    def _top_values(self) -> str:
+        shown = list(self.unseen_values.items())[:SUMMARY_VALUES]
+        text = ", ".join(f"{_short(value)} {count:,}" for value, count in shown)
+        more = len(self.unseen_values) > len(shown) or sum(c for _, c in shown) < self.unseen_categories
+        return f"{text}, ..." if more else text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "unseen_values": dict(self.unseen_values)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ColumnDrift:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class DriftReport:
+    """How a run's inputs drifted from training, per column; mutable, one per run.
+
+    >>> from torchpredict.schema.schema import Schema
+    >>> schema = Schema.from_table({"age": [31.0, 40.0], "city": ["oslo", "lima"]}, features=["age", "city"])
+    >>> report = schema.validate({"age": [50.0, 35.0], "city": ["rome", "oslo"]}).drift
+    >>> report.summary()
+    "2 columns drifted in 2 rows: 'age' 1 out of range, 'city' 1 unseen category ('rome' 1)"
+    """
+
+    rows: int = 0
+    columns: dict[str, ColumnDrift] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return any(self.columns.values())
+
+    @property
+    def drifted(self) -> list[str]:
+        """Names of the columns that drifted, most drifted rows first."""
+        ranked = sorted(self.columns.items(), key=lambda item: -item[1].drifted_rows)
+        return [name for name, column in ranked if column]
+
+    def add(self, other: DriftReport) -> DriftReport:
+        """Fold another report (a later batch, another worker) into this one; returns self."""
+        self.rows += other.rows
+        for name, column in other.columns.items():
+            self.columns.setdefault(name, ColumnDrift()).add(column)
+        return self
+
+    @classmethod
+    def merge(cls, reports: Iterable[DriftReport]) -> DriftReport:
+        """One report for many (e.g. one per worker)."""
+        merged = cls()
+        for report in reports:
+            merged.add(report)
+        return merged
+
+    def summary(self) -> str:
+        """One line for people: "2 columns drifted in 1,000 rows: 'age' 12 out of range, ..."; '' when none."""
+        drifted = self.drifted
+        if not drifted:
+            return ""
+        parts = [f"{name!r} {self.columns[name].describe()}" for name in drifted[:SUMMARY_COLUMNS]]
+        if len(drifted) > SUMMARY_COLUMNS:
+            parts.append(f"{len(drifted) - SUMMARY_COLUMNS} more")
+        return f"{_plural(len(drifted), 'column', 'columns')} drifted in {self.rows:,} rows: {', '.join(parts)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The full report as JSON-safe data (CLI --report)."""
+        columns = {name: column.to_dict() for name, column in self.columns.items()}
+        return {"rows": self.rows, "drifted": self.drifted, "columns": columns}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DriftReport:
+        columns = {name: ColumnDrift.from_dict(c) for name, c in d.get("columns", {}).items()}
+        return cls(d.get("rows", 0), columns)
+
+
+def count_drift(columns: Sequence[Column], found: Mapping[str, Leaves], n_rows: int) -> DriftReport:
+    """The drift of validated feature columns, from their leaves (see validation.leaves)."""
+    return DriftReport(n_rows, {c.name: _column_drift(c, found[c.name], n_rows) for c in columns})
+
+
+def _column_drift(column: Column, found: Leaves, n_rows: int) -> ColumnDrift:
+    drift = ColumnDrift(rows=n_rows)
+    stats = column.stats
+    if stats is None:
+        return drift
+    values, rows, null_rows = found
+    if column.dtype == "string" and stats.categories is not None:
+        _count_unseen(drift, found, stats.categories, not column.shape)
+    elif stats.min is not None and stats.max is not None:
+        x = pc.fill_null(values.cast(pa.float64(), safe=False), np.nan).to_numpy()
+        with np.errstate(invalid="ignore"):
+            drift.out_of_range = _row_count((x < stats.min) | (x > stats.max), rows, not column.shape)
+    if column.nullable and stats.missing_rate == 0:
+        drift.unexpected_nulls = len(np.union1d(null_rows, rows[missing(values)]))
+    return drift
+
+
+def _count_unseen(drift: ColumnDrift, found: Leaves, categories: Sequence[str], scalar: bool) -> None:
+    values, rows = found[0].cast(pa.string()), found[1]
+    unseen = pc.and_(pc.is_null(pc.index_in(values, value_set=pa.array(categories, pa.string()))), pc.is_valid(values))
+    mask = as_mask(unseen)
+    drift.unseen_categories = _row_count(mask, rows, scalar)
+    if drift.unseen_categories:
+        counted = pc.value_counts(values.filter(pa.array(mask)))
+        counts = counted.field("counts").to_numpy()
+        top = np.argsort(-counts, kind="stable")[:TOP_UNSEEN]
+        drift.unseen_values = _top(dict(zip(counted.field("values").take(top).to_pylist(), counts[top].tolist(),
+                                            strict=True)))
+
+
+def _row_count(mask: np.ndarray, rows: np.ndarray, scalar: bool) -> int:
+    """Rows with at least one flagged value (rows[i] is the row of value i; scalar: one value per row)."""
+    return int(np.count_nonzero(mask)) if scalar else len(np.unique(rows[mask]))
+
+
+def _top(counts: dict[str, int]) -> dict[str, int]:
+    """The TOP_UNSEEN most frequent, most frequent first, ties by value (so merging order does not matter)."""
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:TOP_UNSEEN])
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n:,} {one if n == 1 else many}"
+
+
+def _short(value: str, limit: int = 40) -> str:
+    return repr(value if len(value) <= limit else value[: limit - 1] + "…")
