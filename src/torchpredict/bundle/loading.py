@@ -4,6 +4,7 @@ unpickle; a `.zip` of the folder is accepted wherever a bundle path is."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -74,7 +75,7 @@ def _read_parts(root: Path, manifest: Manifest, origin: str) -> tuple[Preprocess
     """The JSON parts of a bundle; anything malformed becomes a BundleError naming the bundle, file and field."""
     preprocessor = _part(origin, PREPROCESSING_FILE,
                          lambda: Preprocessor.from_dict(load_json(root, PREPROCESSING_FILE, origin)))
-    heads = [_part(origin, f"manifest.json heads[{i}] ({head['type']}):", lambda head=head: head_from_dict(head))
+    heads = [_part(origin, f"manifest.json heads[{i}] ({head['type']}):", partial(head_from_dict, head))
              for i, head in enumerate(manifest.heads)]
     golden = _part(origin, "", lambda: GoldenExamples.read(root, manifest.examples))
     return preprocessor, heads, golden

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, TypeVar
 
-import numpy as np
 import pyarrow as pa
 import torch
 
@@ -53,7 +52,8 @@ class Head:
         """Learn from training targets (nothing to learn by default)."""
         return self
 
-    def encode_target(self, y: Any) -> np.ndarray:
+    def encode_target(self, y: Any) -> Any:
+        """Targets as the model trains on them: an array for most heads; Seq2Seq gives decoder input and target."""
         raise NotImplementedError
 
     def column_names(self) -> list[str]:

@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -429,7 +430,7 @@ def _npy_columns(array: np.ndarray, names: Sequence[str] | None,
                  origin: str) -> dict[str, Callable[[int, int], np.ndarray]]:
     """Named column readers: a structured array's fields, or the columns of a 2-D array named by `names`."""
     if array.dtype.names:
-        return {name: (lambda a, b, n=name: array[n][a:b]) for name in array.dtype.names}
+        return {name: partial(_field_rows, array, name) for name in array.dtype.names}
     width = 1 if array.ndim == 1 else array.shape[1] if array.ndim == 2 else None
     if names is None or width is None or width != len(names):
         wanted = "a structured array" if names is None else f"{len(names)} column(s) ({', '.join(names)})"
@@ -438,4 +439,12 @@ def _npy_columns(array: np.ndarray, names: Sequence[str] | None,
                          "array with one field per column")
     if array.ndim == 1:
         return {names[0]: lambda a, b: array[a:b]}
-    return {name: (lambda a, b, j=j: array[a:b, j]) for j, name in enumerate(names)}
+    return {name: partial(_column_rows, array, j) for j, name in enumerate(names)}
+
+
+def _field_rows(array: np.ndarray, name: str, start: int, stop: int) -> np.ndarray:
+    return array[name][start:stop]
+
+
+def _column_rows(array: np.ndarray, j: int, start: int, stop: int) -> np.ndarray:
+    return array[start:stop, j]

@@ -330,7 +330,7 @@ def _ordinal(est: Any, columns: list[str]) -> Step:
 
 def _bins(est: Any, columns: list[str]) -> Step:
     method = getattr(est, "quantile_method", "warn")  # before 1.7 (and with "warn"), numpy's "linear"
-    n_bins = int(est.n_bins) if np.isscalar(est.n_bins) else [int(n) for n in est.n_bins]
+    n_bins = int(est.n_bins) if np.ndim(est.n_bins) == 0 else [int(n) for n in est.n_bins]
     step = Bucketize(columns, n_bins=n_bins, strategy=est.strategy,
                      quantile_method="linear" if method == "warn" else method,
                      encode="ordinal" if est.encode == "ordinal" else "onehot")
@@ -413,10 +413,10 @@ def _column_indices(selected: Any, names: list[str]) -> list[int]:
             stop = len(names) if selected.stop is None else names.index(selected.stop) + 1
             return list(range(start, stop))
         return list(range(len(names)))[selected]
-    values = [selected] if np.isscalar(selected) else list(selected)
+    values: list[Any] = [selected] if np.isscalar(selected) else list(selected)
     if values and all(isinstance(v, (bool, np.bool_)) for v in values):
         return [i for i, v in enumerate(values) if v]
-    return [names.index(str(v)) if isinstance(v, str) else int(v) % len(names) for v in values]
+    return [names.index(v) if isinstance(v, str) else int(v) % len(names) for v in values]
 
 
 def _dry_run(steps: Sequence[Step], schema: Schema) -> pa.Table:
