@@ -18,3 +18,10 @@ def test_gpu_check_skips_cleanly_without_cuda():
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert "skipped (no CUDA device" in result.stdout
+
+
+def test_latency_bench_runs_quickly_and_prints_its_table():
+    result = subprocess.run([sys.executable, str(BENCH / "latency.py"), "--quick"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "predict (records)" in result.stdout and "x numpy" in result.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -601,3 +602,13 @@ def test_a_value_that_says_row_5_is_quoted_as_it_is_and_only_the_row_is_the_inpu
     with pytest.raises(SchemaError) as raised:
         schema.validate(pa.table({"age": [1.0, None], "city": ["row 5", "row 5"]}), first_row=100)
     assert str(raised.value).startswith("column 'age': 1 row(s) with missing values (null or NaN), first at row 101")
+
+
+def test_an_integer_past_64_bits_is_a_bad_row_not_a_crash(diabetes: pd.DataFrame) -> None:
+    schema = Schema.from_table(diabetes, features=["age", "bmi"])
+    rows = [{"age": 0.01, "bmi": 0.02}, {"age": 2**70, "bmi": 0.02}]
+    reason = "column 'age': expected float64, got 1180591620717411303424 (an integer past 64 bits)"
+    with pytest.raises(SchemaError, match=rf"^{re.escape(reason)} at row 1$"):
+        schema.validate(rows)
+    rejected = schema.validate(rows, on_error="reject").rejected
+    assert rejected.column("row").to_pylist() == [1] and rejected.column("reason").to_pylist() == [reason]

@@ -40,6 +40,9 @@ def test_as_table_errors() -> None:
         SchemaError, match=r"column 'a': mixed value types: int64 values, then 'x' \(string\) at row 1"
     ):
         as_table([{"a": 1}, {"a": "x"}])
+    for data in ([{"a": 1}, {"a": 2**64 - 1}], {"a": [1, 2**70]}):  # Arrow's own OverflowError, caught
+        with pytest.raises(SchemaError, match=r"column 'a': \d+ at row 1 is too large for a 64-bit integer"):
+            as_table(data)
 
 
 def test_a_dict_of_scalars_is_one_record_and_a_dict_of_lists_stays_columns(wine: pd.DataFrame) -> None:

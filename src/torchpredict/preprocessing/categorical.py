@@ -40,6 +40,7 @@ Category = str | None  # None: the missing-value category
 Categories = tuple[Category, ...]
 KNOWN = "non-empty lists of distinct categories (strings, null last)"  # how state rules word them
 RARE = "lists of some of the column's categories"
+SMALL = 64  # rows up to which string values are looked up in Python dicts rather than with pyarrow kernels
 INFREQUENT = "infrequent"  # OneHot names the grouped column f"{col}=infrequent" (scikit-learn: infrequent_sklearn)
 
 
@@ -145,10 +146,16 @@ class _Encoder(Step):
         plans = dict(zip(self.columns, self._plans(), strict=True))
         for name in names:
             values, plan = self._values(frame, name), plans[name]
-            known = pc.is_in(values.cast(pa.string()), value_set=plan.known, skip_nulls=False)
-            rows = np.flatnonzero(~known.to_numpy(zero_copy_only=False))
+            rows = _unknown_rows(values, plan)
             if len(rows):
                 report(rows, *_unknown_wording(values, rows, name, list(plan.index), self.fix))
+
+    def refuses_some(self, frame: pa.Table, names: Sequence[str]) -> bool:
+        """Whether report_unknown would report some row of columns `names`."""
+        if self.params["handle_unknown"] != "error":
+            return False
+        plans = dict(zip(self.columns, self._plans(), strict=True))
+        return any(len(_unknown_rows(self._values(frame, name), plans[name])) for name in names)
 
     def _plans(self) -> tuple[_Plan, ...]:
         """Per column lookup tables, built from the fitted state once and reused on every batch."""
@@ -219,6 +226,16 @@ class OneHot(_Encoder):
             onehot[positions[rows], rows] = 1.0
             blocks[name] = {n: pa.array(onehot[j]) for j, n in enumerate(plan.names)}
         return _replaced(frame, blocks)
+
+    def output_names(self) -> tuple[tuple[str, ...], ...]:
+        """Per column, the names of the columns transform puts in its place."""
+        return tuple(plan.names for plan in self._plans())
+
+    def hot(self, frame: pa.Table, i: int) -> np.ndarray:
+        """Per row, which of column i's output columns (output_names()[i]) holds its 1 (-1: none), as transform
+        places them; raises what transform raises."""
+        name, plan = self.columns[i], self._plans()[i]
+        return plan.lookup[self._indices(self._values(frame, name), plan.index, name)]
 
     def _plan(self, i: int, name: str) -> _Plan:
         categories, rare = self.categories_[i], self._rare(i)
@@ -522,9 +539,20 @@ def _lookup(values: pa.ChunkedArray, index: dict[Category, int]) -> np.ndarray:
     Only the distinct values of the batch are looked up, so a batch of a few rows costs little even
     against a vocabulary of millions (pc.index_in would hash the whole vocabulary on every call).
     """
+    if len(values) <= SMALL and pa.types.is_string(values.type):  # a few strings: a dict lookup each
+        return np.array([index.get(v, -1) for v in values.to_pylist()], dtype=np.int64)
     encoded = pc.dictionary_encode(values.combine_chunks(), null_encoding="encode")
     distinct = encoded.dictionary.cast(pa.string()).to_pylist()
     return np.array([index.get(v, -1) for v in distinct], dtype=np.int64)[encoded.indices.to_numpy()]
+
+
+def _unknown_rows(values: pa.ChunkedArray, plan: _Plan) -> np.ndarray:
+    """The rows whose value is none of the plan's categories."""
+    if len(values) <= SMALL and pa.types.is_string(values.type):  # a few strings: a dict lookup each
+        index = plan.index
+        return np.flatnonzero([v not in index for v in values.to_pylist()])
+    known = pc.is_in(values.cast(pa.string()), value_set=plan.known, skip_nulls=False)
+    return np.flatnonzero(~known.to_numpy(zero_copy_only=False))
 
 
 def _unknown_message(values: pa.ChunkedArray, rows: np.ndarray, name: str, categories: list[Category], when: str,

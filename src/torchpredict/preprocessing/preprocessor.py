@@ -18,10 +18,11 @@ import pyarrow.compute as pc
 
 from torchpredict.errors import PreprocessingError, SchemaError
 from torchpredict.messages import described
-from torchpredict.preprocessing import binning, numeric, power  # noqa: F401  # every step type registers on import (from_dict)
+from torchpredict.preprocessing import binning, numeric, plans, power  # noqa: F401  # every step type registers on import (from_dict)
 from torchpredict.preprocessing.categorical import IndexEncode, OneHot
 from torchpredict.preprocessing.copying import Copy, copied_from, named_as_copied
 from torchpredict.preprocessing.missing import Impute
+from torchpredict.preprocessing.plans import TransformPlan
 from torchpredict.preprocessing.steps import Step, float64_values, is_numeric
 from torchpredict.preprocessing.text import TextCounts, TextEncode
 from torchpredict.schema.schema import Schema
@@ -98,11 +99,17 @@ class Preprocessor:
             raise PreprocessingError("Preprocessor is not fitted; call fit(...) on training data first")
         table = as_table(data)
         names = [c.name for c in self.schema_.features]
-        missing = [n for n in names if n not in table.column_names]
+        present = set(table.schema.names)
+        missing = [n for n in names if n not in present]
         if missing:
             raise PreprocessingError(
                 f"missing column(s) {', '.join(map(repr, missing))}; check inputs with schema_.validate first"
             )
+        plan = self.plan
+        if plan is not None and plans.ENABLED:
+            fast = plan.run(table)
+            if fast is not None:
+                return fast
         frame = table.select(names)
         for step in self.steps:
             frame = _apply(step, frame, counts)
@@ -121,12 +128,30 @@ class Preprocessor:
         """
         refusing = [i for i, step in enumerate(self.steps) if _refuses_unknown(step)]
         feeding, origin = _feeding(self.steps, refusing), copied_from(self.steps)
+        if plans.ENABLED and not feeding and not origin:  # encoders of input columns: nothing to report if none refuses
+            present = set(table.schema.names)
+            if not any(self.steps[i].refuses_some(table, [n for n in self.steps[i].columns if n in present])
+                       for i in refusing):
+                return
         frame, rows = table, np.arange(table.num_rows)  # rows: where each row of frame is in table
         for i, step in enumerate(self.steps[: refusing[-1] + 1] if refusing else ()):
             if i in refusing:
                 frame, rows = _drop_unknown(step, frame, rows, named_as_copied(report, step.columns, origin))
             elif i in feeding:
                 frame = _advance(step, frame)
+
+    @property
+    def plan(self) -> TransformPlan | None:
+        """transform's fast path for the fitted steps (None: they take the step-by-step path), worked out on first
+        use and again whenever the steps or what they learned change."""
+        key = (self.steps, self.schema_, self.feature_names_, self.inputs_, self.input_dtypes_,
+               *(getattr(step, name, None) for step in self.steps for name in step.state))
+        cached = self.__dict__.get("_plan")
+        if cached is None or len(cached[0]) != len(key) or any(a is not b for a, b in zip(cached[0], key, strict=True)):
+            compiled = TransformPlan.compile(self.steps, self.schema_.features, self.feature_names_, self.inputs_,
+                                             self.input_dtypes_)
+            cached = self._plan = (key, compiled)
+        return cached[1]
 
     @property
     def n_features_(self) -> int:
@@ -378,7 +403,8 @@ def _refuses_unknown(step: Step) -> bool:
 def _drop_unknown(step: OneHot | IndexEncode, frame: pa.Table, rows: np.ndarray,
                   report: RowReport) -> tuple[pa.Table, np.ndarray]:
     """Report the rows of frame holding categories step refuses (as rows of the checked table); the others."""
-    names = [n for n in step.columns if n in frame.column_names]
+    present = set(frame.column_names)
+    names = [n for n in step.columns if n in present]
     flagged = forward_reports(lambda inner: step.report_unknown(frame, names, inner), report, rows)
     if not flagged.any():
         return frame, rows

@@ -127,6 +127,9 @@ class Step:
             raise PreprocessingError(f"{self!r} is not fitted; call fit(...) on training data first")
 
     def _column(self, frame: pa.Table, name: str) -> pa.ChunkedArray:
+        at = frame.schema.get_field_index(name)  # -1 when absent (or there twice)
+        if at >= 0:
+            return frame.column(at)
         if name not in frame.column_names:
             raise PreprocessingError(
                 f"{self!r}: column {name!r} is not in the data (columns: {', '.join(frame.column_names)})"

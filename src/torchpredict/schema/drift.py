@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from torchpredict.schema.columns import Column
 from torchpredict.schema.validation import Leaves, as_mask, missing
 
-__all__ = ["ColumnDrift", "DriftReport", "count_drift"]
+__all__ = ["ColumnDrift", "DriftReport", "column_drift", "count_drift"]
 
 TOP_UNSEEN = 20  # unseen strings tracked per column: exact counts while a run sees at most this many
 SUMMARY_COLUMNS = 5  # drifted columns named in summary()
@@ -48,6 +48,8 @@ class ColumnDrift:
         self.out_of_range += other.out_of_range
         self.unseen_categories += other.unseen_categories
         self.unexpected_nulls += other.unexpected_nulls
+        if not other.unseen_values and not self.unseen_values:
+            return
         merged = dict(self.unseen_values)
         for value, count in other.unseen_values.items():
             merged[value] = merged.get(value, 0) + count
@@ -106,8 +108,12 @@ class DriftReport:
     def add(self, other: DriftReport) -> DriftReport:
         """Fold another report (a later batch, another worker) into this one; returns self."""
         self.rows += other.rows
+        columns = self.columns
         for name, column in other.columns.items():
-            self.columns.setdefault(name, ColumnDrift()).add(column)
+            mine = columns.get(name)
+            if mine is None:
+                mine = columns[name] = ColumnDrift()
+            mine.add(column)
         return self
 
     @classmethod
@@ -141,10 +147,11 @@ class DriftReport:
 
 def count_drift(columns: Sequence[Column], found: Mapping[str, Leaves], n_rows: int) -> DriftReport:
     """The drift of validated feature columns, from their leaves (see validation.leaves)."""
-    return DriftReport(n_rows, {c.name: _column_drift(c, found[c.name], n_rows) for c in columns})
+    return DriftReport(n_rows, {c.name: column_drift(c, found[c.name], n_rows) for c in columns})
 
 
-def _column_drift(column: Column, found: Leaves, n_rows: int) -> ColumnDrift:
+def column_drift(column: Column, found: Leaves, n_rows: int) -> ColumnDrift:
+    """The drift of one validated feature column, from its leaves."""
     drift = ColumnDrift(rows=n_rows)
     stats = column.stats
     if stats is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -22,6 +23,7 @@ from torchpredict.errors import InputError, SchemaError
 from torchpredict.messages import MAX_VALUE, counted, quoted, shown
 from torchpredict.schema.columns import DTYPES, Column, ColumnStats
 from torchpredict.schema.drift import DriftReport, count_drift
+from torchpredict.schema.plans import ValidationPlan
 from torchpredict.schema.tables import as_table
 from torchpredict.schema.validation import (
     RowProblems,
@@ -79,17 +81,23 @@ class Schema:
 
     columns: tuple[Column, ...]
 
-    @property
+    # computed once per (frozen) schema: validation reads them on every call
+    @cached_property
     def features(self) -> tuple[Column, ...]:
         return tuple(c for c in self.columns if c.role == "feature")
 
-    @property
+    @cached_property
     def passthrough(self) -> tuple[Column, ...]:
         return tuple(c for c in self.columns if c.role == "passthrough")
 
-    @property
+    @cached_property
     def names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
+
+    @cached_property
+    def plan(self) -> ValidationPlan:
+        """The per-call work that depends only on the schema, done once (see schema.plans)."""
+        return ValidationPlan(self.features, self.passthrough, self._check_columns)
 
     @classmethod
     def from_table(
@@ -144,7 +152,13 @@ class Schema:
 
     def _validate(self, data: Any, keep: Sequence[str], first_row: int, problems: RowProblems,
                   row_check: RowCheck | None) -> Validated:
-        table = read_input(data, self.features, problems)
+        table = self.plan.read(data, problems)
+        if table is None:
+            table = read_input(data, self.features, problems)
+        if not problems.found:  # the fast path: every check at once; None where a row may fail one
+            fast = self.plan.validate(table, keep, problems.collect, first_row, row_check)
+            if fast is not None:
+                return Validated(*fast)
         self._check_columns(table, keep)
         found = {c.name: check_column(c, table.column(c.name), problems) for c in self.features}
         names = [c.name for c in self.features]

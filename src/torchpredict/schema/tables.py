@@ -97,7 +97,7 @@ def _from_pandas(df: Any, expected: Mapping[str, str]) -> pa.Table:
 def _from_records(records: list[Mapping[str, Any]], expected: Mapping[str, str]) -> pa.Table:
     try:
         return pa.Table.from_pylist(records)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         names = [str(n) for n in dict.fromkeys(k for r in records for k in r)]
         return pa.table({n: _list_array([r.get(n) for r in records], n, expected.get(n)) for n in names})
 
@@ -119,6 +119,10 @@ def _list_array(values: list[Any], name: str, expected: str | None) -> pa.Array:
     """pa.array, but a column of mixed Python values names its first odd value and row."""
     try:
         return pa.array(values)
+    except OverflowError:
+        big = next((i for i, v in enumerate(values) if isinstance(v, int) and not -(1 << 63) <= v < 1 << 63), 0)
+        raise SchemaError(f"column {shown(name)}: {shown(values[big])} at row {big} is too large for a 64-bit "
+                          "integer") from None
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         kinds = [value_kind(v) for v in values]  # error path only: a Python loop is fine here
         first = next((k for k in kinds if k is not None), None)

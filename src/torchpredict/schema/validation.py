@@ -78,6 +78,11 @@ class RowProblems:
             self._rows.append(rows)
             self._reasons += reasons(rows)
 
+    @property
+    def found(self) -> bool:
+        """Whether some row failed a check already (with collect; without, the first one raised)."""
+        return bool(self._rows)
+
     def keep_original(self, column: str, rows: np.ndarray, values: Sequence[Any]) -> None:
         """Input values of `column` that reading had to replace by nulls, to show them in the rejected rows."""
         self._originals.setdefault(column, {}).update((int(r), values[r]) for r in rows)
@@ -192,6 +197,11 @@ def _python_columns(data: Any) -> dict[str, Any] | None:
     return None
 
 
+def _past_int64(value: Any) -> bool:
+    """A Python int no 64-bit column holds (Arrow raises OverflowError on one)."""
+    return isinstance(value, int) and not -(1 << 63) <= value < 1 << 63
+
+
 def _without_odd_values(name: str, values: list[Any], column: Column | None, problems: RowProblems) -> pa.Array | None:
     """The column with values of the wrong kind nulled; their rows rejected with the as_table wording.
 
@@ -205,9 +215,10 @@ def _without_odd_values(name: str, values: list[Any], column: Column | None, pro
         first = next((k for k in kinds if k is not None), None)
         group = kind_group(column.dtype if column is not None else first)
         odd = [None if k is None or kind_group(k) == group else (v, k) for v, k in zip(values, kinds, strict=True)]
+    odd = [(v, "an integer past 64 bits") if _past_int64(v) else o for v, o in zip(values, odd, strict=True)]
     try:
         array = pa.array([v if o is None else None for v, o in zip(values, odd, strict=True)])
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         return None
     wanted = f"expected {column.dtype}, got" if column is not None else f"mixed value types: {first} values, then"
 

@@ -1,0 +1,229 @@
+"""The fast path of validation: what depends only on the schema worked out once, every check of a call at once.
+
+`Schema.validate` checks column by column (per-row shape, lossless dtype, nulls, infinities, then drift), with
+a few pyarrow calls per column: about 50 µs a column whatever the row count. A ValidationPlan, built once per
+schema (`Schema.plan`), checks a whole table in a handful of calls instead: the float columns as one 2-D numpy
+block (NaN, infinities and the training range of all of them in one comparison each), the string columns by
+their null counts and the training categories. It only answers for inputs that pass every per-row check: where
+a row may fail one (or a column has a type that needs a cast), it answers None and the column-by-column path
+runs, which words the errors and the rejected rows; so both give the same outputs and the same errors.
+
+`read` is the fast path of reading: a few records (a dict, or a list of up to SMALL dicts) whose values are plain
+Python floats, ints, strings and booleans, read as Arrow reads them (one struct array, not a column at a time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from torchpredict.schema.columns import Column
+from torchpredict.schema.drift import ColumnDrift, DriftReport, column_drift
+from torchpredict.schema.validation import RowProblems, forward_reports, leaves, target_type
+
+__all__ = ["ENABLED", "SMALL", "ValidationPlan"]
+
+ENABLED = True  # False: every call takes the column-by-column path (the property tests compare the two)
+SMALL = 64  # rows up to which strings are looked up in Python sets, and records read as one struct array
+_FLOATS = (pa.float64(), pa.float32())
+_PYTHON_TYPES = {float: pa.float64(), int: pa.int64(), str: pa.string(), bool: pa.bool_()}
+_LAYOUTS = 16  # input layouts (column names, types, keep) remembered per schema
+
+RowCheck = Callable[[pa.Table, Any], None]
+
+
+class _Block:
+    """Feature columns of one float type, checked and counted as one [rows, columns] array."""
+
+    def __init__(self, columns: Sequence[Column], positions: Sequence[int]) -> None:
+        self.columns = tuple(columns)
+        self.positions = list(positions)  # where each column is among the features
+        self.strict = np.array([not c.nullable and not c.infinite for c in columns])  # neither NaN nor inf
+        self.no_missing = np.array([not c.nullable for c in columns])
+        self.finite = np.array([not c.infinite for c in columns])
+        bounds = [(c.stats.min, c.stats.max) if c.stats is not None and c.stats.min is not None
+                  and c.stats.max is not None else None for c in columns]
+        self.ranged = np.flatnonzero([b is not None for b in bounds])
+        self.low = np.array([b[0] for b in bounds if b is not None], dtype=np.float64)
+        self.high = np.array([b[1] for b in bounds if b is not None], dtype=np.float64)
+        self.nulls_counted = np.flatnonzero([c.nullable and c.stats is not None and c.stats.missing_rate == 0
+                                             for c in columns])
+
+    def check(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per column, the rows out of the training range and with unexpected nulls; None when a row fails a
+        check (a NaN or null where the column takes none, an infinity where training had none)."""
+        block = table.select(self.positions)
+        batches = block.to_batches()
+        if len(batches) != 1:
+            batches = block.combine_chunks().to_batches()
+        x = np.asarray(batches[0].to_tensor(null_to_nan=True, row_major=True))
+        if self.strict.all():
+            if not np.isfinite(x).all():
+                return None
+        else:
+            if np.isnan(x[:, self.no_missing]).any() or np.isinf(x[:, self.finite]).any():
+                return None
+        out_of_range = np.zeros(len(self.columns), dtype=np.int64)
+        if len(self.ranged):
+            ranged = x if len(self.ranged) == len(self.columns) else x[:, self.ranged]
+            with np.errstate(invalid="ignore"):
+                out_of_range[self.ranged] = np.count_nonzero((ranged < self.low) | (ranged > self.high), axis=0)
+        nulls = np.zeros(len(self.columns), dtype=np.int64)
+        if len(self.nulls_counted):
+            nulls[self.nulls_counted] = np.count_nonzero(np.isnan(x[:, self.nulls_counted]), axis=0)
+        return out_of_range, nulls
+
+
+class _Layout:
+    """How one input layout (its column names and types, and keep) is validated."""
+
+    def __init__(self, schema: pa.Schema, keep: tuple[str, ...], names: list[str], fast: bool,
+                 features: Sequence[Column]) -> None:
+        self.schema, self.keep, self.names, self.fast = schema, keep, names, fast
+        index = {name: i for i, name in enumerate(schema.names)}
+        self.positions = [index[n] for n in names]
+        self.identity = self.positions == list(range(len(schema.names)))
+        # a table as Table.from_arrays names it: no metadata, every field nullable
+        self.plain = schema.metadata is None and all(f.nullable and f.metadata is None for f in schema)
+        self.blocks: list[_Block] = []
+        floats: set[int] = set()
+        if fast:
+            for t in _FLOATS:
+                chosen = [j for j, c in enumerate(features) if target_type(c) == t]
+                if chosen:
+                    self.blocks.append(_Block([features[j] for j in chosen], [self.positions[j] for j in chosen]))
+                    floats.update(chosen)
+        self.strings = [(j, self.positions[j], c) for j, c in enumerate(features) if j not in floats]
+
+
+class ValidationPlan:
+    """Schema.validate's fast path for one schema (see the module docstring)."""
+
+    def __init__(self, features: Sequence[Column], passthrough: Sequence[Column],
+                 check_columns: Callable[[pa.Table, Sequence[str]], None]) -> None:
+        self.features = tuple(features)
+        self.feature_names = [c.name for c in features]
+        self.passthrough = [c.name for c in passthrough]
+        self.check_columns = check_columns
+        # the fast path takes scalar float and string features (the others take the column-by-column path)
+        self.supported = all(not c.shape and c.dtype in ("float64", "float32", "string") for c in features)
+        self.categories = {c.name: frozenset(c.stats.categories) for c in features
+                           if c.dtype == "string" and c.stats is not None and c.stats.categories is not None}
+        self.layouts: dict[tuple[tuple[str, ...], tuple[str, ...]], list[_Layout]] = {}
+        self.struct_types: dict[tuple[Any, ...], pa.DataType] = {}
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def read(self, data: Any, problems: RowProblems) -> pa.Table | None:
+        """Records of plain values (a dict, or a list of dicts with the same keys and value types) as the Arrow
+        table as_table makes of them; None for any other input (as_table reads it)."""
+        if not ENABLED or problems.found:
+            return None
+        if isinstance(data, dict):
+            records = [data]
+        elif isinstance(data, list) and 0 < len(data) <= SMALL and type(data[0]) is dict:  # more: Arrow reads faster
+            records = data
+        else:
+            return None
+        first = records[0]
+        keys = tuple(first)
+        kinds = tuple(map(type, first.values()))
+        struct = self.struct_types.get((keys, kinds))
+        if struct is None:
+            types = [_PYTHON_TYPES.get(kind) for kind in kinds]
+            if not keys or None in types or not all(type(k) is str for k in keys):
+                return None
+            struct = pa.struct([pa.field(k, t) for k, t in zip(keys, types, strict=True)])
+            if len(self.struct_types) < _LAYOUTS:
+                self.struct_types[(keys, kinds)] = struct
+        for record in records[1:] if len(records) > 1 else ():
+            if type(record) is not dict or tuple(record) != keys or tuple(map(type, record.values())) != kinds:
+                return None
+        try:
+            return pa.Table.from_struct_array(pa.array(records, struct))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            return None
+
+    # -- validating ------------------------------------------------------------------------------------
+
+    def validate(self, table: pa.Table, keep: Sequence[str], collect: bool, first_row: int,
+                 row_check: RowCheck | None) -> tuple[pa.Table, DriftReport] | None:
+        """The validated table and its drift when no row can fail a check; None otherwise (and for inputs this
+        path does not take), for the column-by-column path to run. Raises what that path raises for the
+        columns (missing, unexpected) and for the rows row_check refuses, without collect."""
+        n = table.num_rows
+        if not ENABLED or not self.supported or not n:
+            return None
+        layout = self._layout(table, tuple(keep))
+        if not layout.fast:
+            return None
+        drift: dict[str, ColumnDrift] = {}
+        counted: list[tuple[np.ndarray, np.ndarray]] = []
+        for block in layout.blocks:
+            found = block.check(table)
+            if found is None:
+                return None
+            counted.append(found)
+        strings = {}
+        for j, position, column in layout.strings:
+            col = table.column(position)
+            if col.null_count and not column.nullable:
+                return None
+            strings[j] = col
+        typed = self._typed(table, layout)
+        if row_check is not None:
+            problems = RowProblems(collect=collect, first_row=first_row)
+            flagged = forward_reports(lambda report: row_check(typed, report), problems.add, np.arange(n))
+            if flagged.any():
+                return None  # rejected rows: the column-by-column path words them
+        for block, (out_of_range, nulls) in zip(layout.blocks, counted, strict=True):
+            for column, out, null in zip(block.columns, out_of_range.tolist(), nulls.tolist(), strict=True):
+                drift[column.name] = ColumnDrift(n, out, 0, null)
+        for j, col in strings.items():
+            column = self.features[j]
+            drift[column.name] = self._string_drift(column, col, n)
+        return typed, DriftReport(n, {name: drift[name] for name in self.feature_names})
+
+    def _typed(self, table: pa.Table, layout: _Layout) -> pa.Table:
+        """The features (already of their types: no cast), then passthrough and kept columns, as the column-by-
+        column path builds the table."""
+        if layout.identity and layout.plain:
+            return table
+        selected = table if layout.identity else table.select(layout.positions)
+        if layout.plain:
+            return selected
+        return pa.Table.from_arrays(selected.columns, names=layout.names)
+
+    def _string_drift(self, column: Column, col: pa.ChunkedArray, n: int) -> ColumnDrift:
+        stats = column.stats
+        if stats is None:
+            return ColumnDrift(n)
+        categories = self.categories.get(column.name)
+        nulls = col.null_count if column.nullable and stats.missing_rate == 0 else 0
+        if categories is None:
+            return ColumnDrift(n, 0, 0, nulls)
+        if n > SMALL or any(v is not None and v not in categories for v in col.to_pylist()):
+            return column_drift(column, leaves(col, ()), n)  # pyarrow kernels; the unseen strings counted
+        return ColumnDrift(n, 0, 0, nulls)
+
+    def _layout(self, table: pa.Table, keep: tuple[str, ...]) -> _Layout:
+        """The layout of this input's columns: checked (missing, unexpected ...) the first time it is seen."""
+        schema = table.schema
+        key = (tuple(schema.names), keep)
+        seen = self.layouts.get(key, [])
+        for layout in seen:
+            if layout.schema.equals(schema, check_metadata=True):
+                return layout
+        self.check_columns(table, keep)
+        present = schema.names
+        names = list(self.feature_names)
+        names += [n for n in self.passthrough if n in present]
+        names += [k for k in dict.fromkeys(keep) if k not in names]
+        fast = all(schema.field(c.name).type == target_type(c) for c in self.features)
+        layout = _Layout(schema, keep, names, fast, self.features)
+        if len(self.layouts) < _LAYOUTS and len(seen) < 4:  # bounded, whatever a server is sent
+            self.layouts.setdefault(key, []).append(layout)
+        return layout

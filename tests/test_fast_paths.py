@@ -1,0 +1,158 @@
+"""The fast paths of validation and preprocessing (schema.plans, preprocessing.plans, the small-batch lookups of
+the encoders) give what the general column-by-column path gives: the same tables, drift, rejected rows and
+model inputs to the bit, and the same errors (class and message), on generated inputs good and bad."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from torchpredict.errors import TorchPredictError
+from torchpredict.preprocessing import OneHot, Preprocessor, Standardize, categorical
+from torchpredict.preprocessing import plans as transform_plans
+from torchpredict.schema import plans as validation_plans
+
+WORDS = ("a", "b", "c", "d")
+ODD_FLOATS = ("x", 1, True, None, math.nan, math.inf, -math.inf, 1e9, -0.0, 2**70)
+ODD_STRINGS = ("zz", None, 3, 1.5, True, "")
+
+
+@contextmanager
+def general_path() -> Iterator[None]:
+    """Every fast path off: the column-by-column validation, step-by-step transform, pyarrow lookups."""
+    before = validation_plans.ENABLED, transform_plans.ENABLED, categorical.SMALL
+    validation_plans.ENABLED = transform_plans.ENABLED = False
+    categorical.SMALL = -1
+    try:
+        yield
+    finally:
+        validation_plans.ENABLED, transform_plans.ENABLED, categorical.SMALL = before
+
+
+@st.composite
+def fitted(draw: st.DrawFn) -> tuple[Preprocessor, pa.Table]:
+    """A Preprocessor of Standardize (some float columns) and OneHot (the string ones) and its training rows."""
+    n_rows = draw(st.integers(2, 10))
+    n_floats, n_strings = draw(st.integers(0, 3)), draw(st.integers(0, 2))
+    if not n_floats + n_strings:
+        n_floats = 1
+    number = st.floats(-1e3, 1e3, allow_nan=False, allow_subnormal=False)
+    columns: dict[str, Any] = {}
+    for i in range(n_floats):
+        columns[f"f{i}"] = pa.array(draw(st.lists(number, min_size=n_rows, max_size=n_rows)), pa.float64())
+    for i in range(n_strings):
+        columns[f"s{i}"] = pa.array(draw(st.lists(st.sampled_from(WORDS[:3]), min_size=n_rows, max_size=n_rows)))
+    passthrough = ["id"] if draw(st.booleans()) else []
+    if passthrough:
+        columns["id"] = pa.array(range(n_rows), pa.int64())
+    table = pa.table(columns)
+    floats = [n for n in columns if n.startswith("f")]
+    strings = [n for n in columns if n.startswith("s")]
+    steps: list[Any] = []
+    standardized = [n for n in floats if draw(st.booleans())]
+    if standardized:
+        steps.append(Standardize(standardized))
+    if strings:
+        steps.append(OneHot(strings, handle_unknown=draw(st.sampled_from(["error", "ignore"]))))
+    if draw(st.booleans()):
+        steps.reverse()
+    preprocessor = Preprocessor(steps, features=floats + strings, passthrough=passthrough).fit(table)
+    return preprocessor, table
+
+
+@st.composite
+def inputs(draw: st.DrawFn, table: pa.Table) -> Any:
+    """Some training rows, perhaps spoilt (odd values, a column missing or added), as records, one record or Arrow."""
+    rows = table.to_pylist()
+    chosen = draw(st.lists(st.sampled_from(rows), min_size=1, max_size=5))
+    records = [dict(r) for r in chosen]
+    for record in records:
+        for name in list(record):
+            if draw(st.integers(0, 5)) == 0:
+                odd = ODD_STRINGS if name.startswith("s") else ODD_FLOATS
+                record[name] = draw(st.sampled_from(odd))
+    mutation = draw(st.sampled_from(["none", "none", "drop", "add"]))
+    if mutation == "drop":
+        dropped = draw(st.sampled_from(list(records[0])))
+        records = [{k: v for k, v in r.items() if k != dropped} for r in records]
+    elif mutation == "add":
+        records = [{**r, "extra": 1.0} for r in records]
+    form = draw(st.sampled_from(["records", "record", "arrow"]))
+    if form == "record":
+        return records[0]
+    if form == "arrow":
+        try:
+            return pa.Table.from_pylist(records)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            return records
+    return records
+
+
+def outcome(preprocessor: Preprocessor, data: Any, on_error: str) -> tuple:
+    schema = preprocessor.schema_
+    try:
+        validated = schema.validate(data, keep=(), on_error=on_error,  # type: ignore[arg-type]
+                                    row_check=preprocessor.check_rows)
+        x = preprocessor.transform(validated.table) if validated.table.num_rows else {}
+    except TorchPredictError as exc:
+        return ("error", type(exc), str(exc))
+    return ("ok", validated, x)
+
+
+def same_table(a: pa.Table, b: pa.Table) -> None:
+    """Same schema (metadata included), chunks and values; repr tells NaN from null and -0.0 from 0.0."""
+    assert a.schema == b.schema and a.schema.metadata == b.schema.metadata
+    for x, y in zip(a.columns, b.columns, strict=True):
+        assert [len(c) for c in x.chunks] == [len(c) for c in y.chunks]
+        assert repr(x.to_pylist()) == repr(y.to_pylist())
+
+
+def assert_same(fast: tuple, general: tuple) -> None:
+    assert fast[0] == general[0], (fast, general)
+    if fast[0] == "error":
+        assert fast[1:] == general[1:]
+        return
+    a, b = fast[1], general[1]
+    same_table(a.table, b.table)
+    assert a.drift.to_dict() == b.drift.to_dict()
+    assert (a.rejected is None) == (b.rejected is None)
+    if a.rejected is not None:
+        same_table(a.rejected, b.rejected)
+    assert list(fast[2]) == list(general[2])
+    for name in fast[2]:
+        x, y = fast[2][name], general[2][name]
+        assert x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_fast_and_general_paths_give_the_same_outputs_and_errors(data: st.DataObject) -> None:
+    preprocessor, table = data.draw(fitted())
+    given = data.draw(inputs(table))
+    on_error = data.draw(st.sampled_from(["raise", "reject"]))
+    fast = outcome(preprocessor, given, on_error)
+    with general_path():
+        general = outcome(preprocessor, given, on_error)
+    assert_same(fast, general)
+
+
+def test_the_fast_paths_are_taken_for_plain_inputs() -> None:
+    """The property above is not vacuous: plain records and tables of the training types take both fast paths."""
+    table = pa.table({"f0": [1.0, 2.0, 3.0], "s0": ["a", "b", "a"]})
+    preprocessor = Preprocessor([Standardize(["f0"]), OneHot(["s0"])]).fit(table)
+    assert preprocessor.plan is not None and preprocessor.plan.run(table) is not None
+    schema = preprocessor.schema_
+    assert schema.plan.read({"f0": 1.5, "s0": "b"}, validation_plans.RowProblems(collect=False)) is not None
+    assert schema.plan.validate(table, (), False, 0, preprocessor.check_rows) is not None
+    spoilt = pa.table({"f0": [1.0, math.nan, 3.0], "s0": ["a", "b", "a"]})
+    assert schema.plan.validate(spoilt, (), False, 0, None) is None  # a NaN where none is allowed: the general path
+    x = preprocessor.transform(table)["x"]
+    with general_path():
+        assert np.array_equal(preprocessor.transform(table)["x"], x)
