@@ -18,6 +18,7 @@ PUBLIC = {
     "Robust",
     "RunStats",
     "from_sklearn",
+    "serve",
     "TextEncode",
     "Seq2Seq",
     "TokenClassification",

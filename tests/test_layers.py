@@ -43,6 +43,7 @@ ALLOWED_PRIVATE = {
 LAYERS: list[tuple[str, ...]] = [
     ("torchpredict", "torchpredict.__main__", "torchpredict.sequences"),  # the faces: names re-exported, no code
     ("torchpredict.cli",),
+    ("torchpredict.server",),
     ("torchpredict.packing",),
     ("torchpredict.bundle",),
     ("torchpredict.predictor",),

@@ -1,4 +1,4 @@
-"""The `torchpredict` command: predict, inspect, verify, pack, demo.
+"""The `torchpredict` command: predict, inspect, verify, pack, serve, demo.
 
 The only place that turns flags and the environment into arguments, and the only place that maps
 errors to exit codes: 0 ok, 2 bad usage or bad input (one readable line), 1 internal error.
@@ -88,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_inspect(sub, common)
     _add_verify(sub, common)
     _add_pack(sub, common)
+    _add_serve(sub, common)
     _add_demo(sub, common)
     return parser
 
@@ -190,6 +191,36 @@ def _add_pack(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--no-check", dest="check", action="store_false", help="do not predict the training rows to "
                    "check the bundle (label order, target and input scaling): pack it even if it looks wrong")
     p.set_defaults(run=_run_pack)
+
+
+def _add_serve(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("serve", parents=[common], help="serve bundles over HTTP (Open Inference Protocol V2, as "
+                       "KServe and Triton speak it, and a records endpoint)",
+                       description="Serve a bundle, or every bundle in a folder under its name and model_version, "
+                       "over HTTP: the Open Inference Protocol V2 REST API (tritonclient and KServe clients work "
+                       "as they are) and POST /v2/models/NAME/records for rows as JSON objects, with concurrent "
+                       "requests batched together and Prometheus metrics at /metrics. SIGTERM finishes the "
+                       "requests in flight and exits 0. Needs pip install 'torchpredict[server]'.")
+    p.add_argument("bundle", help="bundle folder or .zip, or a folder of bundles")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1, this machine "
+                   "only; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--workers", type=int, default=1, help="processes, each loading the bundles (default 1)")
+    p.add_argument("--max-batch-size", type=int, default=256, help="most rows per model batch (default 256)")
+    p.add_argument("--max-delay-ms", type=float, default=0.0, help="how long a batch may wait for more requests "
+                   "(default 0: take whatever is queued when the model is free)")
+    p.add_argument("--max-queue-rows", type=int, default=65536, help="rows queued per model before requests are "
+                   "refused with 503 (default 65536)")
+    p.add_argument("--max-body-mb", type=float, default=64, help="largest request body in MiB; 413 beyond "
+                   "(default 64)")
+    p.add_argument("--timeout-s", type=float, default=30, help="longest a prediction may take, queue included; 504 "
+                   "beyond (default 30)")
+    p.add_argument("--token", default=None, help="bearer token every request but the health checks must carry "
+                   "(default: the TORCHPREDICT_TOKEN environment variable, else none)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    p.add_argument("--quiet", action="store_true", help="no access log, warnings and errors only")
+    _add_trust(p)
+    p.set_defaults(run=_run_serve)
 
 
 def _add_demo(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -379,6 +410,28 @@ def _trust_needed(path: Path) -> str:
     if not isinstance(factory, str):
         return ""
     return f" (weights + factory {factory!r}: load it with --trust-factory {trusted_package(factory)})"
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    missing = [m for m in ("uvicorn", "orjson", "prometheus_client") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise InputError(f"serving needs {', '.join(missing)}: pip install 'torchpredict[server]'")
+    from torchpredict.server.app import find_bundles
+    from torchpredict.server.run import check_options, serve
+
+    check_options(workers=args.workers, port=args.port, max_batch_size=args.max_batch_size,
+                  max_delay_ms=args.max_delay_ms, max_body_mb=args.max_body_mb, timeout_s=args.timeout_s,
+                  max_queue_rows=args.max_queue_rows)
+    _check_device(args.device)
+    find_bundles(args.bundle)
+    token = args.token if args.token is not None else os.environ.get("TORCHPREDICT_TOKEN") or None
+    serve(args.bundle, host=args.host, port=args.port, workers=args.workers, max_batch_size=args.max_batch_size,
+          max_delay_ms=args.max_delay_ms, device=args.device, token=token, max_body_mb=args.max_body_mb,
+          timeout_s=args.timeout_s, max_queue_rows=args.max_queue_rows, trust_factory=args.trust_factory,
+          trust_torch_loader=args.trust_torch_loader, quiet=args.quiet)
+    return EXIT_OK
 
 
 def _run_demo(args: argparse.Namespace) -> int:

@@ -1,0 +1,694 @@
+"""The Open Inference Protocol V2 (KServe V2 / Triton REST) codec: request bytes in, columns out; a table in,
+response bytes out. Pure functions over plain data: no HTTP, no model.
+
+A model's inputs are its schema columns, one tensor per column (shape [n] or [n, 1], or [n, k] for a column of
+k-value rows), its outputs the prediction columns. Both JSON tensors and the binary tensor data extension
+(`Inference-Header-Content-Length`, `binary_data_size`, `binary_data` / `binary_data_output`) are read and
+written, and the classification extension (`"classification": k` on a requested output) answers the top k
+classes of a classification head as BYTES "probability:index:label". Everything a request can get wrong is a
+RequestError (HTTP 400) whose message names the input or output and what was wrong.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from torchpredict.errors import TorchPredictError
+from torchpredict.messages import counted, first_line, quoted, shown
+
+__all__ = [
+    "EXTENSIONS",
+    "Classes",
+    "InferInput",
+    "InferRequest",
+    "ModelSpec",
+    "RequestError",
+    "RequestedOutput",
+    "TensorSpec",
+    "check_outputs",
+    "columns_of",
+    "encode_response",
+    "model_metadata",
+    "model_spec",
+    "parse_request",
+]
+
+EXTENSIONS = ("binary_tensor_data", "classification", "torchpredict_records")
+PLATFORM = "torchpredict"
+JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+# Fixed-width datatypes and their little-endian layout in binary tensor data.
+FIXED: dict[str, np.dtype] = {name: np.dtype(code) for name, code in (
+    ("BOOL", "?"), ("UINT8", "u1"), ("UINT16", "<u2"), ("UINT32", "<u4"), ("UINT64", "<u8"), ("INT8", "i1"),
+    ("INT16", "<i2"), ("INT32", "<i4"), ("INT64", "<i8"), ("FP16", "<f2"), ("FP32", "<f4"), ("FP64", "<f8"),
+    ("BF16", "<u2"))}
+DATATYPES = (*FIXED, "BYTES")
+_FLOATS = ("FP64", "FP32", "FP16", "BF16")
+_INTS = ("INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8")
+
+# schema dtype -> the datatype metadata names first, then the others a request may send for it
+ACCEPTED: dict[str, tuple[str, ...]] = {
+    "float64": ("FP64", "FP32", "FP16", "BF16"),
+    "float32": ("FP32", "FP64", "FP16", "BF16"),
+    "int64": ("INT64", *_INTS[1:]),
+    "int32": ("INT32", "INT64", *_INTS[2:]),
+    "bool": ("BOOL",),
+    "string": ("BYTES",),
+}
+
+
+class RequestError(TorchPredictError, ValueError):
+    """An inference request that does not follow the protocol or does not fit the model's inputs (HTTP 400)."""
+
+
+# -- what a model takes and gives -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output as model metadata lists it; dtype: the schema dtype of an input column."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    dtype: str = ""
+    optional: bool = False
+
+    def metadata(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+        return entry | ({"optional": True} if self.optional else {})
+
+
+@dataclass(frozen=True)
+class Classes:
+    """A classification head, for the classification extension: the output it is asked on (the head's target),
+    its labels in model-output order and, per label, the column holding its probability ("" when the bundle
+    does not output it). binary: probabilities[1] is P(positive) and P(negative) is 1 minus it. top: the
+    (label, probability) columns of a multiclass head's top_k, for a head without per-label columns."""
+
+    output: str
+    labels: tuple[str, ...]
+    probabilities: tuple[str, ...]
+    binary: bool = False
+    top: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A served model as the protocol sees it."""
+
+    name: str
+    version: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    classes: Mapping[str, Classes] = field(default_factory=dict)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.outputs)
+
+    def input(self, name: str) -> TensorSpec | None:
+        return next((spec for spec in self.inputs if spec.name == name), None)
+
+
+def model_spec(name: str, version: str, columns: Sequence[Any], heads: Sequence[Any], outputs: pa.Schema) -> ModelSpec:
+    """The spec of a model from its schema columns (torchpredict.schema.columns.Column), its heads and the Arrow
+    schema of its prediction columns (a prediction's, passthrough columns left out)."""
+    inputs = tuple(TensorSpec(c.name, _input_datatype(c.dtype), (-1, *c.shape), c.dtype, c.role != "feature")
+                   for c in columns)
+    specs = tuple(TensorSpec(f.name, *_output_layout(f.type)) for f in outputs)
+    return ModelSpec(name, version, inputs, specs, _classification_heads(heads, set(outputs.names)))
+
+
+def _input_datatype(dtype: str) -> str:
+    if dtype in ACCEPTED:
+        return ACCEPTED[dtype][0]
+    try:  # a passthrough column keeps its Arrow type name
+        return _output_layout(_arrow_type(dtype))[0]
+    except (ValueError, TypeError, KeyError):
+        return "BYTES"
+
+
+def _arrow_type(name: str) -> pa.DataType:
+    return pa.from_numpy_dtype(np.dtype(name)) if name not in ("string", "large_string") else pa.string()
+
+
+def _output_layout(arrow: pa.DataType) -> tuple[str, tuple[int, ...]]:
+    """The datatype and metadata shape of an output column of this Arrow type."""
+    if pa.types.is_fixed_size_list(arrow):
+        return _output_layout(arrow.value_type)[0], (-1, arrow.list_size)
+    if pa.types.is_list(arrow) or pa.types.is_large_list(arrow):
+        return _output_layout(arrow.value_type)[0], (-1, -1)
+    return _scalar_datatype(arrow), (-1,)
+
+
+def _scalar_datatype(arrow: pa.DataType) -> str:
+    if pa.types.is_boolean(arrow):
+        return "BOOL"
+    if pa.types.is_floating(arrow):
+        return {16: "FP16", 32: "FP32"}.get(arrow.bit_width, "FP64")
+    if pa.types.is_integer(arrow):
+        return f"{'INT' if pa.types.is_signed_integer(arrow) else 'UINT'}{arrow.bit_width}"
+    return "BYTES"
+
+
+def _classification_heads(heads: Sequence[Any], columns: set[str]) -> dict[str, Classes]:
+    """Classes of the binary, multiclass and multilabel heads, keyed by the output the extension is asked on."""
+    found = {}
+    for head in heads:
+        kind, target = getattr(head, "type", ""), getattr(head, "target", "")
+        if kind in ("binary", "multiclass"):
+            labels = tuple(str(label) for label in head.classes)
+            probabilities: tuple[str, ...]
+            if kind == "binary":
+                probabilities = ("", f"{target}_probability")
+            else:
+                per_label = tuple(f"{target}_probability_{label}" for label in head.classes)
+                probabilities = per_label if all(p in columns for p in per_label) else ("",) * len(labels)
+            top = tuple((f"{target}_top{i}", f"{target}_top{i}_probability")
+                        for i in range(1, getattr(head, "top_k", 0) + 1))
+            found[target] = Classes(target, labels, probabilities, kind == "binary", top)
+        elif kind == "multilabel":
+            found[target] = Classes(target, tuple(str(label) for label in head.labels),
+                                    tuple(f"{target}_probability_{label}" for label in head.labels))
+    return found
+
+
+def model_metadata(spec: ModelSpec, versions: Sequence[str]) -> dict[str, Any]:
+    """GET v2/models/{name}[/versions/{v}]: inputs (the schema columns) and outputs (the prediction columns)."""
+    return {"name": spec.name, "versions": list(versions), "platform": PLATFORM,
+            "inputs": [s.metadata() for s in spec.inputs], "outputs": [s.metadata() for s in spec.outputs]}
+
+
+# -- requests -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class InferInput:
+    """One input tensor: its values flat, in row-major order (numbers as an array, BYTES as a list of str)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    values: np.ndarray | list[Any]
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    name: str
+    binary: bool
+    classification: int = 0
+
+
+@dataclass
+class InferRequest:
+    """A parsed inference request. outputs: None when the request named none (all prediction columns)."""
+
+    id: str | None
+    inputs: list[InferInput]
+    outputs: list[RequestedOutput] | None
+    binary_output: bool
+    parameters: dict[str, Any]
+
+    @property
+    def timeout_s(self) -> float | None:
+        """The request's `timeout` parameter (microseconds, as tritonclient sends it) in seconds."""
+        value = self.parameters.get("timeout")
+        return None if value is None else value / 1e6
+
+
+def parse_request(body: bytes, header_length: str | None = None) -> InferRequest:
+    """Read an inference request: JSON, or with header_length (the Inference-Header-Content-Length header) a
+    JSON header of that many bytes followed by the binary tensor data of the inputs that say binary_data_size."""
+    length = len(body) if header_length is None else _header_length(header_length, len(body))
+    try:
+        document = orjson.loads(body[:length])
+    except orjson.JSONDecodeError as exc:
+        hint = ("; binary tensor data needs the Inference-Header-Content-Length header"
+                if header_length is None else "")
+        raise RequestError(f"the request is not valid JSON: {first_line(exc)}{hint}") from None
+    if not isinstance(document, dict):
+        raise RequestError(f"an inference request must be a JSON object, got {_kind(document)}")
+    parameters = _parameters(document.get("parameters"), "the request's 'parameters'")
+    binary_output = _flag(parameters, "binary_data_output", "the request's parameter")
+    timeout = parameters.get("timeout")
+    if timeout is not None and (not _is_number(timeout) or timeout <= 0):
+        raise RequestError(f"the request's parameter 'timeout' must be a positive number of microseconds, got "
+                           f"{shown(timeout)}")
+    request_id = document.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise RequestError(f"the request's 'id' must be a string, got {shown(request_id)}")
+    inputs = _inputs(document.get("inputs"), memoryview(body)[length:])
+    return InferRequest(request_id, inputs, _outputs(document.get("outputs"), binary_output), binary_output,
+                        parameters)
+
+
+def _header_length(text: str, size: int) -> int:
+    try:
+        length = int(text)
+    except ValueError:
+        raise RequestError(f"Inference-Header-Content-Length must be a number of bytes, got {shown(text)}") from None
+    if not 0 <= length <= size:
+        raise RequestError(f"Inference-Header-Content-Length is {length:,} but the request body has {size:,} bytes")
+    return length
+
+
+def _inputs(value: Any, binary: memoryview) -> list[InferInput]:
+    if not isinstance(value, list) or not value:
+        raise RequestError(f"an inference request needs 'inputs', a non-empty list of tensors, got {_kind(value)}")
+    sizes = []
+    for i, entry in enumerate(value):
+        if not isinstance(entry, dict):
+            raise RequestError(f"inputs[{i}] must be an object with name, datatype, shape and data, got {_kind(entry)}")
+        sizes.append(_binary_size(entry, i))
+    total = sum(size for size in sizes if size is not None)
+    if total != len(binary):
+        raise RequestError(f"the request carries {len(binary):,} bytes of binary tensor data but the inputs' "
+                           f"binary_data_size add up to {total:,}")
+    found, offset = [], 0
+    for i, (entry, size) in enumerate(zip(value, sizes, strict=True)):
+        name, datatype, shape = _tensor_header(entry, i)
+        if size is None:
+            if "data" not in entry:
+                raise RequestError(f"input {shown(name)} has neither 'data' nor a binary_data_size parameter")
+            values = _json_values(name, datatype, shape, entry["data"])
+        else:
+            if "data" in entry:
+                raise RequestError(f"input {shown(name)} has both 'data' and a binary_data_size parameter")
+            values = _binary_values(name, datatype, shape, binary[offset:offset + size])
+            offset += size
+        found.append(InferInput(name, datatype, shape, values))
+    names = [entry.name for entry in found]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise RequestError(f"{counted('input', twice)} given more than once")
+    return found
+
+
+def _binary_size(entry: dict, i: int) -> int | None:
+    parameters = _parameters(entry.get("parameters"), f"inputs[{i}]'s 'parameters'")
+    size = parameters.get("binary_data_size")
+    if size is not None and (not _is_count(size)):
+        raise RequestError(f"inputs[{i}]: binary_data_size must be a number of bytes, got {shown(size)}")
+    return size
+
+
+def _tensor_header(entry: dict, i: int) -> tuple[str, str, tuple[int, ...]]:
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        raise RequestError(f"inputs[{i}] needs a 'name' (a non-empty string), got {shown(name)}")
+    datatype = entry.get("datatype")
+    if datatype not in DATATYPES:
+        raise RequestError(f"input {shown(name)}: datatype must be one of {', '.join(DATATYPES)}, got "
+                           f"{shown(datatype)}")
+    shape = entry.get("shape")
+    if not isinstance(shape, list) or not shape or not all(_is_count(d) for d in shape):
+        raise RequestError(f"input {shown(name)}: shape must be a list of sizes >= 0 ([rows] or [rows, k]), got "
+                           f"{shown(shape)}")
+    return name, datatype, tuple(shape)
+
+
+def _json_values(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np.ndarray | list[Any]:
+    """The 'data' of a JSON tensor, flat or nested, checked against its datatype and shape."""
+    count = math.prod(shape)
+    if not isinstance(data, list):
+        data = [data]
+    if datatype == "BYTES":
+        flat = list(_flatten(data, name))
+        bad = next((i for i, v in enumerate(flat) if v is not None and not isinstance(v, str)), None)
+        if bad is not None:
+            raise RequestError(f"input {shown(name)}: BYTES data must hold strings, got {shown(flat[bad])} at "
+                               f"position {bad}")
+        _check_count(name, shape, len(flat), count)
+        return flat
+    try:
+        array = np.asarray(data)
+    except (ValueError, OverflowError) as exc:
+        raise RequestError(f"input {shown(name)}: 'data' is not a {list(shape)} tensor of {datatype}: "
+                           f"{first_line(exc)}") from None
+    if array.ndim > 1 and array.shape != shape and array.size == count:
+        raise RequestError(f"input {shown(name)}: 'data' has shape {list(array.shape)}, the tensor says "
+                           f"{list(shape)}")
+    _check_count(name, shape, array.size, count)
+    if array.dtype == object:  # nulls, or values of mixed kinds
+        flat = list(_flatten(data, name))
+        bad = next((i for i, v in enumerate(flat) if v is not None and not _fits(v, datatype)), None)
+        if bad is not None:
+            raise RequestError(_wrong_value(name, datatype, flat[bad], bad))
+        return flat
+    if not _kind_fits(array.dtype.kind, datatype):
+        flat = list(_flatten(data, name))
+        bad = next((i for i, v in enumerate(flat) if not _fits(v, datatype)), 0)
+        raise RequestError(_wrong_value(name, datatype, flat[bad], bad))
+    try:
+        return array.reshape(-1).astype(_native(datatype))
+    except OverflowError as exc:
+        raise RequestError(f"input {shown(name)}: a value does not fit {datatype}: {first_line(exc)}") from None
+
+
+def _flatten(data: list[Any], name: str, depth: int = 0) -> Iterator[Any]:
+    for item in data:
+        if isinstance(item, list):
+            yield from _flatten(item, name, depth + 1)
+        elif isinstance(item, dict):
+            raise RequestError(f"input {shown(name)}: 'data' holds an object; it must be a (nested) list of values")
+        else:
+            yield item
+
+
+def _fits(value: Any, datatype: str) -> bool:
+    if datatype == "BOOL":
+        return isinstance(value, bool)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return datatype in _FLOATS or isinstance(value, int)
+
+
+def _kind_fits(kind: str, datatype: str) -> bool:
+    if datatype == "BOOL":
+        return kind == "b"
+    return kind in "iu" or (kind == "f" and datatype in _FLOATS)
+
+
+def _wrong_value(name: str, datatype: str, value: Any, position: int) -> str:
+    wanted = "true or false" if datatype == "BOOL" else "integers" if datatype in _INTS else "numbers"
+    return f"input {shown(name)}: {datatype} data must hold {wanted}, got {shown(value)} at position {position}"
+
+
+def _native(datatype: str) -> np.dtype:
+    return np.dtype("float32") if datatype == "BF16" else FIXED[datatype].newbyteorder("=")
+
+
+def _check_count(name: str, shape: tuple[int, ...], got: int, count: int) -> None:
+    if got != count:
+        raise RequestError(f"input {shown(name)}: shape {list(shape)} holds {count:,} value(s) but 'data' has "
+                           f"{got:,}")
+
+
+def _binary_values(name: str, datatype: str, shape: tuple[int, ...], data: memoryview) -> np.ndarray | list[Any]:
+    """An input's binary tensor data: little-endian values, or for BYTES a 4-byte length before each element."""
+    count = math.prod(shape)
+    if datatype == "BYTES":
+        return _binary_strings(name, shape, data, count)
+    layout = FIXED[datatype]
+    if len(data) != count * layout.itemsize:
+        raise RequestError(f"input {shown(name)}: binary_data_size {len(data):,} does not match shape {list(shape)} "
+                           f"of {datatype} ({count * layout.itemsize:,} bytes)")
+    if datatype == "BOOL":
+        return np.frombuffer(data, np.uint8) != 0
+    values = np.frombuffer(data, layout)
+    if datatype == "BF16":  # the high half of a float32
+        return (values.astype(np.uint32) << 16).view(np.float32)
+    return values.astype(layout.newbyteorder("="), copy=False)
+
+
+def _binary_strings(name: str, shape: tuple[int, ...], data: memoryview, count: int) -> list[str]:
+    raw, at = bytes(data), 0
+    found: list[str] = []
+    while at < len(raw):
+        if at + 4 > len(raw):
+            raise RequestError(f"input {shown(name)}: BYTES element {len(found)} has a cut length prefix "
+                               f"({len(raw) - at} of 4 bytes)")
+        (size,) = struct.unpack_from("<I", raw, at)
+        at += 4
+        if at + size > len(raw):
+            raise RequestError(f"input {shown(name)}: BYTES element {len(found)} says {size:,} bytes but only "
+                               f"{len(raw) - at:,} are left of its binary_data_size")
+        try:
+            found.append(raw[at:at + size].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise RequestError(f"input {shown(name)}: BYTES element {len(found)} is not UTF-8 text") from None
+        at += size
+    if len(found) != count:
+        raise RequestError(f"input {shown(name)}: shape {list(shape)} holds {count:,} element(s) but its binary "
+                           f"data has {len(found):,}")
+    return found
+
+
+def _outputs(value: Any, binary_output: bool) -> list[RequestedOutput] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise RequestError(f"'outputs' must be a list of objects with a name, got {_kind(value)}")
+    found = []
+    for i, entry in enumerate(value):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise RequestError(f"outputs[{i}] must be an object with a 'name', got {shown(entry)}")
+        where = f"output {shown(entry['name'])}"
+        parameters = _parameters(entry.get("parameters"), f"{where}'s 'parameters'")
+        binary = parameters.get("binary_data", binary_output)
+        if not isinstance(binary, bool):
+            raise RequestError(f"{where}: binary_data must be true or false, got {shown(binary)}")
+        k = parameters.get("classification", 0)
+        if not _is_count(k):
+            raise RequestError(f"{where}: classification must be a number of classes >= 0, got {shown(k)}")
+        found.append(RequestedOutput(entry["name"], binary, k))
+    return found
+
+
+def _parameters(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RequestError(f"{where} must be an object, got {_kind(value)}")
+    return value
+
+
+def _flag(parameters: dict[str, Any], name: str, where: str) -> bool:
+    value = parameters.get(name, False)
+    if not isinstance(value, bool):
+        raise RequestError(f"{where} {name!r} must be true or false, got {shown(value)}")
+    return value
+
+
+# -- inputs as columns ----------------------------------------------------------------------------------
+
+
+def columns_of(spec: ModelSpec, request: InferRequest) -> tuple[dict[str, np.ndarray | list[Any]], int]:
+    """The request's inputs as columns of rows for the model's schema, and the row count.
+
+    Each input is one column: [n] or [n, 1] for a column of single values, [n, *shape] for a column whose rows
+    hold shape values; its datatype must be one the column's dtype accepts. An input the schema does not know is
+    passed on as it is, for validation to refuse with its usual message.
+    """
+    columns: dict[str, np.ndarray | list[Any]] = {}
+    rows: dict[str, int] = {}
+    for tensor in request.inputs:
+        column = spec.input(tensor.name)
+        if column is not None and column.dtype in ACCEPTED and tensor.datatype not in ACCEPTED[column.dtype]:
+            raise RequestError(_wrong_datatype(tensor, column))
+        shape = tensor.shape
+        per_row = column.shape[1:] if column is not None else shape[1:]
+        if len(shape) == 2 and shape[1] == 1 and (column is None or not per_row):
+            shape, per_row = shape[:1], ()
+        if shape[1:] != per_row:
+            rows_of = "[rows]" if not per_row else str([-1, *per_row]).replace("-1", "rows")
+            raise RequestError(f"input {shown(tensor.name)}: shape {list(tensor.shape)} does not fit the column, "
+                               f"whose rows hold {list(per_row) or 'one value'}: send shape {rows_of}"
+                               + (" or [rows, 1]" if not per_row else ""))
+        rows[tensor.name] = shape[0]
+        columns[tensor.name] = _column_values(tensor.values, shape)
+    counts = set(rows.values())
+    if len(counts) > 1:
+        first, *others = rows.items()
+        other = next(item for item in others if item[1] != first[1])
+        raise RequestError(f"the inputs disagree on the number of rows: input {shown(first[0])} has {first[1]:,}, "
+                           f"input {shown(other[0])} has {other[1]:,}")
+    n = counts.pop()
+    if not n:
+        raise RequestError("the inputs hold no rows")
+    return columns, n
+
+
+def _wrong_datatype(tensor: InferInput, column: TensorSpec) -> str:
+    accepted = ACCEPTED[column.dtype]
+    also = f" ({', '.join(accepted[1:])} accepted too)" if len(accepted) > 1 else ""
+    return (f"input {shown(tensor.name)}: datatype {tensor.datatype} does not match the model input, a "
+            f"{column.dtype} column: send {accepted[0]}{also}")
+
+
+def _column_values(values: np.ndarray | list[Any], shape: tuple[int, ...]) -> np.ndarray | list[Any]:
+    if len(shape) == 1:
+        return values
+    if isinstance(values, np.ndarray):
+        return values.reshape(shape)
+    width = math.prod(shape[1:])
+    rows = [values[i:i + width] for i in range(0, len(values), width)]
+    return rows if len(shape) == 2 else [np.asarray(r).reshape(shape[1:]).tolist() for r in rows]
+
+
+# -- responses ------------------------------------------------------------------------------------------
+
+
+def check_outputs(spec: ModelSpec, request: InferRequest) -> None:
+    """Refuse requested outputs the model does not give (and classification asked of an output that is not a
+    classifier's) before any row is predicted."""
+    for output in request.outputs or ():
+        if output.classification:
+            classes = spec.classes.get(output.name)
+            if classes is None:
+                heads = f"; its classification outputs: {quoted(list(spec.classes))}" if spec.classes else \
+                    "; this model has no classification head"
+                raise RequestError(f"output {shown(output.name)}: the classification extension needs a "
+                                   f"classification head's output{heads}")
+            if not all(classes.probabilities) and not classes.binary and output.classification > len(classes.top):
+                raise RequestError(f"output {shown(output.name)}: classification {output.classification} needs the "
+                                   f"per-label probabilities, which this bundle does not output (its head has "
+                                   f"probabilities=False and top_k={len(classes.top)})")
+        elif output.name not in spec.output_names:
+            column = spec.input(output.name)
+            if column is None or not column.optional:
+                raise RequestError(f"unknown output {shown(output.name)}; the model's outputs are "
+                                   f"{quoted(list(spec.output_names))}")
+            if output.name not in {tensor.name for tensor in request.inputs}:
+                raise RequestError(f"output {shown(output.name)} is a passthrough column: send it as an input to "
+                                   "have it back")
+
+
+def encode_response(spec: ModelSpec, request: InferRequest, table: pa.Table) -> tuple[bytes, int | None]:
+    """The response to a request whose predictions are table: the body, and the length of its JSON header when
+    binary tensor data follows it (the Inference-Header-Content-Length), else None."""
+    wanted = request.outputs
+    if wanted is None:
+        wanted = [RequestedOutput(name, request.binary_output) for name in spec.output_names]
+    entries, blobs = [], []
+    for output in wanted:
+        values: np.ndarray | list[str]
+        if output.classification:
+            datatype, shape, values = "BYTES", *_classification(spec.classes[output.name], table,
+                                                                output.classification)
+        else:
+            datatype, shape, values = _output_values(table.column(output.name))
+        entry: dict[str, Any] = {"name": output.name, "datatype": datatype, "shape": list(shape)}
+        if output.binary:
+            blob = _binary(datatype, values)
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = values if datatype == "BYTES" else _json_ready(values)
+        entries.append(entry)
+    document: dict[str, Any] = {"model_name": spec.name, "model_version": spec.version}
+    if request.id is not None:
+        document["id"] = request.id
+    document["outputs"] = entries
+    header = orjson.dumps(document, option=JSON_OPTIONS)
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)
+
+
+def _output_values(column: pa.ChunkedArray) -> tuple[str, tuple[int, ...], np.ndarray | list[str]]:
+    """An output column as a datatype, a shape and its values flat: a list column as [n, k] (rows shorter than
+    the longest padded with "", NaN, 0 or false)."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    arrow = array.type
+    if pa.types.is_fixed_size_list(arrow) or pa.types.is_list(arrow) or pa.types.is_large_list(arrow):
+        return _list_values(array)
+    datatype = _scalar_datatype(arrow)
+    return datatype, (len(array),), _flat_values(array, datatype)
+
+
+def _list_values(array: pa.Array) -> tuple[str, tuple[int, ...], np.ndarray | list[str]]:
+    n = len(array)
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(array), 0), dtype=np.int64)
+    width = int(lengths.max()) if n else 0
+    inner = pc.list_flatten(array)
+    datatype = _scalar_datatype(inner.type)
+    flat = _flat_values(inner, datatype)
+    if (lengths == width).all():
+        return datatype, (n, width), flat
+    positions = np.repeat(np.arange(n) * width - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    positions += np.arange(len(positions))
+    if isinstance(flat, list):
+        padded: list[str] = [""] * (n * width)
+        for at, value in zip(positions.tolist(), flat, strict=True):
+            padded[at] = value
+        return datatype, (n, width), padded
+    fill = np.nan if flat.dtype.kind == "f" else 0
+    out = np.full(n * width, fill, dtype=flat.dtype)
+    out[positions] = flat
+    return datatype, (n, width), out
+
+
+def _flat_values(array: pa.Array, datatype: str) -> np.ndarray | list[str]:
+    if datatype == "BYTES":
+        if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+            array = pc.cast(array, pa.string())
+        return [value if value is not None else "" for value in array.to_pylist()]
+    if array.null_count:
+        fill = float("nan") if pa.types.is_floating(array.type) else False if datatype == "BOOL" else 0
+        array = pc.fill_null(array, pa.scalar(fill, array.type))
+    return np.ascontiguousarray(array.to_numpy(zero_copy_only=False))
+
+
+def _classification(classes: Classes, table: pa.Table, k: int) -> tuple[tuple[int, ...], list[str]]:
+    """The top k classes of each row as "probability:index:label", most probable first (ties in label order)."""
+    n = table.num_rows
+    if classes.binary:
+        positive = table.column(classes.probabilities[1]).to_numpy().astype(np.float32)
+        probabilities = np.stack([np.float32(1) - positive, positive], axis=1)
+    elif all(classes.probabilities):
+        probabilities = np.stack([table.column(p).to_numpy() for p in classes.probabilities], axis=1)
+    else:  # only the head's top_k columns: already in order
+        index = {label: i for i, label in enumerate(classes.labels)}
+        k = min(k, len(classes.top))
+        labels = [[str(v) for v in table.column(label).to_pylist()] for label, _ in classes.top[:k]]
+        scores = [table.column(p).to_numpy() for _, p in classes.top[:k]]
+        text = [f"{_number(scores[j][i])}:{index[labels[j][i]]}:{labels[j][i]}" for i in range(n) for j in range(k)]
+        return (n, k), text
+    k = min(k, len(classes.labels))
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    chosen = np.take_along_axis(probabilities, order, axis=1)
+    text = [f"{_number(p)}:{j}:{classes.labels[j]}" for p, j in zip(chosen.ravel().tolist(),
+                                                                     order.ravel().tolist(), strict=True)]
+    return (n, k), text
+
+
+def _number(value: Any) -> str:
+    """A probability as its shortest text that reads back as the same float32."""
+    return str(np.float32(value))
+
+
+def _binary(datatype: str, values: np.ndarray | list[str]) -> bytes:
+    if datatype == "BYTES":
+        encoded = [v.encode("utf-8") for v in values]
+        return b"".join(struct.pack("<I", len(e)) + e for e in encoded)
+    assert isinstance(values, np.ndarray)
+    return values.astype(FIXED[datatype], copy=False).tobytes()
+
+
+def _json_ready(values: np.ndarray | list[str]) -> Any:
+    """Values orjson writes as JSON: numpy arrays of the types it knows, others as lists."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiub" and values.dtype != np.float16:
+        return values
+    return values.tolist() if isinstance(values, np.ndarray) else values
+
+
+# -- small checks ---------------------------------------------------------------------------------------
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(type(value), shown(value))
