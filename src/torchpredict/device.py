@@ -1,14 +1,15 @@
-"""Resolve a device request to a torch.device: the only place that probes hardware."""
+"""Resolve a device request to a torch.device, and count the CPU cores: the only place that probes hardware."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import torch
 
 from torchpredict.errors import DeviceError
 
-__all__ = ["resolve_device"]
+__all__ = ["cpu_cores", "resolve_device"]
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -57,3 +58,11 @@ def _cuda_device(spec: str) -> torch.device:
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (taskset and cgroup cpusets narrow them)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

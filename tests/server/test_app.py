@@ -114,7 +114,7 @@ def start_server(folder: Path, log: Path, *options: str) -> Server:
            "PYTHONPATH": os.pathsep.join([str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])])}
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "torchpredict", "serve", str(folder), "--port", str(port),
-                                    "--device", "cpu", "--trust-factory", TRUST, *options],
+                                    "--device", "cpu", "--threads", "1", "--trust-factory", TRUST, *options],
                                    stdout=out, stderr=subprocess.STDOUT, env=env)
     server = Server(port, process, log)
     deadline = time.monotonic() + STARTUP_S
@@ -167,6 +167,15 @@ def served(wine_bundle: Path, diabetes_bundle: Path, sorter_bundle: Path,
     for bundle in (wine_bundle, diabetes_bundle, sorter_bundle):
         (folder / Path(bundle).name).symlink_to(bundle)
     return folder
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Predict here with the server's one thread (--threads 1): a thread count can change a float's last bit."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -545,6 +554,7 @@ def test_sigterm_under_load_answers_every_accepted_request_and_exits_0(sorter_bu
     (["--port", "70000"], "error: --port must be in 0..65535, got 70000"),
     (["--max-body-mb", "0"], "error: --max-body-mb must be > 0, got 0"),
     (["--max-delay-ms", "-1"], "error: --max-delay-ms must be >= 0, got -1"),
+    (["--threads", "0"], "error: --threads must be >= 1, got 0"),
     (["--device", "tpu"], "error: "),
 ])
 def test_bad_serve_options_are_one_line_and_exit_2(served: Path, capsys, args: list, message: str):
@@ -568,3 +578,17 @@ def test_serve_without_the_server_extra_says_how_to_install_it(served: Path, cap
     monkeypatch.undo()
     assert main(["serve", str(served / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("threads", "workers", "cores", "expected"), [
+    (None, 1, 4, 3), (None, 2, 4, 1), (None, 1, 1, 1), (None, 3, 2, 1), (5, 1, 2, 5)])
+def test_each_worker_runs_torch_on_its_share_of_the_cores_less_one(monkeypatch, threads, workers, cores, expected):
+    from torchpredict.server import run
+
+    monkeypatch.setattr(run, "cpu_cores", lambda: cores)
+    before = torch.get_num_threads()
+    try:
+        run._set_threads(threads, workers)
+        assert torch.get_num_threads() == expected
+    finally:
+        torch.set_num_threads(before)

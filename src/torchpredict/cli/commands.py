@@ -218,6 +218,8 @@ def _add_serve(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--token", default=None, help="bearer token every request but the health checks must carry "
                    "(default: the TORCHPREDICT_TOKEN environment variable, else none)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: the cores this "
+                   "process may use, shared among the workers, less one for HTTP; at least 1)")
     p.add_argument("--quiet", action="store_true", help="no access log, warnings and errors only")
     _add_trust(p)
     p.set_defaults(run=_run_serve)
@@ -423,14 +425,14 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     check_options(workers=args.workers, port=args.port, max_batch_size=args.max_batch_size,
                   max_delay_ms=args.max_delay_ms, max_body_mb=args.max_body_mb, timeout_s=args.timeout_s,
-                  max_queue_rows=args.max_queue_rows)
+                  max_queue_rows=args.max_queue_rows, threads=args.threads)
     _check_device(args.device)
     find_bundles(args.bundle)
     token = args.token if args.token is not None else os.environ.get("TORCHPREDICT_TOKEN") or None
     serve(args.bundle, host=args.host, port=args.port, workers=args.workers, max_batch_size=args.max_batch_size,
           max_delay_ms=args.max_delay_ms, device=args.device, token=token, max_body_mb=args.max_body_mb,
           timeout_s=args.timeout_s, max_queue_rows=args.max_queue_rows, trust_factory=args.trust_factory,
-          trust_torch_loader=args.trust_torch_loader, quiet=args.quiet)
+          trust_torch_loader=args.trust_torch_loader, quiet=args.quiet, threads=args.threads)
     return EXIT_OK
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from torchpredict.device import cpu_cores
 from torchpredict.errors import InputError, PredictionError, SchemaError
 from torchpredict.inference.rebatching import Rebatcher
 from torchpredict.io.formats import STDIO
@@ -90,19 +91,11 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
     On a busy machine two OpenMP threads that wait for each other's core cost far more than they give.
     """
     before = torch.get_num_threads()
-    torch.set_num_threads(threads or max(1, _cores() - 1))
+    torch.set_num_threads(threads or max(1, cpu_cores() - 1))
     try:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def _cores() -> int:
-    """The CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 # -- stages -----------------------------------------------------------------------------------------
@@ -126,7 +119,7 @@ def _pieces(plan: Plan, start_row: int, splits: bool) -> Iterator[Piece]:
         rows = 0
         for chunk in read_chunks(source, format=plan.format, column_types=plan.types, names=plan.npy_names,
                                  batch_rows=plan.batch_rows, block_bytes=plan.block_bytes,
-                                 threads=not plan.on_cpu or _cores() >= 4):
+                                 threads=not plan.on_cpu or cpu_cores() >= 4):
             rows = chunk.first_row + chunk.rows
             estimate = None
             if total_bytes and chunk.done:
