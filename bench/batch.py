@@ -187,16 +187,17 @@ def table(harness: dict, large: list[dict], times: int, same: str) -> str:
               "| target | measured | met |", "|---|---|---|"]
     for name in [n for n in summary if n.startswith("TP")]:
         wall = summary[name]["wall_med_s"]
-        lines += [_target(f"{name}: wall <= 1.3 x (F1+F2)", f"{wall / floors:.2f} x", wall <= 1.3 * floors),
-                  _target(f"{name}: >= 2x faster than the tutorial script", f"{naive['wall_med_s'] / wall:.2f}x",
+        lines += [target_row(f"{name}: wall <= 1.3 x (F1+F2)", f"{wall / floors:.2f} x", wall <= 1.3 * floors),
+                  target_row(f"{name}: >= 2x faster than the tutorial script", f"{naive['wall_med_s'] / wall:.2f}x",
                           naive["wall_med_s"] >= 2 * wall)]
-    lines += [_target("peak RSS <= 700 MB on 1M rows", f"{tp['rss_med_mb']:.0f} MB", tp["rss_med_mb"] <= 700),
-              _target(f"RSS growth < 15% at {times}x rows", f"{growth:+.1%}", growth < 0.15),
-              _target("output equals Predictor.predict in memory", same, same.startswith("identical"))]
+    lines += [target_row("peak RSS <= 700 MB on 1M rows", f"{tp['rss_med_mb']:.0f} MB", tp["rss_med_mb"] <= 700),
+              target_row(f"RSS growth < 15% at {times}x rows", f"{growth:+.1%}", growth < 0.15),
+              target_row("output equals Predictor.predict in memory", same, same.startswith("identical"))]
     return "\n".join(lines)
 
 
-def _target(name: str, measured: str, met: bool) -> str:
+def target_row(name: str, measured: str, met: bool) -> str:
+    """One row of a targets table: what, the figure, met or not."""
     return f"| {name} | {measured} | {'yes' if met else 'NO'} |"
 
 

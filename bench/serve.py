@@ -45,7 +45,7 @@ import numpy as np
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from batch import BUNDLE, DATA, PEERS, PEERS_PY, WORK, build_bundles  # noqa: E402  (the same bundle, built alike)
+from batch import BUNDLE, DATA, PEERS, PEERS_PY, WORK, build_bundles, target_row  # noqa: E402  (the same bundle, built alike)
 
 RESULTS = WORK.parent / "results"
 LOGS = Path(os.environ.get("PEERS_LOGS", "/tmp/peers/logs"))
@@ -360,9 +360,9 @@ def table(harness: dict, conns: list[int], large: dict, forward: float, checked:
     top, one = str(max(conns)), str(min(conns))
     if str(64) in tp and str(64) in ts:
         rps, p99 = tp["64"]["rps"] / ts["64"]["rps"], tp["64"]["p99_us"] / ts["64"]["p99_us"]
-        lines.append(_target("req/s at 64 connections >= 2x TorchServe's",
+        lines.append(target_row("req/s at 64 connections >= 2x TorchServe's",
                              f"{tp['64']['rps']:,.0f} / {ts['64']['rps']:,.0f} = {rps:.2f}x", rps >= 2))
-        lines.append(_target("p99 at 64 connections vs TorchServe's (not worse)",
+        lines.append(target_row("p99 at 64 connections vs TorchServe's (not worse)",
                              f"{tp['64']['p99_us'] / 1000:.2f} ms vs {ts['64']['p99_us'] / 1000:.2f} ms "
                              f"= {p99:.2f}x", p99 <= 1))
     else:
@@ -370,21 +370,17 @@ def table(harness: dict, conns: list[int], large: dict, forward: float, checked:
         lines.append(f"| req/s and p99 at 64 connections vs TorchServe | TorchServe: {why[:150]}"
                      f"{'' if '64' in tp else '; no 64-connection point'} | n/a |")
     if "1" in tp:
-        lines.append(_target("p50 at 1 connection <= 1 ms", f"{tp['1']['p50_us'] / 1000:.2f} ms",
+        lines.append(target_row("p50 at 1 connection <= 1 ms", f"{tp['1']['p50_us'] / 1000:.2f} ms",
                              tp["1"]["p50_us"] <= 1000))
     else:
         lines.append(f"| p50 at 1 connection <= 1 ms | no 1-connection point (connections {one}..{top}) | n/a |")
     best = max(large.values(), key=lambda r: r["rps"])
     rows_s = best["rps"] * ROWS
-    lines.append(_target(f"{ROWS}-row binary request >= 80% of the forward floor's rows/s",
+    lines.append(target_row(f"{ROWS}-row binary request >= 80% of the forward floor's rows/s",
                          f"{rows_s:,.0f} / {forward:,.0f} = {rows_s / forward:.0%} (best of 1, 2 connections)",
                          rows_s >= 0.8 * forward))
-    lines.append(_target("served predictions equal Predictor.predict", checked, checked.startswith("identical")))
+    lines.append(target_row("served predictions equal Predictor.predict", checked, checked.startswith("identical")))
     return "\n".join(lines)
-
-
-def _target(name: str, measured: str, met: bool) -> str:
-    return f"| {name} | {measured} | {'yes' if met else 'NO'} |"
 
 
 if __name__ == "__main__":
