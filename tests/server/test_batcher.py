@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from torchpredict.bundle import load, save
-from torchpredict.errors import InputError, SchemaError
+from torchpredict.errors import InputError, PredictionError, SchemaError
 from torchpredict.predictor import Predictor
 from torchpredict.server.batcher import Answer, Batcher, NoObserver, Overloaded, Request
 from torchpredict.stats import RunStats
@@ -242,6 +242,112 @@ def test_like_requests_are_read_as_one_table_and_unlike_ones_alone(predictor, re
     assert sorted(reads) == [1, 1, 8]  # the plug, the unlike request alone, the eight like ones together
     for req, answer in zip([*like, unlike], answers, strict=True):
         assert_same(answer, alone(reference, req))
+
+
+def test_numpy_requests_are_read_together_by_dtype_and_others_alone(predictor, reference, rows, monkeypatch):
+    import torchpredict.server.batcher as batcher_module
+
+    reads: list[int] = []
+    real = batcher_module.as_table
+
+    def counted(data: Any, **options: Any) -> pa.Table:
+        table = real(data, **options)
+        reads.append(table.num_rows)
+        return table
+
+    monkeypatch.setattr(batcher_module, "as_table", counted)
+    gate = Gate(predictor)
+    batcher = Batcher(predictor)
+    like = [request(rows.slice(1 + i, 2)) for i in range(0, 6, 2)]
+    first = next(iter(like[0].columns))
+
+    def changed(start: int, dtype: Any, count: int = 2) -> Request:
+        found = columns(rows.slice(start, 2))
+        return Request(found | {first: found[first].astype(dtype)}, count)
+
+    requests = [like[0], changed(7, np.float32), like[1], changed(9, object), like[2],
+                changed(11, np.float64, count=3)]  # says 3 rows, holds 2
+    answers = behind_a_plug(batcher, gate, request(rows.slice(0, 1)), requests)
+    batcher.close(WAIT)
+    assert sorted(reads) == [1, 2, 2, 2, 6]  # the plug; float32, object and the miscounted alone; the like together
+    for req, answer in list(zip(requests, answers, strict=True))[:-1]:
+        assert_same(answer, alone(reference, req))
+    assert isinstance(answers[-1], InputError) and "says it has 3 rows" in str(answers[-1])
+
+
+def counted_assembles(predictor: Predictor) -> list[int]:
+    """The rows of each call of predictor's assemble stage, as they come."""
+    calls: list[int] = []
+    assemble = predictor.assemble
+
+    def counted(validated: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(validated.table.num_rows)
+        return assemble(validated, *args, **kwargs)
+
+    predictor.assemble = counted  # type: ignore[method-assign]
+    return calls
+
+
+def with_ids(table: pa.Table, start: int, *, lists: bool = False, **options: Any) -> Request:
+    """The table's rows with an id column (kept in the answer when options say keep=("id",))."""
+    found = columns(table, lists=lists)
+    ids = np.arange(start, start + table.num_rows)
+    found["id"] = ids.tolist() if lists else ids
+    return Request(found, table.num_rows, **options)
+
+
+def test_a_group_without_rejected_rows_is_assembled_once_and_each_request_gets_its_slice(predictor, reference,
+                                                                                         rows):
+    gate = Gate(predictor)
+    assembles = counted_assembles(predictor)
+    batcher = Batcher(predictor)
+    plain = sizes_to_requests(rows.slice(1), [3, 1, 2, 4], rejects=True)  # numpy and lists: one schema, one group
+    kept = [with_ids(rows.slice(11 + 3 * i, 3), 100 * i, lists=i == 1, keep=("id",)) for i in range(3)]
+    tagged = [Request(columns(rows.slice(20, 3), changes={1: ("hue", np.nan)}) | {"id": ["a0", "a1", "a2"]}, 3,
+                      keep=("id",), rejects=True),
+              Request(columns(rows.slice(23, 2)) | {"id": ["b0", "b1"]}, 2, keep=("id",))]  # string ids: a group
+    requests = [*plain, *kept, *tagged]
+    answers = behind_a_plug(batcher, gate, request(rows.slice(0, 1)), requests)
+    batcher.close(WAIT)
+    assert gate.batches == [1, 10 + 9 + 4]
+    assert gate.validations == 1 + 3  # the plug, then each group once
+    assert assembles == [1, 10, 9, 2, 2]  # the plug; once per group without rejected rows; per request else
+    for req, answer in zip(requests, answers, strict=True):
+        assert_same(answer, alone(reference, req))
+    for req, answer in zip(kept, answers[4:7], strict=True):
+        assert answer.table.column_names[0] == "id"
+        assert answer.table.column("id").to_pylist() == list(req.columns["id"])
+    assert answers[7].rejected.column("row").to_pylist() == [1]
+    assert answers[7].table.column("id").to_pylist() == ["a0", "a2"]
+
+
+def test_when_a_head_refuses_a_row_the_group_is_assembled_per_request(predictor, reference, rows, monkeypatch):
+    def refusing(refused: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        def refuse(batch: Any) -> pa.Array:  # a head that cannot read rows of a high first score (per row)
+            first = batch.raw[:, 0].numpy()
+            return pa.array([f"score {v:.3f} too high" if v > threshold else None for v in first], pa.string())
+        return refuse
+
+    scores = reference.preprocess(reference.validate(rows.slice(1, 12)))
+    raw = next(iter(reference.infer(scores))).raw[:, 0].numpy()
+    threshold = min(float(np.median(raw)), float(raw[10:12].max()) - 1e-3)  # a row of the last request refused
+    for p in (predictor, reference):
+        monkeypatch.setattr(p, "refused", refusing(p.refused))
+    gate = Gate(predictor)
+    assembles = counted_assembles(predictor)
+    batcher = Batcher(predictor)
+    requests = [*sizes_to_requests(rows.slice(1), [3, 1, 2, 4], rejects=True),
+                request(rows.slice(11, 2))]  # no rejects: predict's PredictionError, if one of its rows is refused
+    answers = behind_a_plug(batcher, gate, request(rows.slice(0, 1)), requests)
+    batcher.close(WAIT)
+    # one group (the numpy requests read together, then the lists), each request assembled on its own; then
+    # the last alone, for predict's error
+    assert assembles[1:] == [3, 2, 2, 1, 4, 2]
+    for req, answer in zip(requests, answers, strict=True):
+        assert_same(answer, alone(reference, req))
+    assert isinstance(answers[-1], PredictionError) and "too high" in str(answers[-1])
+    refused = sum(a.rejected.num_rows for a in answers if isinstance(a, Answer) and a.rejected is not None)
+    assert 0 < refused < sum(r.rows for r in requests[:-1])
 
 
 def test_with_a_matrix_product_answers_are_predict_of_the_batch_as_it_ran(wine, wine_bundle, rows):

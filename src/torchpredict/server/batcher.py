@@ -24,8 +24,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, Protocol
 
 import numpy as np
@@ -100,6 +101,7 @@ class _Job:
     deliver: Deliver
     wanted: Callable[[], bool]  # False once nobody waits for the answer (a cancelled task)
     queued_at: float
+    future: tuple[asyncio.AbstractEventLoop, asyncio.Future[Answer]] | None = None  # what deliver settles, if known
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,8 @@ class _Group:
 
     keep: tuple[str, ...]
     schema: pa.Schema
-    members: list[tuple[int, pa.Table]] = field(default_factory=list)  # (job index, its columns as a table)
+    members: list[tuple[int, int]] = field(default_factory=list)  # (job index, its rows), in row order
+    tables: list[pa.Table] = field(default_factory=list)  # the members' rows as read (like requests: one table)
 
 
 Outcome = Any  # Answer | BaseException | _Alone
@@ -172,7 +175,7 @@ class Batcher:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits for this answer
                 loop.call_soon_threadsafe(_settle, future, answer, error)
 
-        self._submit(request, deliver, lambda: not future.cancelled())
+        self._submit(request, deliver, lambda: not future.cancelled(), (loop, future))
         return await future
 
     def predict_now(self, request: Request) -> Answer:
@@ -199,7 +202,8 @@ class Batcher:
 
     # -- the queue ------------------------------------------------------------------------------------
 
-    def _submit(self, request: Request, deliver: Deliver, wanted: Callable[[], bool]) -> None:
+    def _submit(self, request: Request, deliver: Deliver, wanted: Callable[[], bool],
+                future: tuple[asyncio.AbstractEventLoop, asyncio.Future[Answer]] | None = None) -> None:
         if request.rows > self.max_queue_rows:  # it could never be taken: not a reason to retry
             raise InputError(f"the request has {request.rows:,} rows, more than this server queues "
                              f"({self.max_queue_rows:,}); send them in smaller requests")
@@ -213,7 +217,7 @@ class Batcher:
             if self._last_arrival is not None:
                 self._gap = now - self._last_arrival
             self._last_arrival = now
-            self._queue.append(_Job(request, deliver, wanted, now))
+            self._queue.append(_Job(request, deliver, wanted, now, future))
             self._queued_rows += request.rows
             self._ready.notify_all()
             started = self._thread is not None
@@ -270,11 +274,7 @@ class Batcher:
                     raise
                 continue
             run_s = self.clock() - started
-            for job, outcome in zip(jobs, outcomes, strict=True):
-                if isinstance(outcome, Answer):
-                    job.deliver(outcome, None)
-                else:
-                    job.deliver(None, outcome)
+            _deliver(jobs, outcomes)
             try:
                 self.observer.batch(requests=len(jobs), rows=sum(job.request.rows for job in jobs),
                                     queued_s=started - min(job.queued_at for job in jobs), run_s=run_s)
@@ -295,62 +295,76 @@ class Batcher:
 
     def _together(self, requests: list[Request], stats: RunStats) -> list[Outcome]:
         """Validate and preprocess each group of like requests once, run their rows through the re-batcher and
-        assemble each request's answer; _Alone where only running it alone gives what predict gives."""
+        assemble each request's answer; _Alone where only running it alone gives what predict gives.
+
+        A group none of whose rows validation rejected goes to the re-batcher whole (its rows in the same order
+        as its requests' would, so the model batches are the same) and is assembled once (see _assemble_group);
+        any other is split into its requests' shares first."""
         outcomes: list[Outcome] = [_Alone(counted=False)] * len(requests)
         groups = self._groups(requests, outcomes)
-        parts: list[tuple[int, Validated, dict[str, np.ndarray]]] = []
+        parts: list[tuple[int | _Group, Validated, dict[str, np.ndarray]]] = []  # (whose rows, ...)
         for group in groups:
             try:
                 validated, inputs = self._prepare(group, stats)
             except Exception:  # e.g. a column all of them lack: each alone says so exactly
                 continue
-            parts += self._split(group, validated, inputs, requests, outcomes)
+            if (validated.rejected is None or not validated.rejected.num_rows) and \
+                    validated.table.num_rows == sum(n for _, n in group.members):
+                parts.append((group, validated, inputs))
+            else:
+                parts += self._split(group, validated, inputs, requests, outcomes)
         rebatcher: Rebatcher[int] = Rebatcher(self.max_batch_size, self._run)
         done = []
-        for index, _, inputs in parts:
-            done += rebatcher.add(index, inputs)
+        for part, (_, _, inputs) in enumerate(parts):
+            done += rebatcher.add(part, inputs)
         done += rebatcher.flush()
-        validated_of = {index: validated for index, validated, _ in parts}
-        for index, outputs in done:
-            outcomes[index] = self._assemble(requests[index], validated_of[index], outputs, stats)
+        for part, outputs in done:
+            owner, validated, _ = parts[part]
+            if isinstance(owner, _Group):
+                self._assemble_group(owner, validated, outputs, requests, outcomes, stats)
+            else:
+                outcomes[owner] = self._assemble(requests[owner], validated, outputs, stats)
         return outcomes
 
     def _groups(self, requests: list[Request], outcomes: list[Outcome]) -> list[_Group]:
         """Requests read as Arrow tables, grouped by columns, types and keep: joining these changes nothing.
 
-        Requests whose columns hold values of the same kinds (see _kinds) are read as one table and sliced: Arrow
+        Requests whose columns hold values of the same kinds (see _key) are read as one table and sliced: Arrow
         infers the same types for their joined values as for each alone, and reading one table per request would
         cost more than the model. Any doubt (a kind not listed, a read that fails) reads each alone."""
         groups: list[_Group] = []
-        buckets: dict[Hashable, list[int]] = {}
+        buckets: dict[tuple[Hashable, ...], list[int]] = {}
         for index, request in enumerate(requests):
             if not request.rows:
                 continue  # alone: no rows, as predict on no rows
-            kinds = _kinds(request)
-            if kinds is None:
+            key = _key(request)
+            members = None if key is None else buckets.get(key)
+            if members is None and key is not None and _readable(key):
+                members = buckets[key] = []
+            if members is None:
                 self._read_each([index], requests, outcomes, groups)
             else:
-                buckets.setdefault(kinds, []).append(index)
-        for members in buckets.values():
-            if len(members) == 1 or not self._read_joined(members, requests, groups):
+                members.append(index)
+        for kinds, members in buckets.items():
+            if len(members) == 1 or not self._read_joined(members, requests, groups, counted=kinds[0] != _MIXED):
                 self._read_each(members, requests, outcomes, groups)
         return groups
 
-    def _read_joined(self, members: list[int], requests: list[Request], groups: list[_Group]) -> bool:
-        """Read like requests as one table and hand each its slice; False when that fails or a count disagrees."""
+    def _read_joined(self, members: list[int], requests: list[Request], groups: list[_Group], *,
+                     counted: bool = False) -> bool:
+        """Read like requests as one table and hand each its slice; False when that fails or a count disagrees
+        (counted: _key saw that every column of each holds its rows)."""
         names = list(requests[members[0]].columns)
-        joined = {name: _joined_values([requests[i].columns[name] for i in members]) for name in names}
+        values = zip(*[requests[i].columns.values() for i in members], strict=True)  # per column, like _key's
+        joined = dict(zip(names, map(_joined_values, values), strict=True))
         try:
             table = as_table(joined, expected=self._expected)
         except Exception:
             return False
-        if table.num_rows != sum(requests[i].rows for i in members) or any(
-                len(requests[i].columns[name]) != requests[i].rows for i in members for name in names):
+        if table.num_rows != sum(requests[i].rows for i in members) or (not counted and any(
+                len(requests[i].columns[name]) != requests[i].rows for i in members for name in names)):
             return False
-        start = 0
-        for index in members:
-            _place(groups, requests[index].keep, index, table.slice(start, requests[index].rows))
-            start += requests[index].rows
+        _place(groups, requests[members[0]].keep, [(i, requests[i].rows) for i in members], table)
         return True
 
     def _read_each(self, members: list[int], requests: list[Request], outcomes: list[Outcome],
@@ -365,11 +379,11 @@ class Batcher:
                 outcomes[index] = InputError(f"the request says it has {request.rows:,} rows but its columns hold "
                                              f"{table.num_rows:,}")
                 continue
-            _place(groups, request.keep, index, table)
+            _place(groups, request.keep, [(index, request.rows)], table)
 
     def _prepare(self, group: _Group, stats: RunStats) -> tuple[Validated, dict[str, np.ndarray]]:
         """The validate and preprocess stages, once for the group's rows (bad rows rejected, not raised)."""
-        tables = [table for _, table in group.members]
+        tables = group.tables
         joined = tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks()
         validated = self.predictor.validate(joined, keep=group.keep, on_error="reject")
         text = RunStats()
@@ -385,8 +399,7 @@ class Batcher:
         bad = np.empty(0, np.int64) if validated.rejected is None else validated.rejected.column(0).to_numpy()
         parts = []
         start = accepted = 0  # the request's first row in the group's input, and in its validated rows
-        for index, table in group.members:
-            n = table.num_rows
+        for index, n in group.members:
             mine = (bad >= start) & (bad < start + n)
             k = n - int(mine.sum())
             if k < n and not requests[index].rejects:
@@ -401,6 +414,34 @@ class Batcher:
             start += n
             accepted += k
         return parts
+
+    def _assemble_group(self, group: _Group, validated: Validated, outputs: dict[str, Any], requests: list[Request],
+                        outcomes: list[Outcome], stats: RunStats) -> None:
+        """The assemble stage for a group none of whose rows validation rejected: once for all its rows, each
+        request answered with its slice, where no head refused a row (then the stage keeps every row, in order,
+        whatever the request's rejects, and a request's slice is what it alone gives); else per request."""
+        reasons = outputs.pop(_REASONS, None)
+        if reasons is None or reasons.null_count == len(reasons):
+            try:
+                assembled = self.predictor.assemble(validated, outputs, reasons)
+            except Exception:  # a kept column clashes: each request alone raises predict's error
+                assembled = None
+            if assembled is not None and assembled.batch is not None and assembled.refused is None and \
+                    assembled.batch.num_rows == validated.table.num_rows:
+                table = pa.Table.from_batches([assembled.batch])
+                start = 0
+                for index, n in group.members:
+                    outcomes[index] = Answer(table.slice(start, n), None)
+                    start += n
+                return
+        start = 0
+        for index, n in group.members:
+            own = Validated(validated.table.slice(start, n), DriftReport(), None)
+            mine = {name: values[start:start + n] for name, values in outputs.items()}
+            if reasons is not None:
+                mine[_REASONS] = reasons[start:start + n]
+            outcomes[index] = self._assemble(requests[index], own, mine, stats)
+            start += n
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
         """One model batch through the infer and interpret stages, with why a head refused each row."""
@@ -445,6 +486,27 @@ def _joined(tables: list[pa.Table | None]) -> pa.Table | None:
     return pa.concat_tables(found).sort_by(found[0].column_names[0])
 
 
+def _deliver(jobs: list[_Job], outcomes: list[Answer | BaseException]) -> None:
+    """Hand each job its outcome, in order: those of one event loop in one call (one wake-up of the loop)."""
+    loops: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Answer], Answer | None, BaseException | None]]]
+    loops = {}
+    for job, outcome in zip(jobs, outcomes, strict=True):
+        answer, error = (outcome, None) if isinstance(outcome, Answer) else (None, outcome)
+        if job.future is None:
+            job.deliver(answer, error)
+        else:
+            loop, future = job.future
+            loops.setdefault(loop, []).append((future, answer, error))
+    for loop, settled in loops.items():
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits for these answers
+            loop.call_soon_threadsafe(_settle_all, settled)
+
+
+def _settle_all(settled: list[tuple[asyncio.Future[Answer], Answer | None, BaseException | None]]) -> None:
+    for future, answer, error in settled:
+        _settle(future, answer, error)
+
+
 def _settle(future: asyncio.Future[Answer], answer: Answer | None, error: BaseException | None) -> None:
     if future.done():  # cancelled: the caller went away
         return
@@ -454,16 +516,56 @@ def _settle(future: asyncio.Future[Answer], answer: Answer | None, error: BaseEx
         future.set_result(answer)  # type: ignore[arg-type]
 
 
-def _place(groups: list[_Group], keep: tuple[str, ...], index: int, table: pa.Table) -> None:
-    """Put a request's table in the group of its keep and Arrow schema (a new one if none)."""
+def _place(groups: list[_Group], keep: tuple[str, ...], members: list[tuple[int, int]], table: pa.Table) -> None:
+    """Put the table of requests (members: one, or like ones read together) in the group of their keep and Arrow
+    schema (a new one if none)."""
     group = next((g for g in groups if g.keep == keep and g.schema.equals(table.schema, True)), None)
     if group is None:
         groups.append(group := _Group(keep, table.schema))
-    group.members.append((index, table))
+    group.members += members
+    group.tables.append(table)
 
 
 _SCALARS = frozenset({int, float, str, bool, type(None)})
 INT64 = (-(1 << 63), 1 << 63)
+_COUNTED, _MIXED = "counted", "mixed"  # the two kinds of _key: its counts checked, or not
+
+
+def _key(request: Request) -> tuple[Hashable, ...] | None:
+    """A request's bucket: requests of equal keys may be read as one table (where _readable says so).
+
+    For the usual requests, every column a 1-D numpy array or a list of Python scalars (ints within int64),
+    each holding the request's rows, the key is told cheaply: per column the array's dtype or the set of the
+    list's value types. Any other request is keyed by _kinds (its counts checked when read); None: read alone."""
+    rows = request.rows
+    shape, array = (rows,), np.ndarray
+    kinds: list[Hashable] = []
+    add = kinds.append
+    for values in request.columns.values():
+        kind = type(values)
+        if kind is array:
+            if values.shape != shape:
+                break
+            add(values.dtype)
+        elif kind is list:
+            if len(values) != rows:
+                break
+            types = frozenset(map(type, values))
+            if not types <= _SCALARS or (int in types and not all(
+                    INT64[0] <= v < INT64[1] for v in values if type(v) is int)):
+                return None
+            add(types)
+        else:
+            break
+    else:
+        return _COUNTED, request.keep, tuple(request.columns), tuple(kinds)
+    general = _kinds(request)
+    return None if general is None else (_MIXED, general)
+
+
+def _readable(key: tuple[Any, ...]) -> bool:
+    """Whether requests of a _key may be read together (an object array is read alone, as _kinds has it)."""
+    return key[0] == _MIXED or all(kind.kind != "O" for kind in key[-1] if isinstance(kind, np.dtype))
 
 
 def _kinds(request: Request) -> Hashable | None:
@@ -484,8 +586,8 @@ def _kinds(request: Request) -> Hashable | None:
     return tuple(kinds)
 
 
-def _joined_values(parts: list[Any]) -> Any:
+def _joined_values(parts: Sequence[Any]) -> Any:
     """One column's values of like requests, one after another."""
     if isinstance(parts[0], np.ndarray):
         return np.concatenate(parts)
-    return [value for part in parts for value in part]
+    return list(chain.from_iterable(parts))
