@@ -603,3 +603,9 @@ def test_a_copy_of_codes_holds_codes() -> None:
     out = pre.fit_transform(mixed())
     assert pre.input_dtypes_ == {"codes": "int64", "x": "float32"}
     assert out["codes"].tolist() == [[1, 1], [2, 2], [1, 1], [3, 3], [2, 2], [2, 2]]
+
+
+def test_a_model_input_left_without_columns_is_refused_at_fit() -> None:
+    pre = Preprocessor([OneHot(["c"], drop="first")])
+    with pytest.raises(PreprocessingError, match=r"^model input 'x' gets no columns from the steps \(for example"):
+        pre.fit(pa.table({"c": ["a", "a", "a"]}))

@@ -85,6 +85,11 @@ class Preprocessor:
         _check_model_ready(frame)
         names = tuple(frame.column_names)
         inputs = lineage.resolve(self.inputs or {self.input_name: names})
+        empty = [name for name, columns in inputs.items() if not columns]
+        if empty:  # e.g. OneHot(drop="first") of a column with one category: a model input of width 0
+            raise PreprocessingError(f"model input {empty[0]!r} gets no columns from the steps (for example a "
+                                     "one-hot with drop='first' of a column with one category); a model input "
+                                     "needs at least one")
         self.schema_, self.feature_names_ = schema, names
         self.inputs_ = inputs
         self.input_dtypes_ = {n: _input_dtype(frame, n, cols, lineage) for n, cols in inputs.items()}
