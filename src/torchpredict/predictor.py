@@ -25,7 +25,7 @@ from torchpredict.golden import GoldenExamples, Verification
 from torchpredict.inference.batch import ModelBatch, run_batch
 from torchpredict.inference.calls import Call
 from torchpredict.messages import first_line
-from torchpredict.model.entry import ModelEntry
+from torchpredict.model.entry import ModelEntry, check_same_batch
 from torchpredict.preprocessing import Preprocessor
 from torchpredict.schema.schema import Schema, Validated
 from torchpredict.schema.validation import RowProblems
@@ -34,6 +34,7 @@ from torchpredict.stats import RunStats
 __all__ = ["Assembled", "Predictor", "RunStats", "input_rows", "read_heads", "set_aside"]
 
 DEFAULT_BATCH_SIZE = 1024
+_LAYOUTS = 16  # input layouts whose model-input check is remembered per predictor
 Rejects = Callable[[pa.Table], Any]  # receives the rejected rows of each batch
 
 
@@ -70,6 +71,7 @@ class Predictor:
         self.golden = golden
         self.call = Call.from_entry(self.model_entry.to_dict())
         self.call.check(self.heads)
+        self._checked_layouts: set[tuple[Any, ...]] = set()  # input layouts check_inputs passed (see infer)
 
     @property
     def schema(self) -> Schema:
@@ -196,8 +198,20 @@ class Predictor:
         predictor's): one forward pass per batch, or for a seq2seq model the head's decoding loop around it;
         each with its inputs, for heads that read them."""
         if inputs:
-            self.model_entry.check_inputs({name: torch.from_numpy(a[:1]) for name, a in inputs.items()})
+            self._check_inputs(inputs)
         return self._batches(inputs, batch_size or self.batch_size)
+
+    def _check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
+        """ModelEntry.check_inputs, run once per layout of the inputs (names, dtypes, per-row shapes) that
+        passes it; a layout seen before is checked only for one batch size."""
+        layout = tuple((name, a.dtype, a.shape[1:]) for name, a in inputs.items())
+        if layout in self._checked_layouts:
+            if len({min(len(a), 1) for a in inputs.values()}) > 1:  # as check_inputs sees them: a[:1]
+                check_same_batch({name: torch.from_numpy(a[:1]) for name, a in inputs.items()}, SchemaError)
+            return
+        self.model_entry.check_inputs({name: torch.from_numpy(a[:1]) for name, a in inputs.items()})
+        if len(self._checked_layouts) < _LAYOUTS:
+            self._checked_layouts.add(layout)
 
     def _batches(self, inputs: Mapping[str, np.ndarray], size: int) -> Iterator[ModelBatch]:
         rows = len(next(iter(inputs.values()))) if inputs else 0
@@ -231,6 +245,8 @@ class Predictor:
         kept = table.column_names[len(self.schema.features):]
         if not table.num_rows:
             return Assembled(self._empty_batch(table, kept, select), None)
+        if reasons is None:  # no head refused a row: nothing to set aside
+            return Assembled(_output(table, kept, columns, select), None)
         table, columns, refused = set_aside(table, dict(columns), reasons, input_rows(validated, first_row),
                                             reject=reject)
         return Assembled(_output(table, kept, columns, select), refused)

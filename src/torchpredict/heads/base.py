@@ -75,7 +75,10 @@ class Head:
         every row. With finite_scores, a row holding a NaN or infinite score is refused."""
         if not self.finite_scores:
             return None
-        return nonfinite_rows(as_tensor(self.select(batch.raw)), self._output_text())
+        selected = self.select(batch.raw)
+        if batch.finite_rows(selected).all():  # the common case, worked out once per batch
+            return None
+        return nonfinite_rows(as_tensor(selected), self._output_text())
 
     def _output_text(self) -> str:
         which = "" if self.output is None else f" {self.output!r}"

@@ -17,6 +17,7 @@ import torch
 from torchpredict.errors import PreprocessingError
 from torchpredict.heads.base import (
     Head,
+    ModelBatch,
     check_bool,
     check_output,
     check_target,
@@ -108,7 +109,12 @@ class BinaryClassification(_Classifier):
     def column_names(self) -> list[str]:
         return [self.target, f"{self.target}_probability"]
 
-    def interpret(self, raw: torch.Tensor) -> dict[str, pa.Array]:
+    def read(self, batch: ModelBatch) -> dict[str, pa.Array]:
+        selected = self.select(batch.raw)
+        return self.interpret(selected, finite=batch.finite_rows(selected))
+
+    def interpret(self, raw: torch.Tensor, *, finite: np.ndarray | None = None) -> dict[str, pa.Array]:
+        """finite: per row, whether raw's values are all finite (ModelBatch.finite_rows); None: worked out here."""
         classes, tensor = self.classes, as_tensor(raw)
         if tensor.ndim == 2 and tensor.shape[1] == 1:
             tensor = tensor[:, 0]
@@ -117,7 +123,7 @@ class BinaryClassification(_Classifier):
             raise shape_error(self, expected, tensor)
         probability = torch.sigmoid(tensor.float()) if self.from_logits else tensor.float()
         positive = (probability > self.threshold).numpy().astype(np.int64)
-        return {self.target: _where_finite(take_labels(classes, positive), tensor),
+        return {self.target: _where_finite(take_labels(classes, positive), tensor, finite),
                 f"{self.target}_probability": pa.array(probability.numpy())}
 
     def _params(self) -> dict[str, Any]:
@@ -168,7 +174,12 @@ class MulticlassClassification(_Classifier):
             names += [f"{t}_top{i}", f"{t}_top{i}_probability"]
         return names
 
-    def interpret(self, raw: torch.Tensor) -> dict[str, pa.Array]:
+    def read(self, batch: ModelBatch) -> dict[str, pa.Array]:
+        selected = self.select(batch.raw)
+        return self.interpret(selected, finite=batch.finite_rows(selected))
+
+    def interpret(self, raw: torch.Tensor, *, finite: np.ndarray | None = None) -> dict[str, pa.Array]:
+        """finite: per row, whether raw's values are all finite (ModelBatch.finite_rows); None: worked out here."""
         classes, tensor = self._check_learned(self.classes), as_tensor(raw)
         if tensor.ndim != 2 or tensor.shape[1] != len(classes):
             raise shape_error(self, f"[n, {len(classes)}] (one score per label)", tensor)
@@ -176,16 +187,18 @@ class MulticlassClassification(_Classifier):
         scores = tensor.to(torch.float64)  # exact for every input dtype, so ties are the model's own
         best = torch.argmax(scores, dim=1)
         chosen = probabilities.gather(1, best[:, None])[:, 0]
-        columns = {self.target: _where_finite(take_labels(classes, best.numpy()), tensor),
+        if finite is None:
+            finite = _finite_rows(tensor)
+        columns = {self.target: _where_finite(take_labels(classes, best.numpy()), tensor, finite),
                    f"{self.target}_probability": pa.array(chosen.numpy())}
         if self.probabilities:
             per_class = probabilities.T.contiguous()
             for j, label in enumerate(classes):
                 columns[f"{self.target}_probability_{label}"] = pa.array(per_class[j].numpy())
-        return columns | self._top_k(scores, probabilities, classes)
+        return columns | self._top_k(scores, probabilities, classes, finite)
 
     def _top_k(self, scores: torch.Tensor, probabilities: torch.Tensor,
-               classes: Labels) -> dict[str, pa.Array]:
+               classes: Labels, finite: np.ndarray) -> dict[str, pa.Array]:
         if not self.top_k:
             return {}
         # A stable descending sort keeps equal scores in label order, so top1 is always the argmax.
@@ -193,7 +206,8 @@ class MulticlassClassification(_Classifier):
         top = probabilities.gather(1, order).T.contiguous()
         columns = {}
         for i in range(self.top_k):
-            columns[f"{self.target}_top{i + 1}"] = _where_finite(take_labels(classes, order[:, i].numpy()), scores)
+            columns[f"{self.target}_top{i + 1}"] = _where_finite(take_labels(classes, order[:, i].numpy()), scores,
+                                                                     finite)
             columns[f"{self.target}_top{i + 1}_probability"] = pa.array(top[i].numpy())
         return columns
 
@@ -276,14 +290,21 @@ class MultilabelClassification(Head):
         return ([f"{self.target}_{label}" for label in self.labels]
                 + [f"{self.target}_probability_{label}" for label in self.labels])
 
-    def interpret(self, raw: torch.Tensor) -> dict[str, pa.Array]:
+    def read(self, batch: ModelBatch) -> dict[str, pa.Array]:
+        selected = self.select(batch.raw)
+        return self.interpret(selected, finite=batch.finite_rows(selected))
+
+    def interpret(self, raw: torch.Tensor, *, finite: np.ndarray | None = None) -> dict[str, pa.Array]:
+        """finite: per row, whether raw's values are all finite (ModelBatch.finite_rows); None: worked out here."""
         tensor = as_tensor(raw)
         if tensor.ndim != 2 or tensor.shape[1] != len(self.labels):
             raise shape_error(self, f"[n, {len(self.labels)}] (one score per label)", tensor)
         probabilities = torch.sigmoid(tensor.float()) if self.from_logits else tensor.float()
         on = (probabilities > torch.tensor(self.threshold, dtype=torch.float32)).T.contiguous()
         per_label = probabilities.T.contiguous()
-        columns = {f"{self.target}_{label}": _where_finite(pa.array(on[j].numpy()), tensor)
+        if finite is None:
+            finite = _finite_rows(tensor)
+        columns = {f"{self.target}_{label}": _where_finite(pa.array(on[j].numpy()), tensor, finite)
                    for j, label in enumerate(self.labels)}
         for j, label in enumerate(self.labels):
             columns[f"{self.target}_probability_{label}"] = pa.array(per_label[j].numpy())
@@ -295,10 +316,18 @@ class MultilabelClassification(Head):
                 "from_logits": self.from_logits, "output": self.output}
 
 
-def _where_finite(labels: pa.Array, scores: torch.Tensor) -> pa.Array:
+def _finite_rows(scores: torch.Tensor) -> np.ndarray:
+    """Per row, whether its scores are all finite (as ModelBatch.finite_rows works it out)."""
+    return torch.isfinite(per_row(scores)).all(dim=1).numpy()
+
+
+def _where_finite(labels: pa.Array, scores: torch.Tensor, finite: np.ndarray | None = None) -> pa.Array:
     """labels, null in the rows whose scores are not all finite: a NaN score never becomes a label (the
-    Predictor sets such rows aside as rejected, see Head.refused; this holds for direct calls too)."""
-    finite = torch.isfinite(per_row(scores)).all(dim=1).numpy()
+    Predictor sets such rows aside as rejected, see Head.refused; this holds for direct calls too).
+
+    finite: that per row, when already worked out (ModelBatch.finite_rows); None: worked out here."""
+    if finite is None:
+        finite = _finite_rows(scores)
     return labels if finite.all() else pc.if_else(pa.array(finite), labels, pa.nulls(len(labels), labels.type))
 
 

@@ -7,6 +7,7 @@ distinct, no missing values, with messages that name the value and its row.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +28,14 @@ def take_labels(labels: Labels, indices: np.ndarray) -> pa.Array:
     >>> take_labels(("cat", "dog"), np.array([1, 0])).to_pylist()
     ['dog', 'cat']
     """
-    return pa.array(list(labels)).take(pa.array(indices, type=pa.int64()))
+    known = _known(labels) if type(labels) is tuple else pa.array(list(labels))
+    return known.take(pa.array(indices, type=pa.int64()))
+
+
+@functools.lru_cache(maxsize=64, typed=True)
+def _known(labels: Labels) -> pa.Array:
+    """The labels as one Arrow array (immutable, so built once per labels and shared)."""
+    return pa.array(list(labels))
 
 
 def encode_labels(owner: str, labels: Labels, y: Any) -> np.ndarray:

@@ -4,7 +4,7 @@ came back kept with the inputs for the heads that read them."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,19 @@ class ModelBatch:
 
     raw: Any
     inputs: Mapping[str, torch.Tensor]
+    _finite: dict[int, tuple[Any, np.ndarray]] = field(default_factory=dict, compare=False, repr=False)
+
+    def finite_rows(self, output: torch.Tensor) -> np.ndarray:
+        """Per row of one of raw's tensors, whether its values are all finite; worked out once per tensor and
+        batch (the interpret and refused stages both ask)."""
+        found = self._finite.get(id(output))
+        if found is not None and found[0] is output:
+            return found[1]
+        values = output.detach().cpu()
+        values = values.flatten(start_dim=1) if values.ndim > 1 else values.reshape(-1, 1)
+        finite = torch.isfinite(values).all(dim=1).numpy()
+        self._finite[id(output)] = (output, finite)  # output kept: its id is not reused while the batch lives
+        return finite
 
 
 def run_batch(call: Call, model: Any, heads: Sequence[Any], inputs: Mapping[str, np.ndarray],
@@ -33,7 +46,8 @@ def run_batch(call: Call, model: Any, heads: Sequence[Any], inputs: Mapping[str,
     """One model batch through the call on the device, with its inputs on the CPU for the heads: the one
     forward path of the infer stage, which the save-time check shares before there is a Predictor."""
     if device.type == "cpu":
-        inputs = {name: _aligned(array) for name, array in inputs.items()}
+        tensors = to_tensors({name: _aligned(array) for name, array in inputs.items()}, CPU)
+        return ModelBatch(call.run(model, dict(tensors), heads), tensors)  # the same tensors: built once
     raw = call.run(model, to_tensors(inputs, device), heads)
     return ModelBatch(raw, to_tensors(inputs, CPU))
 

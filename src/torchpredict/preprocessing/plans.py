@@ -26,6 +26,7 @@ __all__ = ["ENABLED", "TransformPlan"]
 
 ENABLED = True  # False: every call takes the step-by-step path (the property tests compare the two)
 FLOAT32 = "float32"
+ALIGNMENT = 64  # bytes: the model inputs start where the infer stage would otherwise copy them (inference.batch)
 
 
 class TransformPlan:
@@ -37,11 +38,16 @@ class TransformPlan:
         self.float_names = [name for name, *_ in floats]
         self.mean = np.array([mean for _, mean, _, _, _ in floats], dtype=np.float64)
         self.scale = np.array([scale for _, _, scale, _, _ in floats], dtype=np.float64)
-        self.float_targets = {}  # model input -> (positions in the block, columns of the input)
+        # model input -> (positions in the block, columns of the input, whether that is the whole block as the
+        # whole input, in order)
+        self.float_targets: dict[str, tuple[np.ndarray, np.ndarray, bool]] = {}
         for input_name in widths:
             chosen = [j for j, (*_, name, _) in enumerate(floats) if name == input_name]
             if chosen:
-                self.float_targets[input_name] = (np.array(chosen), np.array([floats[j][4] for j in chosen]))
+                columns = np.array([floats[j][4] for j in chosen])
+                whole = len(chosen) == len(floats) and len(columns) == widths[input_name] and \
+                    bool((columns == np.arange(len(columns))).all())
+                self.float_targets[input_name] = (np.array(chosen), columns, whole)
         self.onehots = onehots
         self.widths = dict(widths)
 
@@ -90,7 +96,7 @@ class TransformPlan:
         n = table.num_rows
         if not n:
             return None
-        out = {name: np.zeros((n, width), dtype=np.float32) for name, width in self.widths.items()}
+        out = {name: _zeros(n, width) for name, width in self.widths.items()}
         if self.float_names:
             block = table.select(self.float_names)
             batches = block.to_batches()
@@ -104,9 +110,8 @@ class TransformPlan:
                 return None
             scaled = (x - self.mean) / self.scale
             with np.errstate(over="ignore"):  # beyond float32: inf, as the step-by-step path gives
-                for input_name, (chosen, columns) in self.float_targets.items():
-                    if len(chosen) == len(self.float_names) and len(columns) == self.widths[input_name] and \
-                            (columns == np.arange(len(columns))).all():
+                for input_name, (chosen, columns, whole) in self.float_targets.items():
+                    if whole:
                         out[input_name][...] = scaled
                     else:
                         out[input_name][:, columns] = scaled[:, chosen]
@@ -118,3 +123,11 @@ class TransformPlan:
             rows = np.flatnonzero(positions >= 0)
             out[input_name][rows, columns[positions[rows]]] = 1.0
         return out
+
+
+def _zeros(rows: int, width: int) -> np.ndarray:
+    """A float32 [rows, width] array of zeros starting at an ALIGNMENT-byte boundary."""
+    nbytes = rows * width * 4
+    buffer = np.zeros(nbytes + ALIGNMENT, np.uint8)
+    start = -buffer.ctypes.data % ALIGNMENT
+    return buffer[start:start + nbytes].view(np.float32).reshape(rows, width)

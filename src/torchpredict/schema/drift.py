@@ -82,7 +82,6 @@ class ColumnDrift:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-@dataclass
 class DriftReport:
     """How a run's inputs drifted from training, per column; mutable, one per run.
 
@@ -91,13 +90,60 @@ class DriftReport:
     >>> report = schema.validate({"age": [50.0, 35.0], "city": ["rome", "oslo"]}).drift
     >>> report.summary()
     "2 columns drifted in 2 rows: 'age' 1 out of range, 'city' 1 unseen category ('rome' 1)"
+
+    The fast path of validation counts a batch's drift as arrays over its columns (`DriftReport.counted`), and
+    reports of the same columns add up as arrays; the ColumnDrift objects of `columns` are built only when asked
+    for (after which the report holds them, and adds them up one by one).
     """
 
-    rows: int = 0
-    columns: dict[str, ColumnDrift] = field(default_factory=dict)
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __init__(self, rows: int = 0, columns: dict[str, ColumnDrift] | None = None) -> None:
+        self.rows = rows
+        self._columns: dict[str, ColumnDrift] = {} if columns is None else columns
+        # the array form (while _counts is not None): per column of _names, rows, out_of_range,
+        # unseen_categories and unexpected_nulls as the rows of one [4, columns] int64 array; the unseen strings
+        # of the columns that have any
+        self._names: tuple[str, ...] = ()
+        self._counts: np.ndarray | None = None
+        self._unseen: dict[str, dict[str, int]] = {}
+
+    @classmethod
+    def counted(cls, rows: int, names: tuple[str, ...], counts: np.ndarray,
+                unseen: dict[str, dict[str, int]] | None = None) -> DriftReport:
+        """A report in the array form: counts is [4, len(names)] int64 (rows, out_of_range, unseen_categories,
+        unexpected_nulls per column), unseen the most frequent unseen strings of the columns with any."""
+        report = cls(rows)
+        report._names, report._counts, report._unseen = names, counts, dict(unseen or {})
+        return report
+
+    @property
+    def columns(self) -> dict[str, ColumnDrift]:
+        """Per column, its drift counts."""
+        if self._counts is not None:
+            counts, unseen = self._counts.tolist(), self._unseen
+            self._columns = {name: ColumnDrift(r, o, u, m, dict(unseen.get(name, {})))
+                             for name, r, o, u, m in zip(self._names, *counts, strict=True)}
+            self._counts, self._names, self._unseen = None, (), {}
+        return self._columns
+
+    @columns.setter
+    def columns(self, columns: dict[str, ColumnDrift]) -> None:
+        self._columns, self._counts, self._names, self._unseen = columns, None, (), {}
 
     def __bool__(self) -> bool:
-        return any(self.columns.values())
+        if self._counts is not None:
+            return bool(self._counts[1:].any())
+        return any(self._columns.values())
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, DriftReport)
+        return (self.rows, self.columns) == (other.rows, other.columns)
+
+    def __repr__(self) -> str:
+        return f"DriftReport(rows={self.rows!r}, columns={self.columns!r})"
 
     @property
     def drifted(self) -> list[str]:
@@ -108,6 +154,19 @@ class DriftReport:
     def add(self, other: DriftReport) -> DriftReport:
         """Fold another report (a later batch, another worker) into this one; returns self."""
         self.rows += other.rows
+        if other._counts is not None:
+            if self._counts is None and not self._columns:  # empty: other's counts, copied
+                self._names, self._counts = other._names, other._counts.copy()
+                self._unseen = {name: dict(values) for name, values in other._unseen.items()}
+                return self
+            if self._counts is not None and self._names == other._names:  # the same columns: added as arrays
+                self._counts += other._counts
+                for name, values in other._unseen.items():
+                    merged = dict(self._unseen.get(name, {}))
+                    for value, count in values.items():
+                        merged[value] = merged.get(value, 0) + count
+                    self._unseen[name] = _top(merged)
+                return self
         columns = self.columns
         for name, column in other.columns.items():
             mine = columns.get(name)

@@ -89,12 +89,14 @@ class _Layout:
         # a table as Table.from_arrays names it: no metadata, every field nullable
         self.plain = schema.metadata is None and all(f.nullable and f.metadata is None for f in schema)
         self.blocks: list[_Block] = []
+        self.block_features: list[np.ndarray] = []  # where each block's columns are among the features
         floats: set[int] = set()
         if fast:
             for t in _FLOATS:
                 chosen = [j for j, c in enumerate(features) if target_type(c) == t]
                 if chosen:
                     self.blocks.append(_Block([features[j] for j in chosen], [self.positions[j] for j in chosen]))
+                    self.block_features.append(np.array(chosen, dtype=np.intp))
                     floats.update(chosen)
         self.strings = [(j, self.positions[j], c) for j, c in enumerate(features) if j not in floats]
 
@@ -106,6 +108,7 @@ class ValidationPlan:
                  check_columns: Callable[[pa.Table, Sequence[str]], None]) -> None:
         self.features = tuple(features)
         self.feature_names = [c.name for c in features]
+        self.names = tuple(self.feature_names)
         self.passthrough = [c.name for c in passthrough]
         self.check_columns = check_columns
         # the fast path takes scalar float and string features (the others take the column-by-column path)
@@ -160,7 +163,6 @@ class ValidationPlan:
         layout = self._layout(table, tuple(keep))
         if not layout.fast:
             return None
-        drift: dict[str, ColumnDrift] = {}
         counted: list[tuple[np.ndarray, np.ndarray]] = []
         for block in layout.blocks:
             found = block.check(table)
@@ -179,13 +181,20 @@ class ValidationPlan:
             flagged = forward_reports(lambda report: row_check(typed, report), problems.add, np.arange(n))
             if flagged.any():
                 return None  # rejected rows: the column-by-column path words them
-        for block, (out_of_range, nulls) in zip(layout.blocks, counted, strict=True):
-            for column, out, null in zip(block.columns, out_of_range.tolist(), nulls.tolist(), strict=True):
-                drift[column.name] = ColumnDrift(n, out, 0, null)
+        # drift as arrays over the features (rows, out of range, unseen categories, unexpected nulls per column)
+        counts = np.zeros((4, len(self.features)), dtype=np.int64)
+        counts[0] = n
+        for where, (out_of_range, nulls) in zip(layout.block_features, counted, strict=True):
+            counts[1, where] = out_of_range
+            counts[3, where] = nulls
+        unseen: dict[str, dict[str, int]] = {}
         for j, col in strings.items():
             column = self.features[j]
-            drift[column.name] = self._string_drift(column, col, n)
-        return typed, DriftReport(n, {name: drift[name] for name in self.feature_names})
+            d = self._string_drift(column, col, n)
+            counts[:, j] = (d.rows, d.out_of_range, d.unseen_categories, d.unexpected_nulls)
+            if d.unseen_values:
+                unseen[column.name] = d.unseen_values
+        return typed, DriftReport.counted(n, self.names, counts, unseen)
 
     def _typed(self, table: pa.Table, layout: _Layout) -> pa.Table:
         """The features (already of their types: no cast), then passthrough and kept columns, as the column-by-
