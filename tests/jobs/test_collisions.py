@@ -69,3 +69,23 @@ def test_a_folder_output_must_not_hold_an_input(data):
 def test_rejects_and_report_must_not_be_files_a_folder_output_writes(data, name):
     with pytest.raises(InputError, match=f"^report file '{name}' is a file the output folder 'out/' writes; "):
         check_outputs(["data.csv"], "out/", report=name)
+
+
+@pytest.mark.parametrize("output", ["bundle.tpk/preds.csv", "bundle.tpk/", "bundle.tpk/sub/preds.csv",
+                                    "bundle.tpk/schema.json"])
+def test_no_output_lands_inside_a_bundle(data, output):
+    bundle = data.parent / "bundle.tpk"
+    (bundle / "sub").mkdir(parents=True)
+    (bundle / "manifest.json").write_text('{\n  "format": "torchpredict.bundle",\n  "format_version": 1\n}\n')
+    with pytest.raises(InputError, match=r"^output( folder)? '.*' is inside the bundle '.*bundle\.tpk' \(a bundle "
+                                         r"folder holds the bundle's own files, which an output could replace\); "):
+        check_outputs([str(data)], output)
+    with pytest.raises(InputError, match=r"^rejects file 'bundle\.tpk/bad\.csv' is inside the bundle"):
+        check_outputs([str(data)], "preds.csv", rejects="bundle.tpk/bad.csv")
+
+
+def test_a_folder_with_another_manifest_json_is_no_bundle(data):
+    web = data.parent / "site"
+    web.mkdir()
+    (web / "manifest.json").write_text('{"name": "a web app manifest"}')
+    check_outputs([str(data)], "site/preds.csv")

@@ -6,7 +6,9 @@ resolve to the same real path (symlinks, `./`, `..`: os.path.realpath) or, both 
 (hard links, a case-insensitive file system). Only regular input files are protected: a pipe or a terminal
 (`/dev/stdin`) holds nothing an output could overwrite. A folder output must not be or hold an input file
 (its parts would land beside the inputs, and a later run reading the folder would read them back), and
---rejects and --report must not be files it writes itself (`part-*` and its `.torchpredict/`).
+--rejects and --report must not be files it writes itself (`part-*` and its `.torchpredict/`). No output may
+land inside a bundle folder: it could replace one of the bundle's files (then the bundle no longer loads), and
+predictions do not belong among them.
 """
 
 from __future__ import annotations
@@ -73,6 +75,12 @@ def check_outputs(sources: Sequence[str], output: str | os.PathLike, rejects: st
     ) if path is not None and str(path) != STDIO]
     if folder:
         _check_folder(text, inputs, outputs)
+    for out in [*outputs, *([_Output("output folder", _File.of(text), "choose another output (CLI -o)")]
+                            if folder else [])]:
+        bundle = _bundle_holding(Path(out.file.real))
+        if bundle is not None:
+            raise InputError(f"{out.what} '{out.file.path}' is inside the bundle '{bundle}' (a bundle folder holds "
+                             f"the bundle's own files, which an output could replace); {out.fix}")
     for out in outputs:
         for source in inputs:
             if out.file.same(source):
@@ -95,3 +103,19 @@ def _check_folder(folder: str, inputs: list[_File], outputs: list[_Output]) -> N
         if (path.parent == real and path.name.startswith("part-")) or path.is_relative_to(real / STATE_DIR):
             raise InputError(f"{out.what} '{out.file.path}' is a file the output folder '{folder}' writes; "
                              f"{out.fix}")
+
+
+BUNDLE_MARK = b'"torchpredict.bundle"'  # the manifest's format id, within its first bytes
+
+
+def _bundle_holding(path: Path) -> Path | None:
+    """The nearest folder at or above path whose manifest.json is a torchpredict bundle's, if any."""
+    for folder in (path, *path.parents):
+        manifest = folder / "manifest.json"
+        try:
+            with open(manifest, "rb") as file:
+                if BUNDLE_MARK in file.read(1 << 16):
+                    return folder
+        except OSError:
+            continue
+    return None
