@@ -18,7 +18,7 @@ import pyarrow as pa
 from torchpredict.errors import SchemaError
 from torchpredict.messages import quoted, shown
 
-__all__ = ["as_table", "is_record", "kind_group", "value_kind"]
+__all__ = ["as_table", "is_record", "kind_group", "past_int64", "value_kind"]
 
 _SCALARS = (str, bytes, bool, int, float, np.generic, pa.Scalar, datetime.date, datetime.time, datetime.timedelta,
             decimal.Decimal)
@@ -115,12 +115,17 @@ def _array(values: Any, name: str, expected: str | None) -> pa.Array | pa.Chunke
     return _list_array(list(values), name, expected)
 
 
+def past_int64(value: Any) -> bool:
+    """A Python int no 64-bit column holds (Arrow raises OverflowError on one)."""
+    return isinstance(value, int) and not -(1 << 63) <= value < 1 << 63
+
+
 def _list_array(values: list[Any], name: str, expected: str | None) -> pa.Array:
     """pa.array, but a column of mixed Python values names its first odd value and row."""
     try:
         return pa.array(values)
     except OverflowError:
-        big = next((i for i, v in enumerate(values) if isinstance(v, int) and not -(1 << 63) <= v < 1 << 63), 0)
+        big = next((i for i, v in enumerate(values) if past_int64(v)), 0)
         raise SchemaError(f"column {shown(name)}: {shown(values[big])} at row {big} is too large for a 64-bit "
                           "integer") from None
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:

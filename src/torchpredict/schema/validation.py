@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from torchpredict.errors import SchemaError
 from torchpredict.messages import shown
 from torchpredict.schema.columns import DTYPES, Column
-from torchpredict.schema.tables import as_table, is_record, kind_group, value_kind
+from torchpredict.schema.tables import as_table, is_record, kind_group, past_int64, value_kind
 
 __all__ = ["DTYPES", "Leaves", "RowProblems", "RowReport", "check_column", "forward_reports", "free_name", "leaves",
            "read_input"]
@@ -197,11 +197,6 @@ def _python_columns(data: Any) -> dict[str, Any] | None:
     return None
 
 
-def _past_int64(value: Any) -> bool:
-    """A Python int no 64-bit column holds (Arrow raises OverflowError on one)."""
-    return isinstance(value, int) and not -(1 << 63) <= value < 1 << 63
-
-
 def _without_odd_values(name: str, values: list[Any], column: Column | None, problems: RowProblems) -> pa.Array | None:
     """The column with values of the wrong kind nulled; their rows rejected with the as_table wording.
 
@@ -215,7 +210,7 @@ def _without_odd_values(name: str, values: list[Any], column: Column | None, pro
         first = next((k for k in kinds if k is not None), None)
         group = kind_group(column.dtype if column is not None else first)
         odd = [None if k is None or kind_group(k) == group else (v, k) for v, k in zip(values, kinds, strict=True)]
-    odd = [(v, "an integer past 64 bits") if _past_int64(v) else o for v, o in zip(values, odd, strict=True)]
+    odd = [(v, "an integer past 64 bits") if past_int64(v) else o for v, o in zip(values, odd, strict=True)]
     try:
         array = pa.array([v if o is None else None for v, o in zip(values, odd, strict=True)])
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):

@@ -37,7 +37,7 @@ from torchpredict.inference.rebatching import Rebatcher
 from torchpredict.predictor import Predictor
 from torchpredict.schema.drift import DriftReport
 from torchpredict.schema.schema import Validated
-from torchpredict.schema.tables import as_table
+from torchpredict.schema.tables import as_table, past_int64
 from torchpredict.stats import RunStats
 
 __all__ = ["Answer", "BatchObserver", "Batcher", "NoObserver", "Overloaded", "Request"]
@@ -527,7 +527,6 @@ def _place(groups: list[_Group], keep: tuple[str, ...], members: list[tuple[int,
 
 
 _SCALARS = frozenset({int, float, str, bool, type(None)})
-INT64 = (-(1 << 63), 1 << 63)
 _COUNTED, _MIXED = "counted", "mixed"  # the two kinds of _key: its counts checked, or not
 
 
@@ -550,9 +549,8 @@ def _key(request: Request) -> tuple[Hashable, ...] | None:
         elif kind is list:
             if len(values) != rows:
                 break
-            types = frozenset(map(type, values))
-            if not types <= _SCALARS or (int in types and not all(
-                    INT64[0] <= v < INT64[1] for v in values if type(v) is int)):
+            types = _scalar_types(values)
+            if types is None:
                 return None
             add(types)
         else:
@@ -576,14 +574,21 @@ def _kinds(request: Request) -> Hashable | None:
         if isinstance(values, np.ndarray) and values.dtype != object:
             kinds.append((name, values.dtype.str, values.shape[1:]))
         elif isinstance(values, list):
-            types = frozenset(map(type, values))
-            if not types <= _SCALARS or (int in types and not all(
-                    INT64[0] <= v < INT64[1] for v in values if type(v) is int)):
+            types = _scalar_types(values)
+            if types is None:
                 return None
             kinds.append((name, types))
         else:
             return None
     return tuple(kinds)
+
+
+def _scalar_types(values: list[Any]) -> frozenset[type] | None:
+    """The Python types of a list's values, when all are scalars Arrow reads alike (ints within int64); else None."""
+    types = frozenset(map(type, values))
+    if not types <= _SCALARS or (int in types and any(map(past_int64, values))):
+        return None
+    return types
 
 
 def _joined_values(parts: Sequence[Any]) -> Any:
