@@ -16,6 +16,8 @@ import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -137,6 +139,22 @@ class ModelSpec:
         return {name: frozenset(ACCEPTED.get(spec.dtype, DATATYPES)) for name, spec in self._inputs_by_name.items()
                 if len(spec.shape) == 1}
 
+    def takes(self, names: tuple[str, ...], datatypes: tuple[str, ...]) -> bool:
+        """Whether every input named is a single-value column of the model and its datatype one that column
+        accepts; remembered (clients send the same inputs request after request), up to 1,024 kinds of request."""
+        known = self._takes.get((names, datatypes))
+        if known is None:
+            accepted = self.single_value_inputs
+            known = all(datatype in accepted.get(name, ()) for name, datatype in zip(names, datatypes, strict=True))
+            if len(self._takes) >= 1024:
+                self._takes.clear()
+            self._takes[names, datatypes] = known
+        return known
+
+    @cached_property
+    def _takes(self) -> dict[tuple[tuple[str, ...], tuple[str, ...]], bool]:
+        return {}
+
     def default_outputs(self, binary: bool) -> list[RequestedOutput]:
         """The outputs of a request that names none: every prediction column."""
         return self._default_outputs[binary]
@@ -228,6 +246,30 @@ class InferInput:
     values: np.ndarray | list[Any]
 
 
+class Inputs(Sequence[InferInput]):
+    """A request's input tensors held column-wise (names, datatypes, shapes, values, in request order), so that
+    reading a one-row request of many inputs makes no object per input; an InferInput is made when one is asked for."""
+
+    __slots__ = ("datatypes", "names", "shapes", "values")
+
+    def __init__(self, names: list[str], datatypes: list[str], shapes: list[tuple[int, ...]],
+                 values: list[np.ndarray | list[Any]]) -> None:
+        self.names, self.datatypes, self.shapes, self.values = names, datatypes, shapes, values
+
+    @classmethod
+    def of(cls, tensors: Sequence[InferInput]) -> Inputs:
+        return cls([t.name for t in tensors], [t.datatype for t in tensors], [t.shape for t in tensors],
+                   [t.values for t in tensors])
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return InferInput(self.names[index], self.datatypes[index], self.shapes[index], self.values[index])
+
+
 @dataclass(frozen=True)
 class RequestedOutput:
     name: str
@@ -240,7 +282,7 @@ class InferRequest:
     """A parsed inference request. outputs: None when the request named none (all prediction columns)."""
 
     id: str | None
-    inputs: list[InferInput]
+    inputs: Inputs
     outputs: list[RequestedOutput] | None
     binary_output: bool
     parameters: dict[str, Any]
@@ -277,7 +319,7 @@ def parse_request(body: bytes, header_length: str | None = None) -> InferRequest
     value = document.get("inputs")
     inputs = _fast_inputs(value, binary)
     if inputs is None:  # anything unusual: the general path, which says what is wrong
-        inputs = _inputs(value, binary)
+        inputs = Inputs.of(_inputs(value, binary))
     return InferRequest(request_id, inputs, _outputs(document.get("outputs"), binary_output), binary_output,
                         parameters)
 
@@ -335,9 +377,56 @@ _FAST_TYPES: dict[str, frozenset[type]] = {"f": frozenset({float, int}), "i": fr
 _EXACT = 2.0 ** 53  # ints below it convert to floats exactly, one by one or in an array
 
 
-def _fast_inputs(value: Any, binary: memoryview) -> list[InferInput] | None:
+def _fast_inputs(value: Any, binary: memoryview) -> Inputs | None:
     if type(value) is not list or not value:
         return None
+    return _fast_json(value) if not binary else _fast_entries(value, binary)
+
+
+_DICT, _LIST, _INT, _STR, _FOUR = frozenset({dict}), frozenset({list}), frozenset({int}), frozenset({str}), {4}
+_NAME, _DATATYPE, _SHAPE, _DATA = (itemgetter(key) for key in ("name", "datatype", "shape", "data"))
+
+
+def _fast_json(value: list[Any]) -> Inputs | None:
+    """The fast path for JSON tensors all of one shape, read a check at a time over all inputs (each check one
+    pass in C), not input by input: a one-row request has as many inputs as the model has columns."""
+    if set(map(type, value)) != _DICT or set(map(len, value)) != _FOUR:
+        return None
+    try:
+        names, datatypes = list(map(_NAME, value)), list(map(_DATATYPE, value))
+        shapes, datas = list(map(_SHAPE, value)), list(map(_DATA, value))
+        kinds = list(map(_FAST_KINDS.get, datatypes))
+    except (KeyError, TypeError):  # a key missing, or an unhashable datatype
+        return None
+    if set(map(type, names)) != _STR or "" in names or None in kinds or len(set(names)) != len(names) or \
+            set(map(type, shapes)) != _LIST or set(map(type, chain.from_iterable(shapes))) != _INT:
+        return None
+    forms = list(map(tuple, shapes))
+    n = forms[0][0] if forms[0] else 0
+    if n <= 0 or not set(forms) <= {(n,), (n, 1)} or set(map(type, datas)) != _LIST or set(map(len, datas)) != {n}:
+        return None
+    values: list[Any] = list(datas)  # strings: their lists as they are
+    for datatype in set(datatypes):
+        kind = _FAST_KINDS[datatype]
+        where = [i for i, d in enumerate(datatypes) if d == datatype] if len(datatypes) > 1 else [0]
+        members = datas if len(where) == len(datas) else [datas[i] for i in where]
+        flat = list(chain.from_iterable(members))
+        types = set(map(type, flat))
+        if not types <= _FAST_TYPES[kind]:
+            return None
+        if kind == "s":
+            continue
+        array = np.array(flat, dtype=np.float64 if kind == "f" else None)
+        if (kind == "f" and int in types and not np.abs(array).max() < _EXACT) or \
+                (kind == "i" and array.dtype != np.int64):  # beyond int64: numpy reads them another way per input
+            return None
+        for i, row in zip(where, array.astype(_native(datatype)).reshape(len(where), n), strict=True):
+            values[i] = row
+    return Inputs(names, datatypes, forms, values)
+
+
+def _fast_entries(value: list[Any], binary: memoryview) -> Inputs | None:
+    """The fast path input by input: for requests with binary tensor data."""
     headers: list[tuple[str, str, tuple[int, ...]]] = []
     pending: list[tuple[str, Any]] = []  # per input: its kind and its data list, or its binary size
     flat: dict[str, list[Any]] = {"f": [], "i": [], "b": [], "s": []}
@@ -387,7 +476,8 @@ def _fast_inputs(value: Any, binary: memoryview) -> list[InferInput] | None:
         if kind == "i" and array.dtype != np.int64:  # beyond int64: numpy reads them another way per input
             return None
         arrays[kind] = array
-    found, offsets, at = [], dict.fromkeys(flat, 0), 0
+    found: list[InferInput] = []
+    offsets, at = dict.fromkeys(flat, 0), 0
     converted: dict[str, np.ndarray] = {}  # each datatype's values, all converted at once
     for (name, datatype, shape), (kind, data) in zip(headers, pending, strict=True):
         values: np.ndarray | list[Any]
@@ -404,7 +494,7 @@ def _fast_inputs(value: Any, binary: memoryview) -> list[InferInput] | None:
                 whole = converted[datatype] = arrays[kind].astype(_native(datatype))
             values = whole[start:end]
         found.append(InferInput(name, datatype, shape, values))
-    return found
+    return Inputs.of(found)
 
 
 def _binary_size(entry: dict, i: int) -> int | None:
@@ -625,25 +715,14 @@ def columns_of(spec: ModelSpec, request: InferRequest) -> tuple[dict[str, np.nda
     return columns, n
 
 
-def _fast_columns(spec: ModelSpec, inputs: list[InferInput]) -> tuple[dict[str, np.ndarray | list[Any]], int] | None:
+def _fast_columns(spec: ModelSpec, inputs: Inputs) -> tuple[dict[str, np.ndarray | list[Any]], int] | None:
     """columns_of for inputs of single-value columns the model knows, each of shape [n] or [n, 1] and an accepted
     datatype, all of the same n > 0; None for anything else (columns_of then says what is wrong)."""
-    accepted = spec.single_value_inputs
-    columns: dict[str, np.ndarray | list[Any]] = {}
-    n = -1
-    for tensor in inputs:
-        datatypes = accepted.get(tensor.name)
-        if datatypes is None or tensor.datatype not in datatypes:
-            return None
-        shape = tensor.shape
-        if len(shape) != 1 and (len(shape) != 2 or shape[1] != 1):
-            return None
-        if shape[0] != n:
-            if n != -1:
-                return None
-            n = shape[0]
-        columns[tensor.name] = tensor.values
-    return (columns, n) if n > 0 else None
+    shapes = inputs.shapes
+    n = shapes[0][0] if shapes and shapes[0] else 0
+    if n <= 0 or not set(shapes) <= {(n,), (n, 1)} or not spec.takes(tuple(inputs.names), tuple(inputs.datatypes)):
+        return None
+    return dict(zip(inputs.names, inputs.values, strict=True)), n
 
 
 def _wrong_datatype(tensor: InferInput, column: TensorSpec) -> str:
@@ -726,12 +805,20 @@ def encode_response(spec: ModelSpec, request: InferRequest, table: pa.Table) -> 
 def _output_values(column: pa.ChunkedArray) -> tuple[str, tuple[int, ...], np.ndarray | list[str]]:
     """An output column as a datatype, a shape and its values flat: a list column as [n, k] (rows shorter than
     the longest padded with "", NaN, 0 or false)."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    arrow = array.type
-    if pa.types.is_fixed_size_list(arrow) or pa.types.is_list(arrow) or pa.types.is_large_list(arrow):
-        return _list_values(array)
-    datatype = _scalar_datatype(arrow)
+    array = column if not isinstance(column, pa.ChunkedArray) else column.chunk(0) if column.num_chunks == 1 else \
+        column.combine_chunks()
+    datatype = _SCALAR_DATATYPES.get(array.type)  # the usual types, told without asking pa.types
+    if datatype is None:
+        arrow = array.type
+        if pa.types.is_fixed_size_list(arrow) or pa.types.is_list(arrow) or pa.types.is_large_list(arrow):
+            return _list_values(array)
+        datatype = _scalar_datatype(arrow)
     return datatype, (len(array),), _flat_values(array, datatype)
+
+
+_SCALAR_DATATYPES = {arrow: _scalar_datatype(arrow) for arrow in (
+    pa.bool_(), pa.float16(), pa.float32(), pa.float64(), pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(),
+    pa.uint16(), pa.uint32(), pa.uint64(), pa.string())}
 
 
 def _list_values(array: pa.Array) -> tuple[str, tuple[int, ...], np.ndarray | list[str]]:
@@ -760,7 +847,8 @@ def _flat_values(array: pa.Array, datatype: str) -> np.ndarray | list[str]:
     if datatype == "BYTES":
         if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
             array = pc.cast(array, pa.string())
-        return [value if value is not None else "" for value in array.to_pylist()]
+        values = array.to_pylist()
+        return values if not array.null_count else [value if value is not None else "" for value in values]
     if array.null_count:
         fill = float("nan") if pa.types.is_floating(array.type) else False if datatype == "BOOL" else 0
         array = pc.fill_null(array, pa.scalar(fill, array.type))
