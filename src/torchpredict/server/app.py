@@ -386,9 +386,17 @@ class App:
 
     async def predict(self, model: Served, request: Request, timeout_s: float | None) -> Any:
         timeout = self.timeout_s if timeout_s is None else min(timeout_s, self.timeout_s)
+        expired: list[bool] = []
         try:  # a request that times out is cancelled: the batcher drops it if the model has not taken it yet
-            return await asyncio.wait_for(model.batcher.predict(request), timeout)
-        except asyncio.TimeoutError:
+            future = model.batcher.submit(request)
+            timer = asyncio.get_running_loop().call_later(timeout, lambda: expired.append(future.cancel()))
+            try:
+                return await future
+            finally:
+                timer.cancel()
+        except asyncio.CancelledError:
+            if not expired:  # the task itself was cancelled, not the prediction timed out
+                raise
             raise HTTPError(504, f"the prediction took longer than {timeout:g} s (the server's --timeout-s "
                                  f"{self.timeout_s:g}, or the request's timeout parameter)", kind="Timeout") from None
         except Overloaded as exc:

@@ -168,6 +168,11 @@ class Batcher:
 
     async def predict(self, request: Request) -> Answer:
         """The answer predict gives the request alone, or its exception; from an asyncio event loop."""
+        return await self.submit(request)
+
+    def submit(self, request: Request) -> asyncio.Future[Answer]:
+        """predict's future, from the event loop's thread: cancel it and the request is dropped if the model has
+        not taken it yet (a timeout without a task per request: the server's hot path)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Answer] = loop.create_future()
 
@@ -176,7 +181,7 @@ class Batcher:
                 loop.call_soon_threadsafe(_settle, future, answer, error)
 
         self._submit(request, deliver, lambda: not future.cancelled(), (loop, future))
-        return await future
+        return future
 
     def predict_now(self, request: Request) -> Answer:
         """predict, blocking this thread (not an event loop's, nor the observer's: that is the model thread)."""

@@ -55,6 +55,7 @@ class Metrics:
                             ["model", "version", "column", "kind"], registry=r)
         self.queue_rows = Gauge("torchpredict_queue_rows", "Rows waiting for the model now (not those it runs)",
                                 ["model", "version"], registry=r, multiprocess_mode="livesum")
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.models = Gauge("torchpredict_model_info", "Served models (1 per name and version)", ["model", "version"],
                             registry=r, multiprocess_mode="max")
 
@@ -64,8 +65,14 @@ class Metrics:
         return ModelObserver(self, model, version)
 
     def request(self, endpoint: str, model: str, status: int, seconds: float) -> None:
-        self.requests.labels(endpoint, model, str(status)).inc()
-        self.request_seconds.labels(endpoint).observe(seconds)
+        key = (endpoint, model, status)
+        children = self._children.get(key)
+        if children is None:  # a label lookup costs more than the increment: once per kind of answer
+            children = (self.requests.labels(endpoint, model, str(status)), self.request_seconds.labels(endpoint))
+            if len(self._children) < 4096:
+                self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def error(self, model: str, kind: str) -> None:
         self.errors.labels(model, kind).inc()
