@@ -22,6 +22,7 @@ from torchpredict.bundle import load, save
 from torchpredict.errors import InputError, PredictionError, SchemaError
 from torchpredict.predictor import Predictor
 from torchpredict.server.batcher import Answer, Batcher, NoObserver, Overloaded, Request
+from torchpredict.server.columns import BlockColumns, layout
 from torchpredict.stats import RunStats
 
 WAIT = 30  # seconds: the most any step here may take before the test fails instead of hanging
@@ -270,6 +271,42 @@ def test_numpy_requests_are_read_together_by_dtype_and_others_alone(predictor, r
     answers = behind_a_plug(batcher, gate, request(rows.slice(0, 1)), requests)
     batcher.close(WAIT)
     assert sorted(reads) == [1, 2, 2, 2, 6]  # the plug; float32, object and the miscounted alone; the like together
+    for req, answer in list(zip(requests, answers, strict=True))[:-1]:
+        assert_same(answer, alone(reference, req))
+    assert isinstance(answers[-1], InputError) and "says it has 3 rows" in str(answers[-1])
+
+
+def blocked(table: pa.Table, dtype: Any = np.float64, count: int | None = None) -> Request:
+    """The table's rows as the OIP codec reads a JSON request of them: BlockColumns, its columns one block."""
+    names = tuple(table.column_names)
+    block = np.stack([table.column(name).to_numpy() for name in names]).astype(dtype)
+    where = layout(names, ("FP",) * len(names), frozenset({"FP"}))
+    return Request(BlockColumns(where, [block], []), table.num_rows if count is None else count)
+
+
+def test_codec_requests_are_read_together_a_block_at_a_time_and_others_as_before(predictor, reference, rows,
+                                                                                  monkeypatch):
+    import torchpredict.server.batcher as batcher_module
+
+    reads: list[int] = []
+    real = batcher_module.as_table
+
+    def counted(data: Any, **options: Any) -> pa.Table:
+        table = real(data, **options)
+        reads.append(table.num_rows)
+        return table
+
+    monkeypatch.setattr(batcher_module, "as_table", counted)
+    gate = Gate(predictor)
+    batcher = Batcher(predictor)
+    like = [blocked(rows.slice(1 + i, 1)) for i in range(5)]
+    requests = [*like, blocked(rows.slice(6, 2), np.float32), request(rows.slice(8, 2)), blocked(rows.slice(10, 2),
+                                                                                              count=3)]
+    answers = behind_a_plug(batcher, gate, request(rows.slice(0, 1)), requests)
+    batcher.close(WAIT)
+    # the plug; the five like ones together; the float32 one and the plain dict by _groups' keys (one table each,
+    # as their dtypes differ); the one that says 3 rows but holds 2 alone, refused
+    assert sorted(reads) == [1, 2, 2, 2, 5]
     for req, answer in list(zip(requests, answers, strict=True))[:-1]:
         assert_same(answer, alone(reference, req))
     assert isinstance(answers[-1], InputError) and "says it has 3 rows" in str(answers[-1])

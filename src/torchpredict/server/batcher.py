@@ -38,6 +38,7 @@ from torchpredict.predictor import Predictor
 from torchpredict.schema.drift import DriftReport
 from torchpredict.schema.schema import Validated
 from torchpredict.schema.tables import as_table, past_int64
+from torchpredict.server.columns import BlockColumns, join
 from torchpredict.stats import RunStats
 
 __all__ = ["Answer", "BatchObserver", "Batcher", "NoObserver", "Overloaded", "Request"]
@@ -339,9 +340,8 @@ class Batcher:
         cost more than the model. Any doubt (a kind not listed, a read that fails) reads each alone."""
         groups: list[_Group] = []
         buckets: dict[tuple[Hashable, ...], list[int]] = {}
-        for index, request in enumerate(requests):
-            if not request.rows:
-                continue  # alone: no rows, as predict on no rows
+        for index in self._read_blocks(requests, groups):
+            request = requests[index]
             key = _key(request)
             members = None if key is None else buckets.get(key)
             if members is None and key is not None and _readable(key):
@@ -354,6 +354,33 @@ class Batcher:
             if len(members) == 1 or not self._read_joined(members, requests, groups, counted=kinds[0] != _MIXED):
                 self._read_each(members, requests, outcomes, groups)
         return groups
+
+    def _read_blocks(self, requests: list[Request], groups: list[_Group]) -> list[int]:
+        """Read requests of BlockColumns (as the OIP codec gives them) of one keep and layout as one table, a block
+        at a time (see torchpredict.server.columns.join); the others, with rows, to read as _groups does."""
+        others: list[int] = []
+        blocked: dict[tuple[Any, ...], list[int]] = {}  # by keep, layout and the blocks' dtypes
+        for index, request in enumerate(requests):
+            if not request.rows:
+                continue  # alone: no rows, as predict on no rows
+            columns = request.columns
+            if type(columns) is BlockColumns and all(block.shape[1:] == (request.rows,) for block in columns.blocks):
+                key = (request.keep, columns.layout, *(block.dtype for block in columns.blocks))
+                blocked.setdefault(key, []).append(index)
+            else:
+                others.append(index)
+        for (keep, *_), members in blocked.items():
+            rows = [requests[i].rows for i in members]
+            joined = join([requests[i].columns for i in members], rows) if len(members) > 1 else None  # type: ignore[misc]
+            try:
+                table = None if joined is None else as_table(joined, expected=self._expected)
+            except Exception:
+                table = None
+            if table is None or table.num_rows != sum(rows):
+                others += members
+            else:
+                _place(groups, keep, list(zip(members, rows, strict=True)), table)
+        return sorted(others)
 
     def _read_joined(self, members: list[int], requests: list[Request], groups: list[_Group], *,
                      counted: bool = False) -> bool:

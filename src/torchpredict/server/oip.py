@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 
 from torchpredict.errors import TorchPredictError
 from torchpredict.messages import counted, first_line, quoted, shown
+from torchpredict.server.columns import BlockColumns, layout
 
 __all__ = [
     "EXTENSIONS",
@@ -248,18 +249,26 @@ class InferInput:
 
 class Inputs(Sequence[InferInput]):
     """A request's input tensors held column-wise (names, datatypes, shapes, values, in request order), so that
-    reading a one-row request of many inputs makes no object per input; an InferInput is made when one is asked for."""
+    reading a one-row request of many inputs makes no object per input; an InferInput is made when one is asked for.
+    columns: the values as the fast path read them, in blocks (then values is made from it when asked for)."""
 
-    __slots__ = ("datatypes", "names", "shapes", "values")
+    __slots__ = ("_values", "columns", "datatypes", "names", "shapes")
 
     def __init__(self, names: list[str], datatypes: list[str], shapes: list[tuple[int, ...]],
-                 values: list[np.ndarray | list[Any]]) -> None:
-        self.names, self.datatypes, self.shapes, self.values = names, datatypes, shapes, values
+                 values: list[np.ndarray | list[Any]] | None, columns: BlockColumns | None = None) -> None:
+        self.names, self.datatypes, self.shapes, self._values, self.columns = names, datatypes, shapes, values, columns
 
     @classmethod
     def of(cls, tensors: Sequence[InferInput]) -> Inputs:
         return cls([t.name for t in tensors], [t.datatype for t in tensors], [t.shape for t in tensors],
                    [t.values for t in tensors])
+
+    @property
+    def values(self) -> list[np.ndarray | list[Any]]:
+        if self._values is None:
+            assert self.columns is not None
+            self._values = [self.columns[name] for name in self.names]
+        return self._values
 
     def __len__(self) -> int:
         return len(self.names)
@@ -405,24 +414,27 @@ def _fast_json(value: list[Any]) -> Inputs | None:
     n = forms[0][0] if forms[0] else 0
     if n <= 0 or not set(forms) <= {(n,), (n, 1)} or set(map(type, datas)) != _LIST or set(map(len, datas)) != {n}:
         return None
-    values: list[Any] = list(datas)  # strings: their lists as they are
-    for datatype in set(datatypes):
+    where = layout(tuple(names), tuple(datatypes), _BLOCKED)
+    blocks = []
+    for rows in where.blocks:
+        datatype = datatypes[rows[0]]
         kind = _FAST_KINDS[datatype]
-        where = [i for i, d in enumerate(datatypes) if d == datatype] if len(datatypes) > 1 else [0]
-        members = datas if len(where) == len(datas) else [datas[i] for i in where]
-        flat = list(chain.from_iterable(members))
+        flat = list(chain.from_iterable(datas if len(rows) == len(datas) else [datas[i] for i in rows]))
         types = set(map(type, flat))
         if not types <= _FAST_TYPES[kind]:
             return None
-        if kind == "s":
-            continue
         array = np.array(flat, dtype=np.float64 if kind == "f" else None)
         if (kind == "f" and int in types and not np.abs(array).max() < _EXACT) or \
                 (kind == "i" and array.dtype != np.int64):  # beyond int64: numpy reads them another way per input
             return None
-        for i, row in zip(where, array.astype(_native(datatype)).reshape(len(where), n), strict=True):
-            values[i] = row
-    return Inputs(names, datatypes, forms, values)
+        blocks.append(array.astype(_native(datatype)).reshape(len(rows), n))
+    others = [datas[i] for i in where.others]  # strings: their lists as they are
+    if others and not set(map(type, chain.from_iterable(others))) <= _FAST_TYPES["s"]:
+        return None
+    return Inputs(names, datatypes, forms, None, BlockColumns(where, blocks, others))
+
+
+_BLOCKED = frozenset(name for name, kind in _FAST_KINDS.items() if kind != "s")  # datatypes read into blocks
 
 
 def _fast_entries(value: list[Any], binary: memoryview) -> Inputs | None:
@@ -676,7 +688,7 @@ def _flag(parameters: dict[str, Any], name: str, where: str) -> bool:
 # -- inputs as columns ----------------------------------------------------------------------------------
 
 
-def columns_of(spec: ModelSpec, request: InferRequest) -> tuple[dict[str, np.ndarray | list[Any]], int]:
+def columns_of(spec: ModelSpec, request: InferRequest) -> tuple[Mapping[str, np.ndarray | list[Any]], int]:
     """The request's inputs as columns of rows for the model's schema, and the row count.
 
     Each input is one column: [n] or [n, 1] for a column of single values, [n, *shape] for a column whose rows
@@ -715,14 +727,14 @@ def columns_of(spec: ModelSpec, request: InferRequest) -> tuple[dict[str, np.nda
     return columns, n
 
 
-def _fast_columns(spec: ModelSpec, inputs: Inputs) -> tuple[dict[str, np.ndarray | list[Any]], int] | None:
+def _fast_columns(spec: ModelSpec, inputs: Inputs) -> tuple[Mapping[str, np.ndarray | list[Any]], int] | None:
     """columns_of for inputs of single-value columns the model knows, each of shape [n] or [n, 1] and an accepted
     datatype, all of the same n > 0; None for anything else (columns_of then says what is wrong)."""
     shapes = inputs.shapes
     n = shapes[0][0] if shapes and shapes[0] else 0
     if n <= 0 or not set(shapes) <= {(n,), (n, 1)} or not spec.takes(tuple(inputs.names), tuple(inputs.datatypes)):
         return None
-    return dict(zip(inputs.names, inputs.values, strict=True)), n
+    return (inputs.columns if inputs.columns is not None else dict(zip(inputs.names, inputs.values, strict=True))), n
 
 
 def _wrong_datatype(tensor: InferInput, column: TensorSpec) -> str:
