@@ -357,7 +357,8 @@ class Batcher:
 
     def _read_blocks(self, requests: list[Request], groups: list[_Group]) -> list[int]:
         """Read requests of BlockColumns (as the OIP codec gives them) of one keep and layout as one table, a block
-        at a time (see torchpredict.server.columns.join); the others, with rows, to read as _groups does."""
+        at a time (see torchpredict.server.columns.join; a lone one too: it costs less than a column at a time);
+        the others, with rows, to read as _groups does."""
         others: list[int] = []
         blocked: dict[tuple[Any, ...], list[int]] = {}  # by keep, layout and the blocks' dtypes
         for index, request in enumerate(requests):
@@ -371,7 +372,7 @@ class Batcher:
                 others.append(index)
         for (keep, *_), members in blocked.items():
             rows = [requests[i].rows for i in members]
-            joined = join([requests[i].columns for i in members], rows) if len(members) > 1 else None  # type: ignore[misc]
+            joined = join([requests[i].columns for i in members], rows)  # type: ignore[misc]
             try:
                 table = None if joined is None else as_table(joined, expected=self._expected)
             except Exception:
