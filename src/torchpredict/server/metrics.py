@@ -92,21 +92,25 @@ class ModelObserver:
 
     def __init__(self, metrics: Metrics, model: str, version: str) -> None:
         self.metrics, self.labels = metrics, (model, version)
+        m, labels = metrics, self.labels  # the children of every batch, looked up once
+        self._batch = (m.batch_requests.labels(*labels), m.batch_rows.labels(*labels),
+                       m.queue_seconds.labels(*labels), m.inference_seconds.labels(*labels))
+        self._predicted, self._rejected = m.rows.labels(*labels, "predicted"), m.rows.labels(*labels, "rejected")
 
     def batch(self, *, requests: int, rows: int, queued_s: float, run_s: float) -> None:
-        m = self.metrics
-        m.batch_requests.labels(*self.labels).observe(requests)
-        m.batch_rows.labels(*self.labels).observe(rows)
-        m.queue_seconds.labels(*self.labels).observe(queued_s)
-        m.inference_seconds.labels(*self.labels).observe(run_s)
+        batch_requests, batch_rows, queue_seconds, inference_seconds = self._batch
+        batch_requests.observe(requests)
+        batch_rows.observe(rows)
+        queue_seconds.observe(queued_s)
+        inference_seconds.observe(run_s)
 
     def stats(self, stats: Any) -> None:
         """Count a batch's RunStats: rows predicted and rejected, drift per column, text lost per column."""
         m = self.metrics
         if stats.rows_predicted:
-            m.rows.labels(*self.labels, "predicted").inc(stats.rows_predicted)
+            self._predicted.inc(stats.rows_predicted)
         if stats.rows_rejected:
-            m.rows.labels(*self.labels, "rejected").inc(stats.rows_rejected)
+            self._rejected.inc(stats.rows_rejected)
         for column, drift in stats.drift.columns.items():
             for kind in DRIFT_KINDS:
                 count = getattr(drift, kind)
