@@ -11,6 +11,8 @@ import orjson
 import pyarrow as pa
 import pytest
 import tritonclient.http as triton
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from torchpredict.server import oip
 from torchpredict.server.oip import Classes, ModelSpec, RequestError, TensorSpec
@@ -103,6 +105,42 @@ def test_nested_json_data_and_nulls():
 def test_binary_data_that_disagrees_with_its_sizes_is_refused(document: dict, binary: bytes, message: str):
     with pytest.raises(RequestError, match=message):
         oip.parse_request(*raw(document, binary))
+
+
+def _element_by_element(data: bytes, count: int) -> list[str] | str:
+    """What _binary_strings' loop makes of the data: the texts, or its error message."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(oip, "_uniform_strings", lambda data, count: None)
+        try:
+            return oip._binary_strings("city", (count,), memoryview(data), count)
+        except RequestError as exc:
+            return str(exc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 4).flatmap(lambda size: st.lists(st.text(min_size=size, max_size=size), min_size=1,
+                                                        max_size=9)),  # one length in characters, often in bytes
+       st.sampled_from(["as is", "utf-8 cut", "a longer one", "a byte short", "an extra element"]))
+def test_binary_strings_of_one_length_are_read_at_once_as_element_by_element(texts: list[str], change: str):
+    encoded = [t.encode() for t in texts]
+    if change == "utf-8 cut" and any(len(e) > 1 for e in encoded):
+        encoded = [e[:-1] + b"\xff" if len(e) > 1 else e for e in encoded]
+    elif change == "a longer one":
+        encoded[-1] += b"x"
+    data = b"".join(struct.pack("<I", len(e)) + e for e in encoded)
+    count = len(encoded) + (change == "an extra element")
+    if change == "a byte short":
+        data = data[:-1]
+    expected = _element_by_element(data, count)
+    try:
+        got: list[str] | str = oip._binary_strings("city", (count,), memoryview(data), count)
+    except RequestError as exc:
+        got = str(exc)
+    assert got == expected
+    if change == "as is":
+        assert got == texts
+        if len({len(e) for e in encoded}) == 1:  # one length in bytes: read at once
+            assert oip._uniform_strings(memoryview(data), count) == texts
 
 
 def test_the_header_length_must_fit_the_body():
