@@ -497,6 +497,8 @@ def test_a_full_queue_is_503_with_retry_after(server: Server):
 def test_metrics_count_requests_rows_batches_and_drift(server: Server, wine: dict):
     row = {**wine["new"].to_pylist()[0], "alcohol": 99.0}  # far outside the training range
     assert server.post("/v2/models/wine/records", [row]).status == 200
+    assert server.post("/v2/models/wine/records", {"rows": 1}).status == 400  # an error of its own to count
+    assert server.request("GET", "/nowhere").status == 404
     text = server.request("GET", "/metrics").body.decode()
     for name in ("torchpredict_requests_total", "torchpredict_request_duration_seconds_bucket",
                  "torchpredict_batch_rows_bucket", "torchpredict_queue_seconds_bucket",

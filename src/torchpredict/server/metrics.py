@@ -111,7 +111,7 @@ class ModelObserver:
             self._predicted.inc(stats.rows_predicted)
         if stats.rows_rejected:
             self._rejected.inc(stats.rows_rejected)
-        for column, drift in stats.drift.columns.items():
+        for column, drift in stats.drift.columns.items() if stats.drift else ():  # (no drift: no column to ask)
             for kind in DRIFT_KINDS:
                 count = getattr(drift, kind)
                 if count:
