@@ -115,6 +115,23 @@ def test_multiclass_int_labels_stay_ints_and_ties_pick_the_first_label():
     assert list(out) == head.column_names()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_multiclass_labels_and_probabilities_are_torch_argmax_and_gather_for_every_dtype(dtype: torch.dtype):
+    generator = torch.Generator().manual_seed(3)
+    scores = torch.randint(-2, 3, (64, 4), generator=generator).to(torch.float64) / 2  # many ties
+    scores[5, 1], scores[6, 0], scores[7, 2], scores[8] = float("nan"), float("inf"), float("-inf"), float("nan")
+    scores[9, :2] = float("inf")
+    scores = scores.to(dtype)
+    head = MulticlassClassification(labels=["a", "b", "c", "d"])
+    columns = head.interpret(scores)
+    best = torch.argmax(scores.to(torch.float64), dim=1)
+    probabilities = torch.softmax(scores.float(), dim=1)
+    finite = torch.isfinite(scores.float()).all(dim=1)
+    assert columns["prediction"].to_pylist() == [("abcd"[int(i)] if ok else None) for i, ok in zip(best, finite)]
+    expected = probabilities.gather(1, best[:, None])[:, 0].numpy()
+    np.testing.assert_array_equal(columns["prediction_probability"].to_numpy(zero_copy_only=False), expected)
+
+
 def test_multiclass_from_probabilities_passes_them_through():
     head = MulticlassClassification(labels=["a", "b"], from_logits=False)
     out = head.interpret(torch.tensor([[0.3, 0.7], [0.9, 0.1]], dtype=torch.float64))

@@ -22,13 +22,13 @@ from torchpredict.heads.base import (
     check_output,
     check_target,
     is_table,
-    per_row,
     register_head,
     shape_error,
     target_column,
 )
 from torchpredict.heads.labels import Labels, check_labels, encode_labels, label_array, take_labels
 from torchpredict.heads.outputs import Output, as_tensor
+from torchpredict.inference.batch import finite_rows
 
 __all__ = ["BinaryClassification", "MulticlassClassification", "MultilabelClassification"]
 
@@ -184,23 +184,22 @@ class MulticlassClassification(_Classifier):
         if tensor.ndim != 2 or tensor.shape[1] != len(classes):
             raise shape_error(self, f"[n, {len(classes)}] (one score per label)", tensor)
         probabilities = torch.softmax(tensor.float(), dim=1) if self.from_logits else tensor.float()
-        scores = tensor.to(torch.float64)  # exact for every input dtype, so ties are the model's own
-        best = torch.argmax(scores, dim=1)
-        chosen = probabilities.gather(1, best[:, None])[:, 0]
+        best, chosen = _best(tensor, probabilities)
         if finite is None:
             finite = _finite_rows(tensor)
-        columns = {self.target: _where_finite(take_labels(classes, best.numpy()), tensor, finite),
-                   f"{self.target}_probability": pa.array(chosen.numpy())}
+        columns = {self.target: _where_finite(take_labels(classes, best), tensor, finite),
+                   f"{self.target}_probability": pa.array(chosen)}
         if self.probabilities:
             per_class = probabilities.T.contiguous()
             for j, label in enumerate(classes):
                 columns[f"{self.target}_probability_{label}"] = pa.array(per_class[j].numpy())
-        return columns | self._top_k(scores, probabilities, classes, finite)
+        return columns | self._top_k(tensor, probabilities, classes, finite)
 
-    def _top_k(self, scores: torch.Tensor, probabilities: torch.Tensor,
+    def _top_k(self, tensor: torch.Tensor, probabilities: torch.Tensor,
                classes: Labels, finite: np.ndarray) -> dict[str, pa.Array]:
         if not self.top_k:
             return {}
+        scores = tensor.to(torch.float64)  # exact for every input dtype, so ties are the model's own
         # A stable descending sort keeps equal scores in label order, so top1 is always the argmax.
         order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, : self.top_k]
         top = probabilities.gather(1, order).T.contiguous()
@@ -316,9 +315,21 @@ class MultilabelClassification(Head):
                 "from_logits": self.from_logits, "output": self.output}
 
 
+def _best(scores: torch.Tensor, probabilities: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the index of its highest score (the first, on a tie) and that label's probability: by numpy where
+    it can view the tensors (a fraction of torch's cost per call on a small batch; a float32 score compares as
+    its exact float64 does, and a probability is a copy), else by torch on the scores as exact float64."""
+    if scores.device.type == "cpu" and scores.dtype in (torch.float32, torch.float64):
+        values, p = scores.detach().numpy(), probabilities.detach().numpy()
+        best = values.argmax(axis=1) if len(values) else np.zeros(0, np.int64)
+        return best, p[np.arange(len(p)), best]
+    best_tensor = torch.argmax(scores.to(torch.float64), dim=1)
+    return best_tensor.numpy(), probabilities.gather(1, best_tensor[:, None])[:, 0].numpy()
+
+
 def _finite_rows(scores: torch.Tensor) -> np.ndarray:
     """Per row, whether its scores are all finite (as ModelBatch.finite_rows works it out)."""
-    return torch.isfinite(per_row(scores)).all(dim=1).numpy()
+    return finite_rows(scores)
 
 
 def _where_finite(labels: pa.Array, scores: torch.Tensor, finite: np.ndarray | None = None) -> pa.Array:
