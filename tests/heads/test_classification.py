@@ -127,7 +127,8 @@ def test_multiclass_labels_and_probabilities_are_torch_argmax_and_gather_for_eve
     best = torch.argmax(scores.to(torch.float64), dim=1)
     probabilities = torch.softmax(scores.float(), dim=1)
     finite = torch.isfinite(scores.float()).all(dim=1)
-    assert columns["prediction"].to_pylist() == [("abcd"[int(i)] if ok else None) for i, ok in zip(best, finite)]
+    labels = [("abcd"[int(i)] if ok else None) for i, ok in zip(best, finite, strict=True)]
+    assert columns["prediction"].to_pylist() == labels
     expected = probabilities.gather(1, best[:, None])[:, 0].numpy()
     np.testing.assert_array_equal(columns["prediction_probability"].to_numpy(zero_copy_only=False), expected)
 

@@ -194,6 +194,15 @@ def test_datatypes_that_do_not_match_the_schema_are_refused(entry: dict, message
     ([{"name": "price", "datatype": "FP64", "shape": [1], "data": [1.0]}] * 2,
      r"input\(s\) 'price' given more than once"),
     ([], r"needs 'inputs', a non-empty list of tensors, got a list"),
+    # a value its datatype cannot hold is refused, never wrapped around or made infinite
+    ([{"name": "rooms", "datatype": "INT8", "shape": [2], "data": [1, 300]}],
+     r"input 'rooms': 300 at position 1 does not fit INT8"),
+    ([{"name": "rooms", "datatype": "UINT8", "shape": [2], "data": [-1, 3]}],
+     r"input 'rooms': -1 at position 0 does not fit UINT8"),
+    ([{"name": "price", "datatype": "FP16", "shape": [1], "data": [1e10]}],
+     r"input 'price': 10000000000.0 at position 0 does not fit FP16"),
+    ([{"name": "price", "datatype": "FP32", "shape": [1, 1], "data": [[1e300]]}],
+     r"input 'price': 1e\+300 at position 0 does not fit FP32"),
 ])
 def test_shapes_and_data_that_lie_are_refused(entries: list, message: str):
     with pytest.raises(RequestError, match=message):

@@ -360,19 +360,20 @@ class Batcher:
         at a time (see torchpredict.server.columns.join; a lone one too: it costs less than a column at a time);
         the others, with rows, to read as _groups does."""
         others: list[int] = []
-        blocked: dict[tuple[Any, ...], list[int]] = {}  # by keep, layout and the blocks' dtypes
+        blocked: dict[tuple[Any, ...], list[tuple[int, BlockColumns]]] = {}  # by keep, layout and blocks' dtypes
         for index, request in enumerate(requests):
             if not request.rows:
                 continue  # alone: no rows, as predict on no rows
             columns = request.columns
-            if type(columns) is BlockColumns and all(block.shape[1:] == (request.rows,) for block in columns.blocks):
+            if isinstance(columns, BlockColumns) and all(b.shape[1:] == (request.rows,) for b in columns.blocks):
                 key = (request.keep, columns.layout, *(block.dtype for block in columns.blocks))
-                blocked.setdefault(key, []).append(index)
+                blocked.setdefault(key, []).append((index, columns))
             else:
                 others.append(index)
-        for (keep, *_), members in blocked.items():
+        for (keep, *_), found in blocked.items():
+            members = [index for index, _ in found]
             rows = [requests[i].rows for i in members]
-            joined = join([requests[i].columns for i in members], rows)  # type: ignore[misc]
+            joined = join([columns for _, columns in found], rows)
             try:
                 table = None if joined is None else as_table(joined, expected=self._expected)
             except Exception:

@@ -427,7 +427,11 @@ def _fast_json(value: list[Any]) -> Inputs | None:
         if (kind == "f" and int in types and not np.abs(array).max() < _EXACT) or \
                 (kind == "i" and array.dtype != np.int64):  # beyond int64: numpy reads them another way per input
             return None
-        blocks.append(array.astype(_native(datatype)).reshape(len(rows), n))
+        with np.errstate(over="ignore"):
+            converted = array.astype(_native(datatype))
+        if _changed(array, converted) is not None:  # a value that does not fit: the general path names it
+            return None
+        blocks.append(converted.reshape(len(rows), n))
     others = [datas[i] for i in where.others]  # strings: their lists as they are
     if others and not set(map(type, chain.from_iterable(others))) <= _FAST_TYPES["s"]:
         return None
@@ -503,7 +507,10 @@ def _fast_entries(value: list[Any], binary: memoryview) -> Inputs | None:
             offsets[kind] = end = start + len(data)
             whole = converted.get(datatype)
             if whole is None:
-                whole = converted[datatype] = arrays[kind].astype(_native(datatype))
+                with np.errstate(over="ignore"):
+                    whole = converted[datatype] = arrays[kind].astype(_native(datatype))
+                if _changed(arrays[kind], whole) is not None:  # a value that does not fit: the general path names it
+                    return None
             values = whole[start:end]
         found.append(InferInput(name, datatype, shape, values))
     return Inputs.of(found)
@@ -564,10 +571,29 @@ def _json_values(name: str, datatype: str, shape: tuple[int, ...], data: Any) ->
         flat = list(_flatten(data, name))
         bad = next((i for i, v in enumerate(flat) if not _fits(v, datatype)), 0)
         raise RequestError(_wrong_value(name, datatype, flat[bad], bad))
+    flat_array = array.reshape(-1)
     try:
-        return array.reshape(-1).astype(_native(datatype))
+        with np.errstate(over="ignore"):  # an overflow is found below, and named
+            converted = flat_array.astype(_native(datatype))
     except OverflowError as exc:
         raise RequestError(f"input {shown(name)}: a value does not fit {datatype}: {first_line(exc)}") from None
+    changed = _changed(flat_array, converted)
+    if changed is not None:
+        raise RequestError(f"input {shown(name)}: {shown(flat_array[changed].item())} at position {changed} does not "
+                           f"fit {datatype}")
+    return converted
+
+
+def _changed(values: np.ndarray, converted: np.ndarray) -> int | None:
+    """The position of the first value the conversion to a datatype changed (an integer wrapped around, a finite
+    number overflowed to infinity), or None: the server never hands the model a value the client did not send."""
+    if converted.dtype.kind in "iu" and values.dtype.kind in "iu":
+        wrapped = np.flatnonzero(converted != values)
+    elif converted.dtype.kind == "f":
+        wrapped = np.flatnonzero(np.isinf(converted) & ~np.isinf(values))
+    else:
+        return None
+    return int(wrapped[0]) if len(wrapped) else None
 
 
 def _flatten(data: list[Any], name: str, depth: int = 0) -> Iterator[Any]:
