@@ -594,3 +594,47 @@ def test_each_worker_runs_torch_on_its_share_of_the_cores_less_one(monkeypatch, 
         assert torch.get_num_threads() == expected
     finally:
         torch.set_num_threads(before)
+
+
+# -- in process -------------------------------------------------------------------------------------------
+
+
+def asgi_call(app, method: str, path: str, body: bytes = b"") -> tuple[int, dict]:
+    """One request to an ASGI app in this process (no server): its status and JSON body."""
+    import asyncio
+
+    async def main() -> list[dict]:
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": method, "path": path, "root_path": "", "headers": []}
+        await app(scope, receive, send)
+        return sent
+
+    start, reply = asyncio.run(main())
+    return start["status"], orjson.loads(reply["body"])
+
+
+def test_a_model_name_with_a_slash_is_routed_whole(wine_bundle: Path, wine: dict):
+    from torchpredict.server.app import create_app
+
+    app = create_app({"fraud/v2": load(wine_bundle, device="cpu"), "fraud": load(wine_bundle, device="cpu")})
+    try:
+        status, metadata = asgi_call(app, "GET", "/v2/models/fraud/v2")
+        assert status == 200 and metadata["name"] == "fraud/v2"
+        status, ready = asgi_call(app, "GET", "/v2/models/fraud/v2/versions/1/ready")
+        assert status == 200 and ready == {"name": "fraud/v2", "version": "1", "ready": True}
+        row = wine["new"].to_pylist()[0]
+        status, answer = asgi_call(app, "POST", "/v2/models/fraud/v2/records", orjson.dumps([row]))
+        assert status == 200 and answer["model_name"] == "fraud/v2" and len(answer["predictions"]) == 1
+        status, other = asgi_call(app, "GET", "/v2/models/fraud")
+        assert status == 200 and other["name"] == "fraud"
+        status, missing = asgi_call(app, "GET", "/v2/models/fraud/v3/ready")
+        assert status == 404 and "no route" in missing["error"]
+    finally:
+        app.close(30)

@@ -26,7 +26,7 @@ import logging
 import time
 import zipfile
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,6 +197,7 @@ class App:
         for model in served:
             self.models.setdefault(model.name, {})[model.version] = model
         self.latest = {name: versions[max(versions, key=_version_key)] for name, versions in self.models.items()}
+        self.slashed = {name for name in self.models if "/" in name}  # names the router must look for whole
         self.started = False
         self.closed = False
         self.server_metadata = orjson.dumps({"name": "torchpredict", "version": __version__,
@@ -254,7 +255,7 @@ class App:
             if root and path.startswith(root):
                 path = path[len(root):]
             parts = [p for p in path.split("/") if p]
-            endpoint, allowed, target = _route(parts)
+            endpoint, allowed, target = _route(parts, self.slashed)
             if target and target[0] in self.models:
                 model_name = target[0]
             if endpoint == "unknown":
@@ -448,8 +449,11 @@ class App:
             model.spec, model.outputs_known = spec, True
 
 
-def _route(parts: list[str]) -> tuple[str, tuple[str, ...], list[str]]:
-    """(endpoint, allowed methods, [model name, version]) of a path's parts; endpoint "unknown" for no route."""
+def _route(parts: list[str], names: Collection[str] = ()) -> tuple[str, tuple[str, ...], list[str]]:
+    """(endpoint, allowed methods, [model name, version]) of a path's parts; endpoint "unknown" for no route.
+
+    names: the served model names; one may hold "/" (a bundle's name is any text), so the model is the longest
+    served name the parts after models/ start with, else their first part."""
     get, post = ("GET",), ("POST",)
     if parts == ["metrics"]:
         return "metrics", get, []
@@ -466,9 +470,11 @@ def _route(parts: list[str]) -> tuple[str, tuple[str, ...], list[str]]:
         return "repository", post, []
     if len(rest) < 2 or rest[0] != "models":
         return "unknown", get, []
-    target, tail = [rest[1]], rest[2:]
+    width = next((k for k in range(len(rest) - 1, 1, -1) if "/".join(rest[1:k + 1]) in names), 1)
+    name = "/".join(rest[1:width + 1])
+    target, tail = [name], rest[width + 1:]
     if len(tail) >= 2 and tail[0] == "versions":
-        target, tail = [rest[1], tail[1]], tail[2:]
+        target, tail = [name, tail[1]], tail[2:]
     if not tail:
         return "model_metadata", get, target
     if tail == ["ready"]:
