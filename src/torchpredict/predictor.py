@@ -33,6 +33,8 @@ from torchpredict.stats import RunStats
 
 __all__ = ["Assembled", "Predictor", "RunStats", "input_rows", "read_heads", "set_aside"]
 
+REJECTS_HINT = "pass rejects=... (CLI --rejects FILE) to set such rows aside"  # the server words it its way
+
 DEFAULT_BATCH_SIZE = 1024
 _LAYOUTS = 16  # input layouts whose model-input check is remembered per predictor
 Rejects = Callable[[pa.Table], Any]  # receives the rejected rows of each batch
@@ -324,7 +326,7 @@ def set_aside(table: pa.Table, columns: dict[str, pa.Array], reasons: pa.Array |
         return table, columns, None
     if not reject:
         raise PredictionError(f"row {int(rows[bad[0]])}: {reasons[int(bad[0])]} ({len(bad)} such row(s) in this "
-                              "batch); pass rejects=... (CLI --rejects FILE) to set such rows aside")
+                              f"batch); {REJECTS_HINT}")
     problems = RowProblems(collect=True)
     problems.add(bad, lambda some: [reasons[int(i)].as_py() for i in some], lambda row: "")
     refused = problems.rejected(table, table.column_names, 0)

@@ -638,3 +638,24 @@ def test_a_model_name_with_a_slash_is_routed_whole(wine_bundle: Path, wine: dict
         assert status == 404 and "no route" in missing["error"]
     finally:
         app.close(30)
+
+
+def test_errors_suggest_what_a_request_of_the_endpoint_can_say(wine_bundle: Path, wine: dict):
+    from torchpredict.server.app import create_app
+
+    app = create_app({"wine": load(wine_bundle, device="cpu")})
+    row = wine["new"].to_pylist()[0]
+    try:
+        status, error = asgi_call(app, "POST", "/v2/models/wine/records", orjson.dumps([{**row, "note": "x"}]))
+        assert status == 400 and "unexpected column(s) 'note'" in error["error"]
+        assert 'add "keep": [...] to the request' in error["error"] and "CLI" not in error["error"]
+        inputs = [{"name": n, "datatype": "FP64", "shape": [1], "data": [v]} for n, v in row.items()]
+        extra = {"name": "note", "datatype": "BYTES", "shape": [1], "data": ["x"]}
+        status, error = asgi_call(app, "POST", "/v2/models/wine/infer", orjson.dumps({"inputs": [*inputs, extra]}))
+        assert status == 400 and "drop them (GET /v2/models/{name} lists the model's inputs)" in error["error"]
+        huge = orjson.dumps([{**row, "alcohol": 1e300}])  # finite, but past float32 once standardized: no score
+        status, error = asgi_call(app, "POST", "/v2/models/wine/records", huge)
+        assert status == 400 and "not finite" in error["error"]
+        assert 'send "rejects": true to have such rows set aside' in error["error"] and "CLI" not in error["error"]
+    finally:
+        app.close(30)

@@ -45,6 +45,8 @@ RowCheck = Callable[[pa.Table, RowReport], None]
 
 __all__ = ["MAX_CATEGORIES", "Column", "ColumnStats", "Schema", "Validated"]
 
+KEEP_HINT = "pass keep=[...] (CLI --keep) to copy them to the output, or drop them"  # the server words it its way
+
 MAX_CATEGORIES = 1000  # more distinct strings than this: neither categories nor their counts are recorded
 MAX_HINTS = 5  # "did you mean" pairs shown in a columns error
 MAX_HINT_PAIRS = 20_000  # (unexpected, missing) name pairs difflib compares for them at most: under 0.1 s
@@ -197,8 +199,7 @@ class Schema:
         unexpected = [n for n in present if n not in self.names and n not in keep]
         if unexpected:
             problems.append(
-                f"{counted('unexpected column', unexpected)}{_did_you_mean(unexpected, missing)}; pass keep=[...] "
-                "(CLI --keep) to copy them to the output, or drop them"
+                f"{counted('unexpected column', unexpected)}{_did_you_mean(unexpected, missing)}; {KEEP_HINT}"
             )
         if problems:
             raise SchemaError("; ".join(problems))

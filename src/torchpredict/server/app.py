@@ -42,6 +42,8 @@ from torchpredict.errors import (
     TorchPredictError,
 )
 from torchpredict.messages import first_line, one_line, quoted, shown
+from torchpredict.predictor import REJECTS_HINT
+from torchpredict.schema.schema import KEEP_HINT
 from torchpredict.server import oip
 from torchpredict.server.batcher import Batcher, Overloaded, Request
 from torchpredict.server.metrics import Metrics
@@ -385,7 +387,7 @@ class App:
         return HTTPError(413, f"the request body ({size:,} bytes or more) is over this server's limit of "
                               f"{self.max_body / MB:g} MiB (--max-body-mb)", kind="BodyTooLarge")
 
-    async def predict(self, model: Served, request: Request, timeout_s: float | None) -> Any:
+    async def predict(self, model: Served, request: Request, timeout_s: float | None, endpoint: str) -> Any:
         timeout = self.timeout_s if timeout_s is None else min(timeout_s, self.timeout_s)
         expired: list[bool] = []
         try:  # a request that times out is cancelled: the batcher drops it if the model has not taken it yet
@@ -404,7 +406,7 @@ class App:
             raise HTTPError(503, f"model {shown(model.name)} is overloaded: {first_line(exc)}; retry later",
                             [(b"retry-after", b"1")], "Overloaded") from None
         except BAD_REQUEST as exc:
-            raise HTTPError(400, one_line(str(exc)), kind=type(exc).__name__) from None
+            raise HTTPError(400, _over_http(one_line(str(exc)), endpoint), kind=type(exc).__name__) from None
         except TorchPredictError as exc:  # the model, not the request: a one-line 500
             raise HTTPError(500, f"model {shown(model.name)} failed: {one_line(str(exc))}",
                             kind=type(exc).__name__) from None
@@ -418,7 +420,7 @@ class App:
             columns, rows = oip.columns_of(model.spec, request)
         except oip.RequestError as exc:
             raise HTTPError(400, one_line(str(exc)), kind="RequestError") from None
-        answer = await self.predict(model, Request(columns, rows), request.timeout_s)
+        answer = await self.predict(model, Request(columns, rows), request.timeout_s, "infer")
         if not model.outputs_known:
             self.learn_outputs(model, answer.table)
         try:
@@ -436,7 +438,7 @@ class App:
         except oip.RequestError as exc:
             raise HTTPError(400, one_line(str(exc)), kind="RequestError") from None
         request = Request(parsed.columns, parsed.rows, rejects=parsed.rejects, keep=parsed.keep)
-        answer = await self.predict(model, request, None)
+        answer = await self.predict(model, request, None, "records")
         return 200, encode_records(model.name, model.version, answer.table, answer.rejected), []
 
     def learn_outputs(self, model: Served, table: pa.Table) -> None:
@@ -447,6 +449,22 @@ class App:
             spec = oip.model_spec(model.name, model.version, model.predictor.schema.columns, model.predictor.heads,
                                   outputs)
             model.spec, model.outputs_known = spec, True
+
+
+# The Python and CLI options a message suggests, as a request of each endpoint says them.
+_HINTS = {
+    "records": {KEEP_HINT: 'add "keep": [...] to the request to copy them to the output, or drop them',
+                REJECTS_HINT: 'send "rejects": true to have such rows set aside'},
+    "infer": {KEEP_HINT: "drop them (GET /v2/models/{name} lists the model's inputs)",
+              REJECTS_HINT: 'send the rows to .../records with "rejects": true to have such rows set aside'},
+}
+
+
+def _over_http(message: str, endpoint: str) -> str:
+    """A torchpredict message with its Python/CLI hints in the words of the endpoint's requests."""
+    for hint, words in _HINTS.get(endpoint, {}).items():
+        message = message.replace(hint, words)
+    return message
 
 
 def _route(parts: list[str], names: Collection[str] = ()) -> tuple[str, tuple[str, ...], list[str]]:
