@@ -37,6 +37,7 @@ from torchpredict.bundle import load, save
 from torchpredict.errors import SchemaError
 from torchpredict.heads.sequences import Seq2Seq
 from torchpredict.preprocessing import Preprocessor, TextEncode
+from torchpredict.schema.schema import KEEP_HINT
 
 TESTS = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-token"
@@ -405,8 +406,9 @@ def test_bad_requests_are_400_with_the_torchpredict_message(server: Server, clie
         predictors["wine"].predict(misspelt)
     with pytest.raises(InferenceServerException) as raised:
         client.infer("wine", inputs_of(misspelt), headers=auth())
-    assert raised.value.status() == "400" and raised.value.message() == str(missing.value)
-    assert "did you mean 'alcohol'" in raised.value.message()
+    said_over_http = str(missing.value).replace(KEEP_HINT, "drop them (GET /v2/models/{name} lists the model's inputs)")
+    assert raised.value.status() == "400" and raised.value.message() == said_over_http
+    assert "did you mean 'alcohol'" in raised.value.message() and "CLI" not in raised.value.message()
     lying = {"inputs": [{"name": "alcohol", "datatype": "FP64", "shape": [3], "parameters": {"binary_data_size": 16}}]}
     header = orjson.dumps(lying)
     reply = server.request("POST", "/v2/models/wine/infer", header + b"\0" * 16,

@@ -133,6 +133,7 @@ def _plain(values: Any) -> Any:
     return type(values).__name__, repr(values)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # good_entries' FP16 blobs
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(requests())
 def test_fast_and_general_paths_agree(monkeypatch_request: Any) -> None:
