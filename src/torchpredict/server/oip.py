@@ -427,11 +427,14 @@ def _fast_json(value: list[Any]) -> Inputs | None:
         if (kind == "f" and int in types and not np.abs(array).max() < _EXACT) or \
                 (kind == "i" and array.dtype != np.int64):  # beyond int64: numpy reads them another way per input
             return None
-        with np.errstate(over="ignore"):
-            converted = array.astype(_native(datatype))
-        if _changed(array, converted) is not None:  # a value that does not fit: the general path names it
-            return None
-        blocks.append(converted.reshape(len(rows), n))
+        native = _native(datatype)
+        if array.dtype != native:
+            with np.errstate(over="ignore"):
+                converted = array.astype(native)
+            if _changed(array, converted) is not None:  # a value that does not fit: the general path names it
+                return None
+            array = converted
+        blocks.append(array.reshape(len(rows), n))
     others = [datas[i] for i in where.others]  # strings: their lists as they are
     if others and not set(map(type, chain.from_iterable(others))) <= _FAST_TYPES["s"]:
         return None
