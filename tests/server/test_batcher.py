@@ -205,6 +205,23 @@ def sizes_to_requests(table: pa.Table, sizes: Sequence[int], **options: Any) -> 
             for i, (start, size) in enumerate(zip(starts, sizes, strict=False))]
 
 
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The rows of every table the batcher reads (as_table), as they come."""
+    import torchpredict.server.batcher as batcher_module
+
+    found: list[int] = []
+    real = batcher_module.as_table
+
+    def counted(data: Any, **options: Any) -> pa.Table:
+        table = real(data, **options)
+        found.append(table.num_rows)
+        return table
+
+    monkeypatch.setattr(batcher_module, "as_table", counted)
+    return found
+
+
 # -- coalescing ------------------------------------------------------------------------------------
 
 
@@ -221,18 +238,7 @@ def test_concurrent_requests_share_one_model_batch_and_each_gets_predict_of_it_a
         assert_same(answer, alone(reference, req))
 
 
-def test_like_requests_are_read_as_one_table_and_unlike_ones_alone(predictor, reference, rows, monkeypatch):
-    import torchpredict.server.batcher as batcher_module
-
-    reads: list[int] = []
-    real = batcher_module.as_table
-
-    def counted(data: Any, **options: Any) -> pa.Table:
-        table = real(data, **options)
-        reads.append(table.num_rows)
-        return table
-
-    monkeypatch.setattr(batcher_module, "as_table", counted)
+def test_like_requests_are_read_as_one_table_and_unlike_ones_alone(predictor, reference, rows, reads):
     gate = Gate(predictor)
     batcher = Batcher(predictor)
     like = [request(rows.slice(1 + i, 1), lists=True) for i in range(8)]  # as the records endpoint sends rows
@@ -245,18 +251,7 @@ def test_like_requests_are_read_as_one_table_and_unlike_ones_alone(predictor, re
         assert_same(answer, alone(reference, req))
 
 
-def test_numpy_requests_are_read_together_by_dtype_and_others_alone(predictor, reference, rows, monkeypatch):
-    import torchpredict.server.batcher as batcher_module
-
-    reads: list[int] = []
-    real = batcher_module.as_table
-
-    def counted(data: Any, **options: Any) -> pa.Table:
-        table = real(data, **options)
-        reads.append(table.num_rows)
-        return table
-
-    monkeypatch.setattr(batcher_module, "as_table", counted)
+def test_numpy_requests_are_read_together_by_dtype_and_others_alone(predictor, reference, rows, reads):
     gate = Gate(predictor)
     batcher = Batcher(predictor)
     like = [request(rows.slice(1 + i, 2)) for i in range(0, 6, 2)]
@@ -284,19 +279,7 @@ def blocked(table: pa.Table, dtype: Any = np.float64, count: int | None = None) 
     return Request(BlockColumns(where, [block], []), table.num_rows if count is None else count)
 
 
-def test_codec_requests_are_read_together_a_block_at_a_time_and_others_as_before(predictor, reference, rows,
-                                                                                  monkeypatch):
-    import torchpredict.server.batcher as batcher_module
-
-    reads: list[int] = []
-    real = batcher_module.as_table
-
-    def counted(data: Any, **options: Any) -> pa.Table:
-        table = real(data, **options)
-        reads.append(table.num_rows)
-        return table
-
-    monkeypatch.setattr(batcher_module, "as_table", counted)
+def test_codec_requests_are_read_together_a_block_at_a_time_and_others_as_before(predictor, reference, rows, reads):
     gate = Gate(predictor)
     batcher = Batcher(predictor)
     like = [blocked(rows.slice(1 + i, 1)) for i in range(5)]
