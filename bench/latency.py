@@ -10,7 +10,9 @@ Three bundles, built here from generated data (torch.manual_seed fixed):
 
 Each cell is the median time of one call over many repeats (µs), on one torch thread, after gc.freeze() (as a
 serving process would do after loading). The stages are timed on an Arrow table of the rows; predict on the
-table and on a list of records (what a server parses a JSON body into). "stages" is the sum of the five.
+table and on a list of records (what a server parses a JSON body into). "stages" is the sum of the five, each
+timed in a loop of its own (its code and data hot in the caches); "in sequence" times the five one after the other,
+as predict and the server run them, which on a small batch costs about twice as much (the caches cold for each).
 Run: `.venv/bin/python bench/latency.py [--quick] [--json FILE] [--compare FILE]`; --compare prints the
 ratio of each cell to the same cell of an earlier --json run (e.g. of the code before a change).
 """
@@ -169,8 +171,15 @@ def measure(predictor: Predictor, table: pa.Table, budget: float) -> dict[str, f
         "predict (Arrow table)": lambda: predictor.predict(table),
         "predict (records)": lambda: predictor.predict(records),
     }
+
+    def in_sequence() -> Any:
+        checked = predictor.validate(table)
+        [ran] = list(predictor.infer(predictor.preprocess(checked)))
+        return predictor.assemble(checked, predictor.interpret(ran), predictor.refused(ran))
+
     found = {name: timed(call, budget) for name, call in calls.items()}
     found["stages"] = sum(found[s] for s in STAGES)
+    found["in sequence"] = timed(in_sequence, budget)
     return found
 
 
@@ -231,7 +240,7 @@ def report(results: dict[str, dict[str, dict[str, float]]], earlier: dict | None
                 cells.append(f"{text:>13}")
             lines.append(f"{bundle:<6} {name:<22}" + "".join(cells))
         if bundle == "bench":
-            for name in ("stages", "predict (Arrow table)", "predict (records)"):
+            for name in ("stages", "in sequence", "predict (Arrow table)", "predict (records)"):
                 cells = [f"{by_size[n][name] / by_size[n]['numpy by hand']:>12.1f}x" for n in sizes]
                 lines.append(f"{bundle:<6} {name[:13] + ' x numpy':<22}" + "".join(cells))
         lines.append("")

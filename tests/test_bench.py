@@ -24,4 +24,4 @@ def test_latency_bench_runs_quickly_and_prints_its_table():
     result = subprocess.run([sys.executable, str(BENCH / "latency.py"), "--quick"], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "predict (records)" in result.stdout and "x numpy" in result.stdout
+    assert "predict (records)" in result.stdout and "x numpy" in result.stdout and "in sequence" in result.stdout
