@@ -100,7 +100,7 @@ def outcome(preprocessor: Preprocessor, data: Any, on_error: str) -> tuple:
     try:
         validated = schema.validate(data, keep=(), on_error=on_error,  # type: ignore[arg-type]
                                     row_check=preprocessor.check_rows)
-        x = preprocessor.transform(validated.table) if validated.table.num_rows else {}
+        x = preprocessor.transform(validated.table, floats=validated.floats) if validated.table.num_rows else {}
     except TorchPredictError as exc:
         return ("error", type(exc), str(exc))
     return ("ok", validated, x)
@@ -156,3 +156,17 @@ def test_the_fast_paths_are_taken_for_plain_inputs() -> None:
     x = preprocessor.transform(table)["x"]
     with general_path():
         assert np.array_equal(preprocessor.transform(table)["x"], x)
+
+
+def test_preprocessing_reuses_the_float_block_validation_read_and_only_a_fitting_one():
+    table = pa.table({"f0": [1.0, 2.0, 3.0], "f1": [0.5, -1.0, 4.0], "s0": ["a", "b", "a"]})
+    preprocessor = Preprocessor([Standardize(["f0", "f1"]), OneHot(["s0"])]).fit(table)
+    validated = preprocessor.schema_.validate(table, row_check=preprocessor.check_rows)
+    block = validated.floats[("f0", "f1")]
+    assert block.shape == (3, 2) and block.tolist() == [[1.0, 0.5], [2.0, -1.0], [3.0, 4.0]]
+    expected = preprocessor.transform(table)["x"]
+    assert np.array_equal(preprocessor.transform(table, floats=validated.floats)["x"], expected)
+    doubled = {("f0", "f1"): block * 2}  # the block is what the plan standardizes: it is used
+    assert not np.array_equal(preprocessor.transform(table, floats=doubled)["x"], expected)
+    short = {("f0", "f1"): block[:2]}  # not the table's rows: read from the table instead
+    assert np.array_equal(preprocessor.transform(table, floats=short)["x"], expected)

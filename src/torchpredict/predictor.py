@@ -192,8 +192,10 @@ class Predictor:
 
     def preprocess(self, validated: Validated | pa.Table, stats: RunStats | None = None) -> dict[str, np.ndarray]:
         """Stage 2: model inputs for validated rows; what encoding text lost goes to stats.text when stats is given."""
-        table = validated.table if isinstance(validated, Validated) else validated
-        return self.preprocessor.transform(table, counts=None if stats is None else stats.text)
+        if isinstance(validated, Validated):  # with the float blocks validation read, not to read them again
+            return self.preprocessor.transform(validated.table, counts=None if stats is None else stats.text,
+                                               floats=validated.floats)
+        return self.preprocessor.transform(validated, counts=None if stats is None else stats.text)
 
     def infer(self, inputs: Mapping[str, np.ndarray], *, batch_size: int | None = None) -> Iterator[ModelBatch]:
         """Stage 3: the model's outputs for preprocessed inputs, in batches of batch_size (default the

@@ -36,6 +36,7 @@ class TransformPlan:
                  onehots: list[tuple[OneHot, int, str, np.ndarray]], widths: Mapping[str, int]) -> None:
         self.names = list(names)  # the features, in schema order
         self.float_names = [name for name, *_ in floats]
+        self.float_key = tuple(self.float_names)  # how validation names the same block (Validated.floats)
         self.mean = np.array([mean for _, mean, _, _, _ in floats], dtype=np.float64)
         self.scale = np.array([scale for _, _, scale, _, _ in floats], dtype=np.float64)
         # model input -> (positions in the block, columns of the input, whether that is the whole block as the
@@ -91,21 +92,25 @@ class TransformPlan:
                 onehots.append((step, i, input_name, np.array([j for _, j in targets], dtype=np.int64)))
         return cls(names, floats, onehots, {n: len(c) for n, c in inputs.items()})
 
-    def run(self, table: pa.Table) -> dict[str, np.ndarray] | None:
-        """The model inputs, as Preprocessor.transform gives them; None where this path does not take the table."""
+    def run(self, table: pa.Table, floats: Mapping[tuple[str, ...], np.ndarray] | None = None
+            ) -> dict[str, np.ndarray] | None:
+        """The model inputs, as Preprocessor.transform gives them; None where this path does not take the table.
+        floats: the table's float columns already read as [rows, columns] arrays, by column names."""
         n = table.num_rows
         if not n:
             return None
         out = {name: _zeros(n, width) for name, width in self.widths.items()}
         if self.float_names:
-            block = table.select(self.float_names)
-            batches = block.to_batches()
-            if len(batches) != 1:
-                batches = block.combine_chunks().to_batches()
-            try:
-                x = np.asarray(batches[0].to_tensor(null_to_nan=True, row_major=True))
-            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-                return None  # columns of several types
+            x = None if floats is None else floats.get(self.float_key)
+            if x is None or x.shape != (n, len(self.float_names)):
+                block = table.select(self.float_names)
+                batches = block.to_batches()
+                if len(batches) != 1:
+                    batches = block.combine_chunks().to_batches()
+                try:
+                    x = np.asarray(batches[0].to_tensor(null_to_nan=True, row_major=True))
+                except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                    return None  # columns of several types
             if x.dtype != np.float64:
                 return None
             scaled = (x - self.mean) / self.scale

@@ -95,10 +95,12 @@ class Preprocessor:
         self.input_dtypes_ = {n: _input_dtype(frame, n, cols, lineage) for n, cols in inputs.items()}
         return self
 
-    def transform(self, data: Any, *, counts: TextCounts | None = None) -> dict[str, np.ndarray]:
+    def transform(self, data: Any, *, counts: TextCounts | None = None,
+                  floats: Mapping[tuple[str, ...], np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """{input name: [rows, columns] array} in `inputs` order; expects data that passed schema_.validate.
 
         counts: where TextEncode steps add what they truncated and did not know, instead of warning.
+        floats: float feature columns of data already read as [rows, columns] arrays (Validated.floats).
         """
         if not hasattr(self, "schema_"):
             raise PreprocessingError("Preprocessor is not fitted; call fit(...) on training data first")
@@ -112,7 +114,7 @@ class Preprocessor:
             )
         plan = self.plan
         if plan is not None and plans.ENABLED:
-            fast = plan.run(table)
+            fast = plan.run(table, floats)
             if fast is not None:
                 return fast
         frame = table.select(names)

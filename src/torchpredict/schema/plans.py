@@ -40,6 +40,7 @@ class _Block:
 
     def __init__(self, columns: Sequence[Column], positions: Sequence[int]) -> None:
         self.columns = tuple(columns)
+        self.names = tuple(c.name for c in columns)
         self.positions = list(positions)  # where each column is among the features
         self.strict = np.array([not c.nullable and not c.infinite for c in columns])  # neither NaN nor inf
         self.no_missing = np.array([not c.nullable for c in columns])
@@ -52,9 +53,10 @@ class _Block:
         self.nulls_counted = np.flatnonzero([c.nullable and c.stats is not None and c.stats.missing_rate == 0
                                              for c in columns])
 
-    def check(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray] | None:
-        """Per column, the rows out of the training range and with unexpected nulls; None when a row fails a
-        check (a NaN or null where the column takes none, an infinity where training had none)."""
+    def check(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The block as a [rows, columns] array (nulls as NaN) and, per column, the rows out of the training range
+        and with unexpected nulls; None when a row fails a check (a NaN or null where the column takes none, an
+        infinity where training had none)."""
         block = table.select(self.positions)
         batches = block.to_batches()
         if len(batches) != 1:
@@ -74,7 +76,7 @@ class _Block:
         nulls = np.zeros(len(self.columns), dtype=np.int64)
         if len(self.nulls_counted):
             nulls[self.nulls_counted] = np.count_nonzero(np.isnan(x[:, self.nulls_counted]), axis=0)
-        return out_of_range, nulls
+        return x, out_of_range, nulls
 
 
 class _Layout:
@@ -153,10 +155,11 @@ class ValidationPlan:
     # -- validating ------------------------------------------------------------------------------------
 
     def validate(self, table: pa.Table, keep: Sequence[str], collect: bool, first_row: int,
-                 row_check: RowCheck | None) -> tuple[pa.Table, DriftReport] | None:
-        """The validated table and its drift when no row can fail a check; None otherwise (and for inputs this
-        path does not take), for the column-by-column path to run. Raises what that path raises for the
-        columns (missing, unexpected) and for the rows row_check refuses, without collect."""
+                 row_check: RowCheck | None) -> tuple[pa.Table, DriftReport, dict[tuple[str, ...], np.ndarray]] | None:
+        """The validated table, its drift and its float blocks as read (column names -> [rows, columns] array)
+        when no row can fail a check; None otherwise (and for inputs this path does not take), for the
+        column-by-column path to run. Raises what that path raises for the columns (missing, unexpected) and for
+        the rows row_check refuses, without collect."""
         n = table.num_rows
         if not ENABLED or not self.supported or not n:
             return None
@@ -164,11 +167,13 @@ class ValidationPlan:
         if not layout.fast:
             return None
         counted: list[tuple[np.ndarray, np.ndarray]] = []
+        floats: dict[tuple[str, ...], np.ndarray] = {}
         for block in layout.blocks:
             found = block.check(table)
             if found is None:
                 return None
-            counted.append(found)
+            floats[block.names] = found[0]
+            counted.append(found[1:])
         strings = {}
         for j, position, column in layout.strings:
             col = table.column(position)
@@ -194,7 +199,7 @@ class ValidationPlan:
             counts[:, j] = (d.rows, d.out_of_range, d.unseen_categories, d.unexpected_nulls)
             if d.unseen_values:
                 unseen[column.name] = d.unseen_values
-        return typed, DriftReport.counted(n, self.names, counts, unseen)
+        return typed, DriftReport.counted(n, self.names, counts, unseen), floats
 
     def _typed(self, table: pa.Table, layout: _Layout) -> pa.Table:
         """The features (already of their types: no cast), then passthrough and kept columns, as the column-by-

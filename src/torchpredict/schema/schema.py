@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Literal
 
@@ -65,6 +65,9 @@ class Validated:
     table: pa.Table
     drift: DriftReport
     rejected: pa.Table | None = None
+    # the float features the fast path read as [rows, columns] arrays (column names -> array), for preprocessing
+    # to reuse instead of reading them again
+    floats: Mapping[tuple[str, ...], np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def rows_in(self) -> int:
@@ -160,7 +163,8 @@ class Schema:
         if not problems.found:  # the fast path: every check at once; None where a row may fail one
             fast = self.plan.validate(table, keep, problems.collect, first_row, row_check)
             if fast is not None:
-                return Validated(*fast)
+                typed, drift, floats = fast
+                return Validated(typed, drift, None, floats)
         self._check_columns(table, keep)
         found = {c.name: check_column(c, table.column(c.name), problems) for c in self.features}
         names = [c.name for c in self.features]
