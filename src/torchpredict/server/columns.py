@@ -21,10 +21,12 @@ __all__ = ["BlockColumns", "Layout", "join", "layout"]
 
 @dataclass(frozen=True, eq=False)  # one object per layout (see layout()): compared and hashed by identity
 class Layout:
-    """Where each column of a request lives: names, in request order; blocks, per block the positions (into
-    names) of its columns, one per row of its 2-D array; others, the positions of the columns held as lists."""
+    """Where each column of a request lives: names, in request order, and groups, the group of each (its
+    datatype, as the codec reads it); blocks, per block the positions (into names) of its columns, one per row of
+    its 2-D array; others, the positions of the columns held as lists."""
 
     names: tuple[str, ...]
+    groups: tuple[str, ...]
     blocks: tuple[tuple[int, ...], ...]
     others: tuple[int, ...]
 
@@ -43,7 +45,7 @@ def layout(names: tuple[str, ...], groups: tuple[str, ...], blocked: frozenset[s
     order = list(dict.fromkeys(g for g in groups if g in blocked))
     blocks = tuple(tuple(i for i, g in enumerate(groups) if g == group) for group in order)
     others = tuple(i for i, g in enumerate(groups) if g not in blocked)
-    return Layout(names, blocks, others)
+    return Layout(names, groups, blocks, others)
 
 
 class BlockColumns(Mapping[str, Any]):

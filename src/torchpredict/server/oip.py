@@ -419,21 +419,11 @@ def _fast_json(value: list[Any]) -> Inputs | None:
     for rows in where.blocks:
         datatype = datatypes[rows[0]]
         kind = _FAST_KINDS[datatype]
-        flat = list(chain.from_iterable(datas if len(rows) == len(datas) else [datas[i] for i in rows]))
-        types = set(map(type, flat))
-        if not types <= _FAST_TYPES[kind]:
+        array = _json_array(list(chain.from_iterable(datas if len(rows) == len(datas) else [datas[i] for i in rows])),
+                            kind)
+        array = None if array is None else _as_datatype(array, datatype)
+        if array is None:
             return None
-        array = np.array(flat, dtype=np.float64 if kind == "f" else None)
-        if (kind == "f" and int in types and not np.abs(array).max() < _EXACT) or \
-                (kind == "i" and array.dtype != np.int64):  # beyond int64: numpy reads them another way per input
-            return None
-        native = _native(datatype)
-        if array.dtype != native:
-            with np.errstate(over="ignore"):
-                converted = array.astype(native)
-            if _changed(array, converted) is not None:  # a value that does not fit: the general path names it
-                return None
-            array = converted
         blocks.append(array.reshape(len(rows), n))
     others = [datas[i] for i in where.others]  # strings: their lists as they are
     if others and not set(map(type, chain.from_iterable(others))) <= _FAST_TYPES["s"]:
@@ -442,6 +432,30 @@ def _fast_json(value: list[Any]) -> Inputs | None:
 
 
 _BLOCKED = frozenset(name for name, kind in _FAST_KINDS.items() if kind != "s")  # datatypes read into blocks
+
+
+def _json_array(items: list[Any], kind: str) -> np.ndarray | None:
+    """The JSON values of one numeric kind (f, i, b) of the fast paths as one array (floats as float64), or None
+    where the general path could read them otherwise: another type among them, an int a float cannot hold
+    exactly, an int beyond int64 (numpy reads those another way per input)."""
+    types = set(map(type, items))
+    if not types <= _FAST_TYPES[kind]:
+        return None
+    array = np.array(items, dtype=np.float64 if kind == "f" else None)
+    if (kind == "f" and int in types and not np.abs(array).max() < _EXACT) or (kind == "i" and array.dtype != np.int64):
+        return None
+    return array
+
+
+def _as_datatype(array: np.ndarray, datatype: str) -> np.ndarray | None:
+    """The array in the datatype's dtype (itself when already), or None when a value does not fit it (the general
+    path names that value)."""
+    native = _native(datatype)
+    if array.dtype == native:
+        return array
+    with np.errstate(over="ignore"):
+        converted = array.astype(native)
+    return None if _changed(array, converted) is not None else converted
 
 
 def _fast_entries(value: list[Any], binary: memoryview) -> Inputs | None:
@@ -484,15 +498,12 @@ def _fast_entries(value: list[Any], binary: memoryview) -> Inputs | None:
     for kind, items in flat.items():
         if not items:
             continue
-        types = set(map(type, items))
-        if not types <= _FAST_TYPES[kind]:
-            return None
         if kind == "s":
+            if not set(map(type, items)) <= _FAST_TYPES["s"]:
+                return None
             continue
-        array = np.array(items, dtype=np.float64 if kind == "f" else None)
-        if kind == "f" and int in types and not np.abs(array).max() < _EXACT:
-            return None
-        if kind == "i" and array.dtype != np.int64:  # beyond int64: numpy reads them another way per input
+        array = _json_array(items, kind)
+        if array is None:
             return None
         arrays[kind] = array
     found: list[InferInput] = []
@@ -510,10 +521,10 @@ def _fast_entries(value: list[Any], binary: memoryview) -> Inputs | None:
             offsets[kind] = end = start + len(data)
             whole = converted.get(datatype)
             if whole is None:
-                with np.errstate(over="ignore"):
-                    whole = converted[datatype] = arrays[kind].astype(_native(datatype))
-                if _changed(arrays[kind], whole) is not None:  # a value that does not fit: the general path names it
+                whole = _as_datatype(arrays[kind], datatype)
+                if whole is None:
                     return None
+                converted[datatype] = whole
             values = whole[start:end]
         found.append(InferInput(name, datatype, shape, values))
     return Inputs.of(found)
@@ -784,7 +795,9 @@ def _fast_columns(spec: ModelSpec, inputs: Inputs) -> tuple[Mapping[str, np.ndar
     datatype, all of the same n > 0; None for anything else (columns_of then says what is wrong)."""
     shapes = inputs.shapes
     n = shapes[0][0] if shapes and shapes[0] else 0
-    if n <= 0 or not set(shapes) <= {(n,), (n, 1)} or not spec.takes(tuple(inputs.names), tuple(inputs.datatypes)):
+    where = None if inputs.columns is None else inputs.columns.layout
+    names, datatypes = (tuple(inputs.names), tuple(inputs.datatypes)) if where is None else (where.names, where.groups)
+    if n <= 0 or not set(shapes) <= {(n,), (n, 1)} or not spec.takes(names, datatypes):
         return None
     return (inputs.columns if inputs.columns is not None else dict(zip(inputs.names, inputs.values, strict=True))), n
 
