@@ -1,6 +1,7 @@
 """The fast paths of validation and preprocessing (schema.plans, preprocessing.plans, the small-batch lookups of
-the encoders) give what the general column-by-column path gives: the same tables, drift, rejected rows and
-model inputs to the bit, and the same errors (class and message), on generated inputs good and bad."""
+the encoders, the small path of a few records without a table) give what the general column-by-column path gives:
+the same tables, drift, rejected rows and model inputs to the bit, and the same errors (class and message), on
+generated inputs good and bad."""
 
 from __future__ import annotations
 
@@ -95,12 +96,13 @@ def inputs(draw: st.DrawFn, table: pa.Table) -> Any:
     return records
 
 
-def outcome(preprocessor: Preprocessor, data: Any, on_error: str) -> tuple:
+def outcome(preprocessor: Preprocessor, data: Any, on_error: str, keep: tuple[str, ...] = ()) -> tuple:
+    """What validate and transform give, as the Predictor calls them."""
     schema = preprocessor.schema_
     try:
-        validated = schema.validate(data, keep=(), on_error=on_error,  # type: ignore[arg-type]
-                                    row_check=preprocessor.check_rows)
-        x = preprocessor.transform(validated.table, floats=validated.floats) if validated.table.num_rows else {}
+        validated = schema.validate(data, keep=keep, on_error=on_error,  # type: ignore[arg-type]
+                                    row_check=preprocessor.check_rows, accepts=preprocessor.accepts_strings)
+        x = preprocessor.transform(validated) if validated.num_rows else {}
     except TorchPredictError as exc:
         return ("error", type(exc), str(exc))
     return ("ok", validated, x)
@@ -137,9 +139,10 @@ def test_fast_and_general_paths_give_the_same_outputs_and_errors(data: st.DataOb
     preprocessor, table = data.draw(fitted())
     given = data.draw(inputs(table))
     on_error = data.draw(st.sampled_from(["raise", "reject"]))
-    fast = outcome(preprocessor, given, on_error)
+    keep = data.draw(st.sampled_from([(), (), ("extra",)]))
+    fast = outcome(preprocessor, given, on_error, keep)
     with general_path():
-        general = outcome(preprocessor, given, on_error)
+        general = outcome(preprocessor, given, on_error, keep)
     assert_same(fast, general)
 
 
@@ -170,3 +173,39 @@ def test_preprocessing_reuses_the_float_block_validation_read_and_only_a_fitting
     assert not np.array_equal(preprocessor.transform(table, floats=doubled)["x"], expected)
     short = {("f0", "f1"): block[:2]}  # not the table's rows: read from the table instead
     assert np.array_equal(preprocessor.transform(table, floats=short)["x"], expected)
+
+
+def test_a_few_plain_records_take_the_small_path_without_a_table() -> None:
+    table = pa.table({"f0": [1.0, 2.0, 3.0], "s0": ["a", "b", "a"], "id": [7, 8, 9]})
+    preprocessor = Preprocessor([Standardize(["f0"]), OneHot(["s0"])], passthrough=["id"]).fit(table)
+    schema = preprocessor.schema_
+    records = [{"f0": 2.5, "s0": "b", "id": 10}, {"f0": -1.0, "s0": "a", "id": 11}]
+    validated = schema.validate(records, row_check=preprocessor.check_rows, accepts=preprocessor.accepts_strings)
+    assert validated.small is not None and validated.num_rows == 2 and validated.column("id").to_pylist() == [10, 11]
+    assert validated.drift.columns["f0"].out_of_range == 1  # -1.0 is below the training range
+    x = preprocessor.transform(validated)["x"]
+    with general_path():
+        general = schema.validate(records, row_check=preprocessor.check_rows, accepts=preprocessor.accepts_strings)
+        assert general.small is None
+        same_table(validated.table, general.table)  # built when first read: the table the general path makes
+        assert np.array_equal(preprocessor.transform(general)["x"], x)
+    records[0]["f0"] = 99.0  # the records changing afterwards changes nothing validated
+    assert validated.table.column("f0").to_pylist() == [2.5, -1.0]
+
+
+def test_the_small_path_leaves_to_the_others_what_it_does_not_take() -> None:
+    table = pa.table({"f0": [1.0, 2.0, 3.0], "s0": ["a", "b", "a"]})
+    preprocessor = Preprocessor([Standardize(["f0"]), OneHot(["s0"])]).fit(table)
+    schema = preprocessor.schema_
+
+    def small(data: Any, accepts: Any = preprocessor.accepts_strings) -> bool:
+        return schema.validate(data, on_error="reject", row_check=preprocessor.check_rows,
+                               accepts=accepts).small is not None
+
+    assert small({"f0": 1.0, "s0": "a"})
+    assert not small({"f0": 1, "s0": "a"})  # an int in a float column: cast by the general path
+    assert not small({"f0": 1.0, "s0": "zz"})  # an unseen category: counted (and refused) by the others
+    assert not small({"f0": math.nan, "s0": "a"})  # a NaN where none is allowed: rejected with its reason
+    assert not small({"f0": 1.0, "s0": "a"}, accepts=lambda strings: False)  # row_check may refuse a row
+    assert not small([{"f0": 1.0, "s0": "a"}] * (validation_plans.SMALL + 1))  # many rows: Arrow reads faster
+    assert not preprocessor.accepts_strings({"s0": ["a", "zz"]}) and preprocessor.accepts_strings({"s0": ["b"]})

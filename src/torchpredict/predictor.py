@@ -187,14 +187,12 @@ class Predictor:
 
         first_row: the input row number of data's first row, for errors and rejected rows.
         """
+        accepts = self.preprocessor.accepts_strings if self.preprocessor.plan is not None else None
         return self.schema.validate(data, keep=keep, first_row=first_row, on_error=on_error,  # type: ignore[arg-type]
-                                    row_check=self.preprocessor.check_rows)
+                                    row_check=self.preprocessor.check_rows, accepts=accepts)
 
     def preprocess(self, validated: Validated | pa.Table, stats: RunStats | None = None) -> dict[str, np.ndarray]:
         """Stage 2: model inputs for validated rows; what encoding text lost goes to stats.text when stats is given."""
-        if isinstance(validated, Validated):  # with the float blocks validation read, not to read them again
-            return self.preprocessor.transform(validated.table, counts=None if stats is None else stats.text,
-                                               floats=validated.floats)
         return self.preprocessor.transform(validated, counts=None if stats is None else stats.text)
 
     def infer(self, inputs: Mapping[str, np.ndarray], *, batch_size: int | None = None) -> Iterator[ModelBatch]:
@@ -245,15 +243,14 @@ class Predictor:
         Rows a head refused (a NaN score) leave the output; with reject they come back as refused rows, in
         the columns validation gives rejected rows, without the first is a PredictionError naming its row.
         """
-        table = validated.table
-        kept = table.column_names[len(self.schema.features):]
-        if not table.num_rows:
-            return Assembled(self._empty_batch(table, kept, select), None)
+        kept = validated.column_names[len(self.schema.features):]
+        if not validated.num_rows:
+            return Assembled(self._empty_batch(validated.table, kept, select), None)
         if reasons is None:  # no head refused a row: nothing to set aside
-            return Assembled(_output(table, kept, columns, select), None)
-        table, columns, refused = set_aside(table, dict(columns), reasons, input_rows(validated, first_row),
+            return Assembled(_output(validated.column, kept, columns, select), None)
+        table, columns, refused = set_aside(validated.table, dict(columns), reasons, input_rows(validated, first_row),
                                             reject=reject)
-        return Assembled(_output(table, kept, columns, select), refused)
+        return Assembled(_output(_combined(table), kept, columns, select), refused)
 
     def _empty_batch(self, table: pa.Table, kept: list[str], select: Sequence[str] | None) -> pa.RecordBatch | None:
         """No rows in, no rows out, but with the columns a non-empty input would have had (typed by a golden
@@ -262,7 +259,7 @@ class Predictor:
             return None
         one_row = self.preprocess(self.validate(self.golden.inputs.slice(0, 1)))
         columns = self.interpret(next(iter(self.infer(one_row))))
-        return _output(table, kept, {name: column.slice(0, 0) for name, column in columns.items()}, select)
+        return _output(_combined(table), kept, {name: column.slice(0, 0) for name, column in columns.items()}, select)
 
     def __repr__(self) -> str:
         name = getattr(self.manifest, "name", "?")
@@ -293,14 +290,18 @@ def _joined(outputs: list[tuple[dict[str, pa.Array], pa.Array | None]]
     return columns, pa.concat_arrays(reasons)
 
 
-def _output(table: pa.Table, kept: list[str], columns: Mapping[str, pa.Array],
+def _combined(table: pa.Table) -> Callable[[str], pa.Array]:
+    return lambda name: table.column(name).combine_chunks()
+
+
+def _output(column: Callable[[str], pa.Array], kept: list[str], columns: Mapping[str, pa.Array],
             select: Sequence[str] | None) -> pa.RecordBatch:
-    """Kept input columns, then the selected prediction columns."""
+    """Kept input columns (column(name): one as an array), then the selected prediction columns."""
     names = list(columns) if select is None else list(select)
     clash = sorted(set(kept) & set(names))
     if clash:
         raise SchemaError(f"kept column(s) {clash} would overwrite prediction columns of the same name")
-    output = {name: table.column(name).combine_chunks() for name in kept}
+    output = {name: column(name) for name in kept}
     output.update({name: columns[name] for name in names})
     return pa.RecordBatch.from_pydict(output)
 

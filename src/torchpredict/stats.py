@@ -25,8 +25,8 @@ class RunStats:
     def add(self, validated: Validated) -> None:
         """Count one validated batch."""
         self.rows_in += validated.rows_in
-        self.rows_predicted += validated.table.num_rows
-        self.rows_rejected += validated.rows_in - validated.table.num_rows
+        self.rows_predicted += validated.num_rows
+        self.rows_rejected += validated.rows_in - validated.num_rows
         self.drift.add(validated.drift)
 
     def refuse(self, rows: int) -> None:

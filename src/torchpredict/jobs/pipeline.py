@@ -156,7 +156,7 @@ def _prepare(predictor: Any, plan: Plan, piece: Piece) -> _Prepared:
     stats = RunStats()
     stats.add(validated)
     rejected = None if validated.rejected is None else _with_file(validated.rejected, plan, piece.source)
-    inputs = predictor.preprocess(validated, stats) if validated.table.num_rows else {}
+    inputs = predictor.preprocess(validated, stats) if validated.num_rows else {}
     return _Prepared(piece, validated, inputs, stats, rejected)
 
 

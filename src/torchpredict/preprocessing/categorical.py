@@ -157,6 +157,11 @@ class _Encoder(Step):
         plans = dict(zip(self.columns, self._plans(), strict=True))
         return any(len(_unknown_rows(self._values(frame, name), plans[name])) for name in names)
 
+    def knows(self, name: str, values: list[str]) -> bool:
+        """Whether column name's categories hold each of these strings (refuses_some of them, without a table)."""
+        index = self._plans()[self.columns.index(name)].index
+        return all(v in index for v in values)
+
     def _plans(self) -> tuple[_Plan, ...]:
         """Per column lookup tables, built from the fitted state once and reused on every batch."""
         self._check_fitted()
@@ -236,6 +241,14 @@ class OneHot(_Encoder):
         places them; raises what transform raises."""
         name, plan = self.columns[i], self._plans()[i]
         return plan.lookup[self._indices(self._values(frame, name), plan.index, name)]
+
+    def hot_strings(self, values: list[str], i: int) -> np.ndarray | None:
+        """hot, of column i's values as a list of strings; None where transform would refuse one."""
+        plan = self._plans()[i]
+        indices = np.array([plan.index.get(v, -1) for v in values], dtype=np.int64)
+        if self.params["handle_unknown"] == "error" and (indices < 0).any():
+            return None
+        return plan.lookup[indices]
 
     def _plan(self, i: int, name: str) -> _Plan:
         categories, rare = self.categories_[i], self._rare(i)

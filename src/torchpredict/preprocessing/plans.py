@@ -11,7 +11,7 @@ column of another type, say), answer None, and the step-by-step path runs (it ra
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ from torchpredict.errors import PreprocessingError
 from torchpredict.preprocessing.categorical import OneHot
 from torchpredict.preprocessing.numeric import Standardize
 from torchpredict.preprocessing.steps import Step
+from torchpredict.schema.plans import SmallRows
 
 __all__ = ["ENABLED", "TransformPlan"]
 
@@ -99,7 +100,7 @@ class TransformPlan:
         n = table.num_rows
         if not n:
             return None
-        out = {name: _zeros(n, width) for name, width in self.widths.items()}
+        x = None
         if self.float_names:
             x = None if floats is None else floats.get(self.float_key)
             if x is None or x.shape != (n, len(self.float_names)):
@@ -111,6 +112,34 @@ class TransformPlan:
                     x = np.asarray(batches[0].to_tensor(null_to_nan=True, row_major=True))
                 except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
                     return None  # columns of several types
+
+        def hot(step: OneHot, i: int) -> np.ndarray | None:
+            try:
+                return step.hot(table, i)
+            except PreprocessingError:
+                return None  # the step-by-step path raises it
+
+        return self._inputs(n, x, hot)
+
+    def run_small(self, rows: SmallRows, floats: Mapping[tuple[str, ...], np.ndarray]) -> dict[str, np.ndarray] | None:
+        """run, of a few records validated without a table (schema.plans.SmallRows): their float block and their
+        string features' values; None where this path does not take them."""
+        x = floats.get(self.float_key) if self.float_names else None
+        if self.float_names and (x is None or x.shape != (rows.n_rows, len(self.float_names))):
+            return None
+
+        def hot(step: OneHot, i: int) -> np.ndarray | None:
+            values = rows.strings.get(step.columns[i])
+            return None if values is None else step.hot_strings(values, i)
+
+        return self._inputs(rows.n_rows, x, hot)
+
+    def _inputs(self, n: int, x: np.ndarray | None, hot: Callable[[OneHot, int], np.ndarray | None]
+                ) -> dict[str, np.ndarray] | None:
+        """The model inputs of n rows: x, the float block (None without floats), standardized into them, and each
+        one-hot column set where hot(step, i) places its 1; None where that answers None."""
+        out = {name: _zeros(n, width) for name, width in self.widths.items()}
+        if x is not None:
             if x.dtype != np.float64:
                 return None
             scaled = (x - self.mean) / self.scale
@@ -121,10 +150,9 @@ class TransformPlan:
                     else:
                         out[input_name][:, columns] = scaled[:, chosen]
         for step, i, input_name, columns in self.onehots:
-            try:
-                positions = step.hot(table, i)
-            except PreprocessingError:
-                return None  # the step-by-step path raises it
+            positions = hot(step, i)
+            if positions is None:
+                return None
             rows = np.flatnonzero(positions >= 0)
             out[input_name][rows, columns[positions[rows]]] = 1.0
         return out

@@ -25,7 +25,7 @@ from torchpredict.preprocessing.missing import Impute
 from torchpredict.preprocessing.plans import TransformPlan
 from torchpredict.preprocessing.steps import Step, float64_values, is_numeric
 from torchpredict.preprocessing.text import TextCounts, TextEncode
-from torchpredict.schema.schema import Schema
+from torchpredict.schema.schema import Schema, Validated
 from torchpredict.schema.tables import as_table
 from torchpredict.schema.validation import RowReport, forward_reports
 
@@ -101,9 +101,19 @@ class Preprocessor:
 
         counts: where TextEncode steps add what they truncated and did not know, instead of warning.
         floats: float feature columns of data already read as [rows, columns] arrays (Validated.floats).
+        data may be the Validated itself (its floats then used, and a few records it holds without a table
+        transformed as they are).
         """
         if not hasattr(self, "schema_"):
             raise PreprocessingError("Preprocessor is not fitted; call fit(...) on training data first")
+        if isinstance(data, Validated):  # with the float blocks validation read, not to read them again
+            floats = data.floats
+            plan = self.plan
+            if data.small is not None and plan is not None and plans.ENABLED:
+                fast = plan.run_small(data.small, floats)
+                if fast is not None:
+                    return fast
+            data = data.table
         table = as_table(data)
         names = [c.name for c in self.schema_.features]
         present = set(table.schema.names)
@@ -146,6 +156,24 @@ class Preprocessor:
                 frame, rows = _drop_unknown(step, frame, rows, named_as_copied(report, step.columns, origin))
             elif i in feeding:
                 frame = _advance(step, frame)
+
+    def accepts_strings(self, strings: Mapping[str, list[str]]) -> bool:
+        """Whether check_rows would report none of the rows whose string features hold these values (column ->
+        values), told without their table (Schema.validate's accepts): yes when no encoder refuses unknown
+        categories, or each that does reads input columns given here and knows all their values; no where it
+        cannot be told so (an encoder fed by an earlier step or a Copy, or of a column not given)."""
+        refusing = [i for i, step in enumerate(self.steps) if _refuses_unknown(step)]
+        if not refusing:
+            return True
+        if _feeding(self.steps, refusing) or copied_from(self.steps):
+            return False
+        for i in refusing:
+            step = self.steps[i]
+            for name in step.columns:
+                values = strings.get(name)
+                if values is None or not step.knows(name, values):  # type: ignore[attr-defined]
+                    return False
+        return True
 
     @property
     def plan(self) -> TransformPlan | None:

@@ -10,11 +10,20 @@ runs, which words the errors and the rejected rows; so both give the same output
 
 `read` is the fast path of reading: a few records (a dict, or a list of up to SMALL dicts) whose values are plain
 Python floats, ints, strings and booleans, read as Arrow reads them (one struct array, not a column at a time).
+
+`small` goes further for such records when the caller can take them so (the Predictor, when its preprocessing has a
+fast path too): no Arrow table at all. The float features are read straight into their block, the string ones
+kept as lists and checked against the training categories in Python, the passthrough and kept columns read into
+their Arrow arrays as the table would hold them; the table itself is built only if something asks for it
+(`SmallRows.build`: read and typed as the path above does). Anything it does not take (a value of another type,
+an unseen category, a column problem) answers None, and the paths above run on the records as before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -24,7 +33,7 @@ from torchpredict.schema.columns import Column
 from torchpredict.schema.drift import ColumnDrift, DriftReport, column_drift
 from torchpredict.schema.validation import RowProblems, forward_reports, leaves, target_type
 
-__all__ = ["ENABLED", "SMALL", "ValidationPlan"]
+__all__ = ["ENABLED", "SMALL", "SmallRows", "ValidationPlan"]
 
 ENABLED = True  # False: every call takes the column-by-column path (the property tests compare the two)
 SMALL = 64  # rows up to which strings are looked up in Python sets, and records read as one struct array
@@ -33,6 +42,19 @@ _PYTHON_TYPES = {float: pa.float64(), int: pa.int64(), str: pa.string(), bool: p
 _LAYOUTS = 16  # input layouts (column names, types, keep) remembered per schema
 
 RowCheck = Callable[[pa.Table, Any], None]
+Accepts = Callable[[Mapping[str, list[str]]], bool]  # whether a RowCheck refuses none of the rows of these strings
+
+
+@dataclass(frozen=True, eq=False)
+class SmallRows:
+    """A few records validated without an Arrow table (ValidationPlan.small): what the stages after validation
+    read of them, and how to build the table the other paths would have made, for whatever reads more."""
+
+    n_rows: int
+    names: tuple[str, ...]  # the validated table's columns: the features, then passthrough and kept ones
+    strings: dict[str, list[str]]  # the string features' values
+    kept: dict[str, pa.Array]  # the passthrough and kept columns, as the table holds them
+    build: Callable[[], pa.Table]  # the validated table
 
 
 class _Block:
@@ -61,7 +83,10 @@ class _Block:
         batches = block.to_batches()
         if len(batches) != 1:
             batches = block.combine_chunks().to_batches()
-        x = np.asarray(batches[0].to_tensor(null_to_nan=True, row_major=True))
+        return self.check_array(np.asarray(batches[0].to_tensor(null_to_nan=True, row_major=True)))
+
+    def check_array(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """check, of the block already read as a [rows, columns] array."""
         if self.strict.all():
             if not np.isfinite(x).all():
                 return None
@@ -103,6 +128,18 @@ class _Layout:
         self.strings = [(j, self.positions[j], c) for j, c in enumerate(features) if j not in floats]
 
 
+class _RecordLayout:
+    """How records of one set of keys and value types (and keep) are read by the small path."""
+
+    def __init__(self, layout: _Layout, struct: pa.DataType, n_features: int) -> None:
+        self.layout = layout
+        self.names = tuple(layout.names)
+        self.blocks = [(block, itemgetter(*block.names)) for block in layout.blocks]
+        self.strings = [column for _, _, column in layout.strings]
+        types = {field.name: field.type for field in struct}
+        self.kept = [(name, types[name]) for name in layout.names[n_features:]]
+
+
 class ValidationPlan:
     """Schema.validate's fast path for one schema (see the module docstring)."""
 
@@ -119,6 +156,7 @@ class ValidationPlan:
                            if c.dtype == "string" and c.stats is not None and c.stats.categories is not None}
         self.layouts: dict[tuple[tuple[str, ...], tuple[str, ...]], list[_Layout]] = {}
         self.struct_types: dict[tuple[Any, ...], pa.DataType] = {}
+        self.record_layouts: dict[tuple[Any, ...], _RecordLayout | None] = {}
 
     # -- reading ---------------------------------------------------------------------------------------
 
@@ -127,6 +165,18 @@ class ValidationPlan:
         table as_table makes of them; None for any other input (as_table reads it)."""
         if not ENABLED or problems.found:
             return None
+        found = self._records(data)
+        if found is None:
+            return None
+        records, struct, _ = found
+        try:
+            return pa.Table.from_struct_array(pa.array(records, struct))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            return None
+
+    def _records(self, data: Any) -> tuple[list[dict[str, Any]], pa.DataType, tuple[Any, ...]] | None:
+        """data as a list of up to SMALL records of the same keys and plain value types, the struct type Arrow
+        reads them as and (keys, value types) (a DataType hashes slowly); None for any other input."""
         if isinstance(data, dict):
             records = [data]
         elif isinstance(data, list) and 0 < len(data) <= SMALL and type(data[0]) is dict:  # more: Arrow reads faster
@@ -134,8 +184,14 @@ class ValidationPlan:
         else:
             return None
         first = records[0]
-        keys = tuple(first)
-        kinds = tuple(map(type, first.values()))
+        key = (tuple(first), tuple(map(type, first.values())))
+        struct = self._struct(records, *key)
+        if struct is None:
+            return None
+        return records, struct, key
+
+    def _struct(self, records: list[dict[str, Any]], keys: tuple[Any, ...], kinds: tuple[type, ...]
+                ) -> pa.DataType | None:
         struct = self.struct_types.get((keys, kinds))
         if struct is None:
             types = [_PYTHON_TYPES.get(kind) for kind in kinds]
@@ -147,10 +203,74 @@ class ValidationPlan:
         for record in records[1:] if len(records) > 1 else ():
             if type(record) is not dict or tuple(record) != keys or tuple(map(type, record.values())) != kinds:
                 return None
+        return struct
+
+    # -- the small path --------------------------------------------------------------------------------
+
+    def small(self, data: Any, keep: tuple[str, ...], row_check: RowCheck | None, accepts: Accepts
+              ) -> tuple[SmallRows, DriftReport, dict[tuple[str, ...], np.ndarray]] | None:
+        """A few records validated without an Arrow table (see the module docstring): the rows, their drift and
+        their float blocks; None where this path does not take them (the others then run). accepts tells
+        whether row_check refuses none of the rows, from their string features. Raises what the other paths
+        raise for the columns (missing, unexpected), which it checks as they do."""
+        if not ENABLED or not self.supported:
+            return None
+        found = self._records(data)
+        if found is None:
+            return None
+        records, struct, kinds = found
+        shape = self._record_layout(records, struct, (*kinds, keep))
+        if shape is None:
+            return None
+        n = len(records)
+        floats: dict[tuple[str, ...], np.ndarray] = {}
+        counted: list[tuple[np.ndarray, np.ndarray]] = []
+        for block, values in shape.blocks:
+            checked = block.check_array(np.array([values(r) for r in records], dtype=np.float64).reshape(n, -1))
+            if checked is None:
+                return None
+            floats[block.names] = checked[0]
+            counted.append(checked[1:])
+        strings = {column.name: [r[column.name] for r in records] for column in shape.strings}
+        counts = np.zeros((4, len(self.features)), dtype=np.int64)
+        counts[0] = n
+        for where, (out_of_range, nulls) in zip(shape.layout.block_features, counted, strict=True):
+            counts[1, where] = out_of_range
+            counts[3, where] = nulls
+        for column in shape.strings:
+            if column.stats is not None and column.name in self.categories and \
+                    not all(v in self.categories[column.name] for v in strings[column.name]):
+                return None  # an unseen category: the other paths count it (and row_check may refuse it)
+        if row_check is not None and not accepts(strings):
+            return None
         try:
-            return pa.Table.from_struct_array(pa.array(records, struct))
+            kept = {name: pa.array([r[name] for r in records], t) for name, t in shape.kept}
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             return None
+        frozen = [dict(r) for r in records]  # plain values: what the table is built from, whatever happens to data
+
+        def build() -> pa.Table:
+            return self._typed(pa.Table.from_struct_array(pa.array(frozen, struct)), shape.layout)
+
+        return SmallRows(n, shape.names, strings, kept, build), DriftReport.counted(n, self.names, counts, {}), floats
+
+    def _record_layout(self, records: list[dict[str, Any]], struct: pa.DataType, key: tuple[Any, ...]
+                       ) -> _RecordLayout | None:
+        """How records of the first one's keys and value types (and keep: key is the three) are read; worked out
+        (and the columns checked) the first time they are seen, from the table the other paths read of them. None:
+        the small path does not take them (a feature of another type)."""
+        keep = key[2]
+        if key in self.record_layouts:
+            return self.record_layouts[key]
+        try:
+            table = pa.Table.from_struct_array(pa.array(records, struct))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            return None
+        layout = self._layout(table, keep)  # raises for missing and unexpected columns, as the other paths do
+        shape = _RecordLayout(layout, struct, len(self.features)) if layout.fast else None
+        if len(self.record_layouts) < _LAYOUTS:
+            self.record_layouts[key] = shape
+        return shape
 
     # -- validating ------------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, Literal
 
@@ -23,7 +23,7 @@ from torchpredict.errors import InputError, SchemaError
 from torchpredict.messages import MAX_VALUE, counted, quoted, shown
 from torchpredict.schema.columns import DTYPES, Column, ColumnStats
 from torchpredict.schema.drift import DriftReport, count_drift
-from torchpredict.schema.plans import ValidationPlan
+from torchpredict.schema.plans import Accepts, SmallRows, ValidationPlan
 from torchpredict.schema.tables import as_table
 from torchpredict.schema.validation import (
     RowProblems,
@@ -52,7 +52,6 @@ MAX_HINTS = 5  # "did you mean" pairs shown in a columns error
 MAX_HINT_PAIRS = 20_000  # (unexpected, missing) name pairs difflib compares for them at most: under 0.1 s
 
 
-@dataclass(frozen=True)
 class Validated:
     """The outcome of Schema.validate.
 
@@ -60,19 +59,48 @@ class Validated:
     drift: how those rows drifted from training.
     rejected: with on_error="reject", the rows that failed (columns row, reason, then every input column
     as text); None when no row failed.
+    floats: the float features the fast paths read as [rows, columns] arrays (column names -> array), for
+    preprocessing to reuse instead of reading them again.
+    small: a few records validated without a table (schema.plans.SmallRows): table is then built when first read.
     """
 
-    table: pa.Table
-    drift: DriftReport
-    rejected: pa.Table | None = None
-    # the float features the fast path read as [rows, columns] arrays (column names -> array), for preprocessing
-    # to reuse instead of reading them again
-    floats: Mapping[tuple[str, ...], np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    __slots__ = ("_table", "drift", "floats", "rejected", "small")
+
+    def __init__(self, table: pa.Table | None, drift: DriftReport, rejected: pa.Table | None = None,
+                 floats: Mapping[tuple[str, ...], np.ndarray] | None = None, small: SmallRows | None = None) -> None:
+        if table is None and small is None:
+            raise ValueError("Validated needs a table or small rows")
+        self._table, self.drift, self.rejected, self.small = table, drift, rejected, small
+        self.floats: Mapping[tuple[str, ...], np.ndarray] = {} if floats is None else floats
+
+    @property
+    def table(self) -> pa.Table:
+        if self._table is None:
+            self._table = self.small.build()  # type: ignore[union-attr]
+        return self._table
+
+    @property
+    def num_rows(self) -> int:
+        """Rows that passed."""
+        return self.small.n_rows if self._table is None else self._table.num_rows  # type: ignore[union-attr]
+
+    @property
+    def column_names(self) -> list[str]:
+        return list(self.small.names) if self._table is None else self._table.column_names  # type: ignore[union-attr]
+
+    def column(self, name: str) -> pa.Array:
+        """A passthrough or kept column (or a feature, cast) as one array, without building the table."""
+        if self._table is None and name in self.small.kept:  # type: ignore[union-attr]
+            return self.small.kept[name]  # type: ignore[union-attr]
+        return self.table.column(name).combine_chunks()
 
     @property
     def rows_in(self) -> int:
         """Input rows: passed plus rejected."""
-        return self.table.num_rows + (0 if self.rejected is None else self.rejected.num_rows)
+        return self.num_rows + (0 if self.rejected is None else self.rejected.num_rows)
+
+    def __repr__(self) -> str:
+        return f"Validated(rows={self.num_rows}, rejected={0 if self.rejected is None else self.rejected.num_rows})"
 
 
 @dataclass(frozen=True)
@@ -134,6 +162,7 @@ class Schema:
         first_row: int = 0,
         on_error: Literal["raise", "reject"] = "raise",
         row_check: RowCheck | None = None,
+        accepts: Accepts | None = None,
     ) -> Validated:
         """Check `data` against the schema, cast features losslessly and count drift.
 
@@ -145,6 +174,9 @@ class Schema:
         columns (missing, unexpected, duplicated, of a type no row could fix) always raise.
         row_check: more per-row checks, run on the typed rows that passed (Preprocessor.check_rows: categories
         an encoder refuses); it reports rows of the table it gets, which count as failing like the others.
+        accepts: whether row_check refuses none of the rows, told from the values of their string features
+        (Preprocessor.accepts_strings); given, a few records of plain values are validated without an Arrow table
+        (see schema.plans: the table is built if something reads it), for a caller that can take them so.
 
         >>> schema = Schema.from_table({"age": [31.0, 40.0]}, features=["age"])
         >>> schema.validate({"age": [35.0, "forty"]}, on_error="reject").rejected.to_pylist()
@@ -152,6 +184,11 @@ class Schema:
         """
         if on_error not in ("raise", "reject"):
             raise InputError(f"on_error must be 'raise' or 'reject', got {on_error!r}")
+        if accepts is not None:
+            small = self.plan.small(data, tuple(keep), row_check, accepts)
+            if small is not None:
+                rows, drift, floats = small
+                return Validated(None, drift, None, floats, rows)
         problems = RowProblems(collect=on_error == "reject", first_row=first_row)
         return self._validate(data, keep, first_row, problems, row_check)
 

@@ -315,7 +315,7 @@ class Batcher:
             except Exception:  # e.g. a column all of them lack: each alone says so exactly
                 continue
             if (validated.rejected is None or not validated.rejected.num_rows) and \
-                    validated.table.num_rows == sum(n for _, n in group.members):
+                    validated.num_rows == sum(n for _, n in group.members):
                 parts.append((group, validated, inputs))
             else:
                 parts += self._split(group, validated, inputs, requests, outcomes)
@@ -421,7 +421,7 @@ class Batcher:
         joined = tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks()
         validated = self.predictor.validate(joined, keep=group.keep, on_error="reject")
         text = RunStats()
-        inputs = self.predictor.preprocess(validated, text) if validated.table.num_rows else {}
+        inputs = self.predictor.preprocess(validated, text) if validated.num_rows else {}
         stats.add(validated)
         stats.text.add(text.text)
         return validated, inputs
@@ -461,7 +461,7 @@ class Batcher:
             except Exception:  # a kept column clashes: each request alone raises predict's error
                 assembled = None
             if assembled is not None and assembled.batch is not None and assembled.refused is None and \
-                    assembled.batch.num_rows == validated.table.num_rows:
+                    assembled.batch.num_rows == validated.num_rows:
                 table = pa.Table.from_batches([assembled.batch])
                 start = 0
                 for index, n in group.members:
