@@ -145,6 +145,22 @@ def test_reader_reproduces_torch_export_load_exactly(archives: dict[str, Path], 
             assert torch.equal(actual, expected)
 
 
+@pytest.mark.parametrize("name", ["mlp", "two-inputs", "tuple-output", "dict-output"])
+def test_tensors_passed_positionally_skip_the_pytree_walk_and_give_what_it_gives(archives: dict[str, Path],
+                                                                                 name: str) -> None:
+    module = read_archive(archives[name])
+    assert module._tensors_in and module._tensor_out == (name in ("mlp", "two-inputs"))
+    inputs = CASES[name][1](3)
+    with torch.inference_mode():
+        fast = module(*inputs)
+        module._tensors_in = False  # the general walk: flatten, check the spec, unflatten
+        walked = module(*inputs)
+    fast_leaves, fast_spec = pytree.tree_flatten(fast)
+    walked_leaves, walked_spec = pytree.tree_flatten(walked)
+    assert fast_spec == walked_spec and type(fast) is type(walked)
+    assert all(torch.equal(a, b) for a, b in zip(fast_leaves, walked_leaves, strict=True))
+
+
 def test_parameters_buffers_and_tied_weights_are_the_models(archives: dict[str, Path]) -> None:
     module = read_archive(archives["batchnorm-dropout"])
     names = {name.removeprefix("graph_module.") for name, _ in module.named_parameters()}

@@ -80,8 +80,15 @@ class ExportedModule(nn.Module):
         self.in_spec, self.out_spec, self.arg_names = in_spec, out_spec, arg_names
         args_spec, kwargs_spec = _children(in_spec)
         self._positional, self._keywords = args_spec.num_children, list(kwargs_spec.context or [])
+        # the usual export: tensors in, positionally, and one tensor out, which need no pytree walk per call
+        self._tensors_in = pytree.tree_flatten((tuple(range(self._positional)), {}))[1] == in_spec
+        self._tensor_out = pytree.tree_flatten(0)[1] == out_spec
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self._tensors_in and not kwargs and len(args) == self._positional and \
+                all(type(a) is torch.Tensor for a in args):  # what tree_flatten would make of them, and check
+            out = self.graph_module(*args)
+            return out[0] if self._tensor_out else pytree.tree_unflatten(list(out), self.out_spec)
         flat, spec = pytree.tree_flatten(self._arranged(args, kwargs))
         if spec != self.in_spec:
             raise TypeError(f"the exported model takes inputs shaped like {self.in_spec}, got {spec}")

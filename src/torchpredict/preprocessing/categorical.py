@@ -57,6 +57,11 @@ class _Plan:
         """The categories as the string array pc.is_in looks values up in (null: the missing category)."""
         return pa.array(list(self.index), pa.string())
 
+    @cached_property
+    def positions(self) -> dict[Category, int]:
+        """category -> its output position or code (lookup of its index), for looking up a few values in Python."""
+        return {category: int(self.lookup[i]) for category, i in self.index.items()}
+
 
 class _Encoder(Step):
     """What OneHot and IndexEncode share: learning the categories and grouping the infrequent ones."""
@@ -242,13 +247,13 @@ class OneHot(_Encoder):
         name, plan = self.columns[i], self._plans()[i]
         return plan.lookup[self._indices(self._values(frame, name), plan.index, name)]
 
-    def hot_strings(self, values: list[str], i: int) -> np.ndarray | None:
+    def hot_strings(self, values: list[str], i: int) -> list[int] | None:
         """hot, of column i's values as a list of strings; None where transform would refuse one."""
         plan = self._plans()[i]
-        indices = np.array([plan.index.get(v, -1) for v in values], dtype=np.int64)
-        if self.params["handle_unknown"] == "error" and (indices < 0).any():
+        positions, unknown = plan.positions, int(plan.lookup[-1])
+        if self.params["handle_unknown"] == "error" and not all(v in positions for v in values):
             return None
-        return plan.lookup[indices]
+        return [positions.get(v, unknown) for v in values]
 
     def _plan(self, i: int, name: str) -> _Plan:
         categories, rare = self.categories_[i], self._rare(i)

@@ -40,18 +40,22 @@ class TransformPlan:
         self.float_key = tuple(self.float_names)  # how validation names the same block (Validated.floats)
         self.mean = np.array([mean for _, mean, _, _, _ in floats], dtype=np.float64)
         self.scale = np.array([scale for _, _, scale, _, _ in floats], dtype=np.float64)
-        # model input -> (positions in the block, columns of the input, whether that is the whole block as the
-        # whole input, in order)
-        self.float_targets: dict[str, tuple[np.ndarray, np.ndarray, bool]] = {}
+        # model input -> (positions in the block, columns of the input, or the slice of them where that is the
+        # whole block in order)
+        self.float_targets: dict[str, tuple[np.ndarray, np.ndarray | slice]] = {}
         for input_name in widths:
             chosen = [j for j, (*_, name, _) in enumerate(floats) if name == input_name]
             if chosen:
                 columns = np.array([floats[j][4] for j in chosen])
-                whole = len(chosen) == len(floats) and len(columns) == widths[input_name] and \
-                    bool((columns == np.arange(len(columns))).all())
-                self.float_targets[input_name] = (np.array(chosen), columns, whole)
+                start = int(columns[0])
+                in_order = len(chosen) == len(floats) and bool((columns == np.arange(start, start + len(chosen))).all())
+                self.float_targets[input_name] = (np.array(chosen), slice(start, start + len(chosen)) if in_order
+                                                  else columns)
         self.onehots = onehots
         self.widths = dict(widths)
+        # the columns of encoders refusing unknown categories (all read input columns: no step feeds another here)
+        self.refusing = [(step, step.columns[i]) for step, i, _, _ in onehots
+                         if step.params["handle_unknown"] == "error"]
 
     @classmethod
     def compile(cls, steps: Sequence[Step], features: Sequence[Any], feature_names: Sequence[str],
@@ -128,31 +132,38 @@ class TransformPlan:
         if self.float_names and (x is None or x.shape != (rows.n_rows, len(self.float_names))):
             return None
 
-        def hot(step: OneHot, i: int) -> np.ndarray | None:
+        def hot(step: OneHot, i: int) -> np.ndarray | list[int] | None:
             values = rows.strings.get(step.columns[i])
             return None if values is None else step.hot_strings(values, i)
 
         return self._inputs(rows.n_rows, x, hot)
 
-    def _inputs(self, n: int, x: np.ndarray | None, hot: Callable[[OneHot, int], np.ndarray | None]
+    def _inputs(self, n: int, x: np.ndarray | None, hot: Callable[[OneHot, int], np.ndarray | list[int] | None]
                 ) -> dict[str, np.ndarray] | None:
         """The model inputs of n rows: x, the float block (None without floats), standardized into them, and each
-        one-hot column set where hot(step, i) places its 1; None where that answers None."""
+        one-hot column set where hot(step, i) places its 1 (an array, or a list for a few rows); None where that
+        answers None."""
         out = {name: _zeros(n, width) for name, width in self.widths.items()}
         if x is not None:
             if x.dtype != np.float64:
                 return None
             scaled = (x - self.mean) / self.scale
             with np.errstate(over="ignore"):  # beyond float32: inf, as the step-by-step path gives
-                for input_name, (chosen, columns, whole) in self.float_targets.items():
-                    if whole:
-                        out[input_name][...] = scaled
+                for input_name, (chosen, columns) in self.float_targets.items():
+                    if isinstance(columns, slice):
+                        out[input_name][:, columns] = scaled
                     else:
                         out[input_name][:, columns] = scaled[:, chosen]
         for step, i, input_name, columns in self.onehots:
             positions = hot(step, i)
             if positions is None:
                 return None
+            if isinstance(positions, list):  # a few rows: one at a time costs less than indexing by arrays
+                target = out[input_name]
+                for row, position in enumerate(positions):
+                    if position >= 0:
+                        target[row, columns[position]] = 1.0
+                continue
             rows = np.flatnonzero(positions >= 0)
             out[input_name][rows, columns[positions[rows]]] = 1.0
         return out

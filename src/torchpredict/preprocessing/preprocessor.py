@@ -162,6 +162,9 @@ class Preprocessor:
         values), told without their table (Schema.validate's accepts): yes when no encoder refuses unknown
         categories, or each that does reads input columns given here and knows all their values; no where it
         cannot be told so (an encoder fed by an earlier step or a Copy, or of a column not given)."""
+        plan = self.plan
+        if plan is not None:  # its encoders read input columns
+            return all(name in strings and step.knows(name, strings[name]) for step, name in plan.refusing)
         refusing = [i for i, step in enumerate(self.steps) if _refuses_unknown(step)]
         if not refusing:
             return True
