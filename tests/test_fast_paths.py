@@ -199,8 +199,9 @@ def test_the_small_path_leaves_to_the_others_what_it_does_not_take() -> None:
     schema = preprocessor.schema_
 
     def small(data: Any, accepts: Any = preprocessor.accepts_strings) -> bool:
-        return schema.validate(data, on_error="reject", row_check=preprocessor.check_rows,
-                               accepts=accepts).small is not None
+        """Whether data was validated without a table."""
+        validated = schema.validate(data, on_error="reject", row_check=preprocessor.check_rows, accepts=accepts)
+        return validated.small is not None and validated._table is None
 
     assert small({"f0": 1.0, "s0": "a"})
     assert not small({"f0": 1, "s0": "a"})  # an int in a float column: cast by the general path
@@ -209,3 +210,22 @@ def test_the_small_path_leaves_to_the_others_what_it_does_not_take() -> None:
     assert not small({"f0": 1.0, "s0": "a"}, accepts=lambda strings: False)  # row_check may refuse a row
     assert not small([{"f0": 1.0, "s0": "a"}] * (validation_plans.SMALL + 1))  # many rows: Arrow reads faster
     assert not preprocessor.accepts_strings({"s0": ["a", "zz"]}) and preprocessor.accepts_strings({"s0": ["b"]})
+
+
+def test_a_small_table_is_preprocessed_as_a_few_rows_and_row_check_asked_only_when_needed() -> None:
+    table = pa.table({"f0": [1.0, 2.0, 3.0], "s0": ["a", "b", "a"]})
+    preprocessor = Preprocessor([Standardize(["f0"]), OneHot(["s0"])]).fit(table)
+    asked = []
+
+    def row_check(rows: pa.Table, report: Any) -> None:
+        asked.append(rows.num_rows)
+        preprocessor.check_rows(rows, report)
+
+    new = pa.table({"f0": [0.5, 2.5], "s0": ["b", "a"]})
+    validated = preprocessor.schema_.validate(new, row_check=row_check, accepts=preprocessor.accepts_strings)
+    assert validated.small is not None and validated.small.strings == {"s0": ["b", "a"]} and not asked
+    x = preprocessor.transform(validated)["x"]
+    with general_path():
+        assert np.array_equal(preprocessor.transform(new)["x"], x)
+    preprocessor.schema_.validate(new, row_check=row_check, accepts=lambda strings: False)
+    assert asked == [2]  # accepts could not tell: row_check was asked

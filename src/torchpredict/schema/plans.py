@@ -275,11 +275,14 @@ class ValidationPlan:
     # -- validating ------------------------------------------------------------------------------------
 
     def validate(self, table: pa.Table, keep: Sequence[str], collect: bool, first_row: int,
-                 row_check: RowCheck | None) -> tuple[pa.Table, DriftReport, dict[tuple[str, ...], np.ndarray]] | None:
-        """The validated table, its drift and its float blocks as read (column names -> [rows, columns] array)
-        when no row can fail a check; None otherwise (and for inputs this path does not take), for the
-        column-by-column path to run. Raises what that path raises for the columns (missing, unexpected) and for
-        the rows row_check refuses, without collect."""
+                 row_check: RowCheck | None, accepts: Accepts | None = None
+                 ) -> tuple[pa.Table, DriftReport, dict[tuple[str, ...], np.ndarray], SmallRows | None] | None:
+        """The validated table, its drift, its float blocks as read (column names -> [rows, columns] array) and,
+        for a few rows when accepts is given, the same as SmallRows (their strings as lists, for the preprocessing
+        of a few rows; accepts then tells row_check's answer from them where it can), when no row can fail a
+        check; None otherwise (and for inputs this path does not take), for the column-by-column path to run.
+        Raises what that path raises for the columns (missing, unexpected) and for the rows row_check refuses,
+        without collect."""
         n = table.num_rows
         if not ENABLED or not self.supported or not n:
             return None
@@ -301,7 +304,10 @@ class ValidationPlan:
                 return None
             strings[j] = col
         typed = self._typed(table, layout)
-        if row_check is not None:
+        listed = None  # a few rows' string features as lists (no nulls: the small path's form)
+        if accepts is not None and n <= SMALL and not any(col.null_count for col in strings.values()):
+            listed = {self.features[j].name: col.to_pylist() for j, col in strings.items()}
+        if row_check is not None and (listed is None or not accepts(listed)):  # type: ignore[misc]
             problems = RowProblems(collect=collect, first_row=first_row)
             flagged = forward_reports(lambda report: row_check(typed, report), problems.add, np.arange(n))
             if flagged.any():
@@ -315,11 +321,12 @@ class ValidationPlan:
         unseen: dict[str, dict[str, int]] = {}
         for j, col in strings.items():
             column = self.features[j]
-            d = self._string_drift(column, col, n)
+            d = self._string_drift(column, col, n, None if listed is None else listed[column.name])
             counts[:, j] = (d.rows, d.out_of_range, d.unseen_categories, d.unexpected_nulls)
             if d.unseen_values:
                 unseen[column.name] = d.unseen_values
-        return typed, DriftReport.counted(n, self.names, counts, unseen), floats
+        small = None if listed is None else SmallRows(n, tuple(layout.names), listed, {}, lambda: typed)
+        return typed, DriftReport.counted(n, self.names, counts, unseen), floats, small
 
     def _typed(self, table: pa.Table, layout: _Layout) -> pa.Table:
         """The features (already of their types: no cast), then passthrough and kept columns, as the column-by-
@@ -331,7 +338,9 @@ class ValidationPlan:
             return selected
         return pa.Table.from_arrays(selected.columns, names=layout.names)
 
-    def _string_drift(self, column: Column, col: pa.ChunkedArray, n: int) -> ColumnDrift:
+    def _string_drift(self, column: Column, col: pa.ChunkedArray, n: int, values: list[str] | None = None
+                      ) -> ColumnDrift:
+        """values: col's values, when already read as a list."""
         stats = column.stats
         if stats is None:
             return ColumnDrift(n)
@@ -339,7 +348,8 @@ class ValidationPlan:
         nulls = col.null_count if column.nullable and stats.missing_rate == 0 else 0
         if categories is None:
             return ColumnDrift(n, 0, 0, nulls)
-        if n > SMALL or any(v is not None and v not in categories for v in col.to_pylist()):
+        if n > SMALL or any(v is not None and v not in categories for v in (col.to_pylist() if values is None
+                                                                             else values)):
             return column_drift(column, leaves(col, ()), n)  # pyarrow kernels; the unseen strings counted
         return ColumnDrift(n, 0, 0, nulls)
 

@@ -61,7 +61,8 @@ class Validated:
     as text); None when no row failed.
     floats: the float features the fast paths read as [rows, columns] arrays (column names -> array), for
     preprocessing to reuse instead of reading them again.
-    small: a few records validated without a table (schema.plans.SmallRows): table is then built when first read.
+    small: a few rows in the form the preprocessing of a few rows takes (schema.plans.SmallRows); validated without
+    a table (a few plain records), table is built when first read.
     """
 
     __slots__ = ("_table", "drift", "floats", "rejected", "small")
@@ -190,18 +191,18 @@ class Schema:
                 rows, drift, floats = small
                 return Validated(None, drift, None, floats, rows)
         problems = RowProblems(collect=on_error == "reject", first_row=first_row)
-        return self._validate(data, keep, first_row, problems, row_check)
+        return self._validate(data, keep, first_row, problems, row_check, accepts)
 
     def _validate(self, data: Any, keep: Sequence[str], first_row: int, problems: RowProblems,
-                  row_check: RowCheck | None) -> Validated:
+                  row_check: RowCheck | None, accepts: Accepts | None = None) -> Validated:
         table = self.plan.read(data, problems)
         if table is None:
             table = read_input(data, self.features, problems)
         if not problems.found:  # the fast path: every check at once; None where a row may fail one
-            fast = self.plan.validate(table, keep, problems.collect, first_row, row_check)
+            fast = self.plan.validate(table, keep, problems.collect, first_row, row_check, accepts)
             if fast is not None:
-                typed, drift, floats = fast
-                return Validated(typed, drift, None, floats)
+                typed, drift, floats, small = fast
+                return Validated(typed, drift, None, floats, small)
         self._check_columns(table, keep)
         found = {c.name: check_column(c, table.column(c.name), problems) for c in self.features}
         names = [c.name for c in self.features]
