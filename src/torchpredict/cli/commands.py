@@ -283,9 +283,11 @@ def _json_object(text: str) -> dict:
 
 def _run_predict(args: argparse.Namespace) -> int:
     from torchpredict.bundle.loading import load
+    from torchpredict.device import reuse_freed_memory
     from torchpredict.jobs.pipeline import predict_file
 
     _check_predict(args)
+    reuse_freed_memory()  # this process is the command's own
     with _quiet_torch():
         predictor = load(args.bundle, device=args.device, batch_size=args.batch_size,
                          trust_factory=args.trust_factory, trust_torch_loader=args.trust_torch_loader)

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from torchpredict.device import cpu_cores
+from torchpredict.device import cpu_cores, reuse_freed_memory
 from torchpredict.errors import InputError, ModelLoadError, TorchPredictError
 from torchpredict.messages import first_line, one_line
 
@@ -145,9 +145,11 @@ def _set_threads(threads: int | None, workers: int) -> None:
 
 
 def _freeze() -> None:
-    """Everything loaded so far is permanent: keep the garbage collector's full passes off it."""
+    """Everything loaded so far is permanent: keep the garbage collector's full passes off it. And the memory
+    the batches free is kept for the next ones (device.reuse_freed_memory)."""
     gc.collect()
     gc.freeze()
+    reuse_freed_memory()
 
 
 def _check_bundles(paths: Sequence[str]) -> None:
