@@ -70,6 +70,7 @@ class _Block:
         bounds = [(c.stats.min, c.stats.max) if c.stats is not None and c.stats.min is not None
                   and c.stats.max is not None else None for c in columns]
         self.ranged = np.flatnonzero([b is not None for b in bounds])
+        self.all_strict, self.all_ranged = bool(self.strict.all()), len(self.ranged) == len(self.columns)
         self.low = np.array([b[0] for b in bounds if b is not None], dtype=np.float64)
         self.high = np.array([b[1] for b in bounds if b is not None], dtype=np.float64)
         self.nulls_counted = np.flatnonzero([c.nullable and c.stats is not None and c.stats.missing_rate == 0
@@ -87,7 +88,7 @@ class _Block:
 
     def check_array(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """check, of the block already read as a [rows, columns] array."""
-        if self.strict.all():
+        if self.all_strict:
             if not np.isfinite(x).all():
                 return None
         else:
@@ -95,9 +96,14 @@ class _Block:
                 return None
         out_of_range = np.zeros(len(self.columns), dtype=np.int64)
         if len(self.ranged):
-            ranged = x if len(self.ranged) == len(self.columns) else x[:, self.ranged]
-            with np.errstate(invalid="ignore"):
-                out_of_range[self.ranged] = np.count_nonzero((ranged < self.low) | (ranged > self.high), axis=0)
+            ranged = x if self.all_ranged else x[:, self.ranged]
+            if self.all_strict:  # no NaN: nothing for a comparison to warn about (errstate costs ~1 us a call)
+                outside = (ranged < self.low) | (ranged > self.high)
+            else:
+                with np.errstate(invalid="ignore"):
+                    outside = (ranged < self.low) | (ranged > self.high)
+            if outside.any():
+                out_of_range[self.ranged] = np.count_nonzero(outside, axis=0)
         nulls = np.zeros(len(self.columns), dtype=np.int64)
         if len(self.nulls_counted):
             nulls[self.nulls_counted] = np.count_nonzero(np.isnan(x[:, self.nulls_counted]), axis=0)

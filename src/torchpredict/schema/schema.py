@@ -87,7 +87,8 @@ class Validated:
 
     @property
     def column_names(self) -> list[str]:
-        return list(self.small.names) if self._table is None else self._table.column_names  # type: ignore[union-attr]
+        """The table's column names (told without building it; and schema.names: Table.column_names costs ~6x)."""
+        return list(self.small.names) if self.small is not None else self._table.schema.names  # type: ignore[union-attr]
 
     def column(self, name: str) -> pa.Array:
         """A passthrough or kept column (or a feature, cast) as one array, without building the table."""
