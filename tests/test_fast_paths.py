@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import numpy as np
@@ -85,9 +85,16 @@ def inputs(draw: st.DrawFn, table: pa.Table) -> Any:
         records = [{k: v for k, v in r.items() if k != dropped} for r in records]
     elif mutation == "add":
         records = [{**r, "extra": 1.0} for r in records]
-    form = draw(st.sampled_from(["records", "record", "arrow"]))
+    form = draw(st.sampled_from(["records", "record", "arrow", "columns"]))
     if form == "record":
         return records[0]
+    if form == "columns":  # lists of values, or numpy arrays where numpy reads them as one type
+        columns = {name: [r[name] for r in records] for name in records[0]}
+        for name, values in columns.items():
+            if draw(st.booleans()):
+                with suppress(ValueError, OverflowError):
+                    columns[name] = np.array(values)
+        return columns
     if form == "arrow":
         try:
             return pa.Table.from_pylist(records)
@@ -229,3 +236,22 @@ def test_a_small_table_is_preprocessed_as_a_few_rows_and_row_check_asked_only_wh
         assert np.array_equal(preprocessor.transform(new)["x"], x)
     preprocessor.schema_.validate(new, row_check=row_check, accepts=lambda strings: False)
     assert asked == [2]  # accepts could not tell: row_check was asked
+
+
+def test_a_dict_of_a_few_rows_columns_takes_the_small_path_as_arrays_or_lists() -> None:
+    table = pa.table({"f0": [1.0, 2.0, 3.0], "f1": [0.5, 1.5, 2.5], "s0": ["a", "b", "a"], "id": [7, 8, 9]})
+    preprocessor = Preprocessor([Standardize(["f0", "f1"]), OneHot(["s0"])], passthrough=["id"]).fit(table)
+    schema = preprocessor.schema_
+    for columns in ({"f0": np.array([2.5, 1.0]), "f1": np.array([1.0, 9.0]), "s0": ["b", "a"], "id": np.array([1, 2])},
+                    {"f0": [2.5, 1.0], "f1": [1.0, 9.0], "s0": ["b", "a"], "id": [1, 2]}):
+        validated = schema.validate(columns, row_check=preprocessor.check_rows, accepts=preprocessor.accepts_strings)
+        assert validated.small is not None and validated._table is None  # no table built
+        assert validated.drift.columns["f1"].out_of_range == 1 and validated.column("id").to_pylist() == [1, 2]
+        x = preprocessor.transform(validated)["x"]
+        with general_path():
+            general = schema.validate(columns, row_check=preprocessor.check_rows, accepts=preprocessor.accepts_strings)
+            same_table(validated.table, general.table)
+            assert np.array_equal(preprocessor.transform(general)["x"], x)
+    mixed = {"f0": np.array([2.5]), "f1": [1.0], "s0": ["b"], "id": [1]}  # a block of an array and a list: read
+    assert schema.validate(mixed, row_check=preprocessor.check_rows, accepts=preprocessor.accepts_strings)._table \
+        is not None

@@ -279,7 +279,18 @@ def blocked(table: pa.Table, dtype: Any = np.float64, count: int | None = None) 
     return Request(BlockColumns(where, [block], []), table.num_rows if count is None else count)
 
 
-def test_codec_requests_are_read_together_a_block_at_a_time_and_others_as_before(predictor, reference, rows, reads):
+def test_codec_requests_are_joined_a_block_at_a_time_and_others_read_as_before(predictor, reference, rows, reads,
+                                                                              monkeypatch):
+    validations: list[tuple[int, bool]] = []  # per validate call: its rows, and whether it built no table
+    validate = predictor.validate
+
+    def counted(data: Any, **options: Any) -> Any:
+        validated = validate(data, **options)
+        if isinstance(data, dict):
+            validations.append((validated.num_rows, validated._table is None))
+        return validated
+
+    monkeypatch.setattr(predictor, "validate", counted)
     gate = Gate(predictor)
     batcher = Batcher(predictor)
     like = [blocked(rows.slice(1 + i, 1)) for i in range(5)]
@@ -287,9 +298,12 @@ def test_codec_requests_are_read_together_a_block_at_a_time_and_others_as_before
                                                                                               count=3)]
     answers = behind_a_plug(batcher, gate, request(rows.slice(0, 1)), requests)
     batcher.close(WAIT)
-    # the plug; the five like ones together; the float32 one and the plain dict by _groups' keys (one table each,
-    # as their dtypes differ); the one that says 3 rows but holds 2 alone, refused
-    assert sorted(reads) == [1, 2, 2, 2, 5]
+    # the five like ones joined into one group's columns, validated as they are (no table: a few float64 rows); the
+    # float32 one joined alone (validation reads it as a table: not the features' float64)
+    assert sorted(validations) == [(2, False), (5, True)]
+    # read by the batcher as tables: the plug, the plain dict by _groups' keys, and the one that says 3 rows but
+    # holds 2, alone (refused)
+    assert sorted(reads) == [1, 2, 2]
     for req, answer in list(zip(requests, answers, strict=True))[:-1]:
         assert_same(answer, alone(reference, req))
     assert isinstance(answers[-1], InputError) and "says it has 3 rows" in str(answers[-1])

@@ -23,14 +23,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
+from itertools import chain
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from torchpredict.errors import SchemaError
 from torchpredict.schema.columns import Column
 from torchpredict.schema.drift import ColumnDrift, DriftReport, column_drift
+from torchpredict.schema.tables import as_table
 from torchpredict.schema.validation import RowProblems, forward_reports, leaves, target_type
 
 __all__ = ["ENABLED", "SMALL", "SmallRows", "ValidationPlan"]
@@ -40,6 +43,9 @@ SMALL = 64  # rows up to which strings are looked up in Python sets, and records
 _FLOATS = (pa.float64(), pa.float32())
 _PYTHON_TYPES = {float: pa.float64(), int: pa.int64(), str: pa.string(), bool: pa.bool_()}
 _LAYOUTS = 16  # input layouts (column names, types, keep) remembered per schema
+_COLUMN_TYPES = (np.ndarray, list)  # a dict whose values are these is columns (else, perhaps a record)
+_DTYPE = attrgetter("dtype")
+_STR, _FLOAT, _FLOAT64 = {str}, {float}, {np.dtype(np.float64)}
 
 RowCheck = Callable[[pa.Table, Any], None]
 Accepts = Callable[[Mapping[str, list[str]]], bool]  # whether a RowCheck refuses none of the rows of these strings
@@ -146,6 +152,28 @@ class _RecordLayout:
         self.kept = [(name, types[name]) for name in layout.names[n_features:]]
 
 
+class _ColumnLayout:
+    """How a dict of columns of one set of names and Python types (and keep) is read by the small path."""
+
+    def __init__(self, layout: _Layout, n_features: int, data: dict[str, Any]) -> None:
+        self.layout = layout
+        self.block_names = [block.names for block in layout.blocks]
+        # whether a block's columns are lists (of Python floats), not arrays: one or the other
+        self.block_lists = [type(data[names[0]]) is list for names in self.block_names]
+        self.string_names = [column.name for _, _, column in layout.strings]
+        self.kept_names = layout.names[n_features:]
+
+    def takes(self, data: dict[str, Any]) -> bool:
+        """Whether columns of these Python types are read here: every value an array or a list, those of a block
+        all one or the other, and the block's arrays 1-D."""
+        if not all(type(v) in _COLUMN_TYPES for v in data.values()):
+            return False
+        for names, listed in zip(self.block_names, self.block_lists, strict=True):
+            if any((type(data[name]) is list) != listed or (not listed and data[name].ndim != 1) for name in names):
+                return False
+        return True
+
+
 class ValidationPlan:
     """Schema.validate's fast path for one schema (see the module docstring)."""
 
@@ -162,7 +190,8 @@ class ValidationPlan:
                            if c.dtype == "string" and c.stats is not None and c.stats.categories is not None}
         self.layouts: dict[tuple[tuple[str, ...], tuple[str, ...]], list[_Layout]] = {}
         self.struct_types: dict[tuple[Any, ...], pa.DataType] = {}
-        self.record_layouts: dict[tuple[Any, ...], _RecordLayout | None] = {}
+        self.record_layouts: dict[tuple[Any, ...], Any] = {}  # _RecordLayout, _ColumnLayout or None, by input layout
+        self.expected = {c.name: c.dtype for c in features}  # as_table's types, as Schema.validate reads an input
 
     # -- reading ---------------------------------------------------------------------------------------
 
@@ -215,12 +244,15 @@ class ValidationPlan:
 
     def small(self, data: Any, keep: tuple[str, ...], row_check: RowCheck | None, accepts: Accepts
               ) -> tuple[SmallRows, DriftReport, dict[tuple[str, ...], np.ndarray]] | None:
-        """A few records validated without an Arrow table (see the module docstring): the rows, their drift and
-        their float blocks; None where this path does not take them (the others then run). accepts tells
-        whether row_check refuses none of the rows, from their string features. Raises what the other paths
-        raise for the columns (missing, unexpected), which it checks as they do."""
+        """A few rows validated without an Arrow table (see the module docstring): records, or a dict of columns
+        (1-D numpy arrays and lists); the rows, their drift and their float blocks, or None where this path does
+        not take them (the others then run). accepts tells whether row_check refuses none of the rows, from their
+        string features. Raises what the other paths raise for the columns (missing, unexpected), which it checks
+        as they do."""
         if not ENABLED or not self.supported:
             return None
+        if type(data) is dict and data and type(next(iter(data.values()))) in _COLUMN_TYPES:
+            return self._small_columns(data, keep, row_check, accepts)
         found = self._records(data)
         if found is None:
             return None
@@ -229,36 +261,106 @@ class ValidationPlan:
         if shape is None:
             return None
         n = len(records)
+        blocks = [np.array([values(r) for r in records], dtype=np.float64).reshape(n, -1) for _, values in shape.blocks]
+        strings = {column.name: [r[column.name] for r in records] for column in shape.strings}
+        frozen = [dict(r) for r in records]  # plain values: what the table is built from, whatever happens to data
+
+        def kept() -> dict[str, pa.Array]:
+            return {name: pa.array([r[name] for r in records], t) for name, t in shape.kept}
+
+        def build() -> pa.Table:
+            return self._typed(pa.Table.from_struct_array(pa.array(frozen, struct)), shape.layout)
+
+        return self._small_rows(shape.layout, n, blocks, strings, kept, build, row_check, accepts)
+
+    def _small_columns(self, data: dict[str, Any], keep: tuple[str, ...], row_check: RowCheck | None,
+                       accepts: Accepts) -> tuple[SmallRows, DriftReport, dict[tuple[str, ...], np.ndarray]] | None:
+        """small, of a dict of a few rows' columns: each float feature a 1-D float64 array, each string one a list
+        of strings, the others anything as_table reads."""
+        values = list(data.values())
+        n = len(values[0])
+        if not 0 < n <= SMALL:
+            return None
+        key = ("columns", tuple(data), tuple(map(type, values)), keep)
+        shape = self.record_layouts[key] if key in self.record_layouts else self._column_layout(data, key)
+        if shape is None:
+            return None
+        blocks = []
+        for names, listed in zip(shape.block_names, shape.block_lists, strict=True):
+            arrays = [data[name] for name in names]
+            if (set(map(type, chain.from_iterable(arrays))) != _FLOAT) if listed else \
+                    (set(map(_DTYPE, arrays)) != _FLOAT64):
+                return None  # floats (a list of Python floats, or a float64 array) only
+            try:
+                x = np.stack(arrays, axis=1).astype(np.float64, copy=False)  # a copy: whatever happens to data
+            except ValueError:  # of other lengths or dimensions
+                return None
+            if x.shape != (n, len(names)):
+                return None
+            blocks.append(x)
+        strings = {name: list(data[name]) for name in shape.string_names}
+        if strings and (set(map(len, strings.values())) != {n} or
+                        set(map(type, chain.from_iterable(strings.values()))) != _STR):
+            return None
+        others = {name: data[name].copy() if type(data[name]) is np.ndarray else list(data[name])
+                  for name in shape.kept_names}
+        if any(len(v) != n for v in others.values()):
+            return None  # the other paths say the columns disagree
+        try:
+            kept_arrays = {name: column.combine_chunks() for name, column in
+                           zip(others, as_table(others, expected=self.expected).columns, strict=True)}
+        except (SchemaError, pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            return None
+        frozen = {**{name: block[:, j] for names, block in zip(shape.block_names, blocks, strict=True)
+                     for j, name in enumerate(names)}, **strings, **others}
+        columns = {name: frozen[name] for name in data}  # in the input's order, as the other paths read it
+
+        def build() -> pa.Table:
+            return self._typed(as_table(columns, expected=self.expected), shape.layout)
+
+        return self._small_rows(shape.layout, n, blocks, strings, lambda: kept_arrays, build, row_check, accepts)
+
+    def _small_rows(self, layout: _Layout, n: int, blocks: list[np.ndarray], strings: dict[str, list[str]],
+                    kept: Callable[[], dict[str, pa.Array]], build: Callable[[], pa.Table],
+                    row_check: RowCheck | None, accepts: Accepts
+                    ) -> tuple[SmallRows, DriftReport, dict[tuple[str, ...], np.ndarray]] | None:
+        """The checks and the drift of the small path, of the float blocks (one per layout.blocks) and the string
+        features read; kept: the passthrough and kept columns (read once all else passed)."""
         floats: dict[tuple[str, ...], np.ndarray] = {}
-        counted: list[tuple[np.ndarray, np.ndarray]] = []
-        for block, values in shape.blocks:
-            checked = block.check_array(np.array([values(r) for r in records], dtype=np.float64).reshape(n, -1))
+        counts = np.zeros((4, len(self.features)), dtype=np.int64)
+        counts[0] = n
+        for block, where, x in zip(layout.blocks, layout.block_features, blocks, strict=True):
+            checked = block.check_array(x)
             if checked is None:
                 return None
             floats[block.names] = checked[0]
-            counted.append(checked[1:])
-        strings = {column.name: [r[column.name] for r in records] for column in shape.strings}
-        counts = np.zeros((4, len(self.features)), dtype=np.int64)
-        counts[0] = n
-        for where, (out_of_range, nulls) in zip(shape.layout.block_features, counted, strict=True):
-            counts[1, where] = out_of_range
-            counts[3, where] = nulls
-        for column in shape.strings:
+            counts[1, where], counts[3, where] = checked[1:]
+        for _, _, column in layout.strings:
             if column.stats is not None and column.name in self.categories and \
                     not all(v in self.categories[column.name] for v in strings[column.name]):
                 return None  # an unseen category: the other paths count it (and row_check may refuse it)
         if row_check is not None and not accepts(strings):
             return None
         try:
-            kept = {name: pa.array([r[name] for r in records], t) for name, t in shape.kept}
+            kept_arrays = kept()
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             return None
-        frozen = [dict(r) for r in records]  # plain values: what the table is built from, whatever happens to data
+        rows = SmallRows(n, tuple(layout.names), strings, kept_arrays, build)
+        return rows, DriftReport.counted(n, self.names, counts, {}), floats
 
-        def build() -> pa.Table:
-            return self._typed(pa.Table.from_struct_array(pa.array(frozen, struct)), shape.layout)
-
-        return SmallRows(n, shape.names, strings, kept, build), DriftReport.counted(n, self.names, counts, {}), floats
+    def _column_layout(self, data: dict[str, Any], key: tuple[Any, ...]) -> _ColumnLayout | None:
+        """_record_layout, of a dict of columns."""
+        try:
+            table = as_table(data, expected=self.expected)
+        except (SchemaError, pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            return None
+        layout = self._layout(table, key[-1])  # raises for missing and unexpected columns, as the other paths do
+        shape = _ColumnLayout(layout, len(self.features), data) if layout.fast else None
+        if shape is not None and not shape.takes(data):
+            shape = None
+        if len(self.record_layouts) < _LAYOUTS:
+            self.record_layouts[key] = shape
+        return shape
 
     def _record_layout(self, records: list[dict[str, Any]], struct: pa.DataType, key: tuple[Any, ...]
                        ) -> _RecordLayout | None:

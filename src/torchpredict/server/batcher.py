@@ -117,9 +117,10 @@ class _Group:
     """Requests of the same columns, types and keep, validated and preprocessed as one input."""
 
     keep: tuple[str, ...]
-    schema: pa.Schema
+    schema: pa.Schema | None  # None: a group of joined columns (its own, whatever else reads alike)
     members: list[tuple[int, int]] = field(default_factory=list)  # (job index, its rows), in row order
     tables: list[pa.Table] = field(default_factory=list)  # the members' rows as read (like requests: one table)
+    columns: dict[str, Any] | None = None  # or, for schema None, their columns joined (columns.join)
 
 
 Outcome = Any  # Answer | BaseException | _Alone
@@ -356,9 +357,10 @@ class Batcher:
         return groups
 
     def _read_blocks(self, requests: list[Request], groups: list[_Group]) -> list[int]:
-        """Read requests of BlockColumns (as the OIP codec gives them) of one keep and layout as one table, a block
-        at a time (see torchpredict.server.columns.join; a lone one too: it costs less than a column at a time);
-        the others, with rows, to read as _groups does."""
+        """Join requests of BlockColumns (as the OIP codec gives them) of one keep and layout into one group's
+        columns, a block at a time (see torchpredict.server.columns.join; a lone one too): validation then takes
+        them as they are (a few rows: no Arrow table at all, see schema.plans) or reads them as one table; the
+        others, with rows, to read as _groups does."""
         others: list[int] = []
         blocked: dict[tuple[Any, ...], list[tuple[int, BlockColumns]]] = {}  # by keep, layout and blocks' dtypes
         for index, request in enumerate(requests):
@@ -374,14 +376,10 @@ class Batcher:
             members = [index for index, _ in found]
             rows = [requests[i].rows for i in members]
             joined = join([columns for _, columns in found], rows)
-            try:
-                table = None if joined is None else as_table(joined, expected=self._expected)
-            except Exception:
-                table = None
-            if table is None or table.num_rows != sum(rows):
+            if joined is None:
                 others += members
-            else:
-                _place(groups, keep, list(zip(members, rows, strict=True)), table)
+            else:  # validated as columns: a few rows without an Arrow table (schema.plans.small), else read then
+                groups.append(_Group(keep, None, list(zip(members, rows, strict=True)), columns=joined))
         return sorted(others)
 
     def _read_joined(self, members: list[int], requests: list[Request], groups: list[_Group], *,
@@ -418,7 +416,8 @@ class Batcher:
     def _prepare(self, group: _Group, stats: RunStats) -> tuple[Validated, dict[str, np.ndarray]]:
         """The validate and preprocess stages, once for the group's rows (bad rows rejected, not raised)."""
         tables = group.tables
-        joined = tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks()
+        joined = group.columns if group.columns is not None else tables[0] if len(tables) == 1 else \
+            pa.concat_tables(tables).combine_chunks()
         validated = self.predictor.validate(joined, keep=group.keep, on_error="reject")
         text = RunStats()
         inputs = self.predictor.preprocess(validated, text) if validated.num_rows else {}
@@ -553,7 +552,8 @@ def _settle(future: asyncio.Future[Answer], answer: Answer | None, error: BaseEx
 def _place(groups: list[_Group], keep: tuple[str, ...], members: list[tuple[int, int]], table: pa.Table) -> None:
     """Put the table of requests (members: one, or like ones read together) in the group of their keep and Arrow
     schema (a new one if none)."""
-    group = next((g for g in groups if g.keep == keep and g.schema.equals(table.schema, True)), None)
+    group = next((g for g in groups if g.keep == keep and g.schema is not None and g.schema.equals(table.schema, True)),
+                 None)
     if group is None:
         groups.append(group := _Group(keep, table.schema))
     group.members += members
