@@ -308,7 +308,7 @@ class ValidationPlan:
             return None  # the other paths say the columns disagree
         try:
             kept_arrays = {name: column.combine_chunks() for name, column in
-                           zip(others, as_table(others, expected=self.expected).columns, strict=True)}
+                           zip(others, as_table(others, expected=self.expected).columns, strict=True)} if others else {}
         except (SchemaError, pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             return None
         frozen = {**{name: block[:, j] for names, block in zip(shape.block_names, blocks, strict=True)

@@ -455,8 +455,8 @@ class Batcher:
         whatever the request's rejects, and a request's slice is what it alone gives); else per request."""
         reasons = outputs.pop(_REASONS, None)
         if reasons is None or reasons.null_count == len(reasons):
-            try:
-                assembled = self.predictor.assemble(validated, outputs, reasons)
+            try:  # no reasons: nothing to set aside, nor the validated table to read (a few rows may have none)
+                assembled = self.predictor.assemble(validated, outputs, None)
             except Exception:  # a kept column clashes: each request alone raises predict's error
                 assembled = None
             if assembled is not None and assembled.batch is not None and assembled.refused is None and \
