@@ -6,6 +6,7 @@ generated inputs good and bad."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -15,7 +16,7 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from torchpredict.errors import TorchPredictError
+from torchpredict.errors import OutOfRangeWarning, TorchPredictError
 from torchpredict.preprocessing import OneHot, Preprocessor, Standardize, categorical
 from torchpredict.preprocessing import plans as transform_plans
 from torchpredict.schema import plans as validation_plans
@@ -129,6 +130,10 @@ def assert_same(fast: tuple, general: tuple) -> None:
         assert fast[1:] == general[1:]
         return
     a, b = fast[1], general[1]
+    assert a.column_names == b.table.column_names and a.num_rows == b.table.num_rows
+    for name in a.column_names:  # as assemble reads the kept ones: without building a table where there is none
+        x, y = a.column(name), b.table.column(name).combine_chunks()
+        assert x.type == y.type and repr(x.to_pylist()) == repr(y.to_pylist())
     same_table(a.table, b.table)
     assert a.drift.to_dict() == b.drift.to_dict()
     assert (a.rejected is None) == (b.rejected is None)
@@ -255,3 +260,53 @@ def test_a_dict_of_a_few_rows_columns_takes_the_small_path_as_arrays_or_lists() 
     mixed = {"f0": np.array([2.5]), "f1": [1.0], "s0": ["b"], "id": [1]}  # a block of an array and a list: read
     assert schema.validate(mixed, row_check=preprocessor.check_rows, accepts=preprocessor.accepts_strings)._table \
         is not None
+
+
+def test_predict_gives_the_same_on_the_small_paths_as_on_the_general_one(tmp_path: Any) -> None:
+    """Through the Predictor's front door: a few rows as records, one record, columns (arrays or lists) and a table,
+    kept columns, drift, and rejected rows, each predicted alike with every fast path on and off."""
+    import torch
+
+    from torchpredict.bundle import load, save
+    from torchpredict.heads.classification import MulticlassClassification
+
+    rng = np.random.default_rng(0)
+    train = pa.table({"f0": rng.normal(size=200), "f1": rng.normal(3, 2, size=200),
+                      "s0": rng.choice(["a", "b", "c"], size=200), "id": np.arange(200)})
+    preprocessor = Preprocessor([Standardize(["f0", "f1"]), OneHot(["s0"])], passthrough=["id"]).fit(train)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()
+    head = MulticlassClassification(target="label", labels=["x", "y", "z"], top_k=2)
+    predictor = load(save(tmp_path / "small.tpk", model, preprocessor=preprocessor, heads=head,
+                          examples=train.slice(0, 8)), device="cpu")
+    rows = [{"f0": 0.5, "f1": 2.0, "s0": "b", "id": 7, "note": "p"}, {"f0": 9.0, "f1": 1.0, "s0": "a", "id": 8,
+                                                                       "note": "q"}]
+    columns = {name: [r[name] for r in rows] for name in rows[0]}
+    arrays = {name: np.array(values) for name, values in columns.items()}
+    bad = [*rows, {"f0": 1.0, "f1": 2.0, "s0": "zz", "id": 9, "note": "r"}]  # an unknown category: rejected
+    cases = [(rows, {}), (rows[0], {}), (columns, {}), (arrays, {}), (pa.Table.from_pylist(rows), {})]
+    outcomes = []
+    for data, _ in cases:
+        for options in ({"keep": ["note"]}, {"keep": ["note"], "rejects": []}):
+            outcomes.append((data, options))
+    outcomes.append((bad, {"keep": ["note"], "rejects": []}))
+
+    def run(data: Any, options: dict) -> tuple:
+        rejected: list[pa.Table] = []
+        kwargs = {"keep": options["keep"]} | ({"rejects": rejected.append} if "rejects" in options else {})
+        with warnings.catch_warnings(record=True) as said:  # 9.0 is beyond f0's training range: drift, said alike
+            warnings.simplefilter("always")
+            table = predictor.predict(data, **kwargs)
+        return table, [r.to_pylist() for r in rejected], [(w.category, str(w.message)) for w in said]
+
+    for data, options in outcomes:
+        fast = run(data, options)
+        with general_path():
+            general = run(data, options)
+        same_table(fast[0], general[0])
+        assert fast[1:] == general[1:]
+    for data in (rows, rows[0], columns):  # these took the small path (no table), so the comparison is not vacuous
+        assert predictor.validate(data, keep=["note"])._table is None
+    _, rejected, said = run(bad, {"keep": ["note"], "rejects": []})
+    assert len(rejected[0]) == 1 and "unknown category 'zz'" in rejected[0][0]["reason"]
+    assert [category for category, _ in said] == [OutOfRangeWarning]
