@@ -53,6 +53,13 @@ def test_a_dict_of_scalars_is_one_record_and_a_dict_of_lists_stays_columns(wine:
     assert as_table({"a": np.array([1.0, 2.0])}).num_rows == 2
 
 
+@pytest.mark.parametrize("value", ["ab", b"ab", {"a": 1}, np.float64(2.0) * np.ones(()), 3.5])
+def test_a_column_that_is_not_a_list_is_refused_not_split_into_rows(value: object) -> None:
+    """list("ab") would make two rows of a string: a dict of columns must give each column as a list or array."""
+    with pytest.raises(SchemaError, match="column 'b' of a dict of columns holds .*not a list or array of values"):
+        as_table({"a": [1.0, 2.0], "b": value})
+
+
 def test_numpy_arrays_read_as_the_cli_reads_npy_files(wine: pd.DataFrame) -> None:
     small = wine.head(3)
     expected = pa.Table.from_pandas(small, preserve_index=False)

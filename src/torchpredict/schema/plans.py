@@ -46,6 +46,7 @@ _LAYOUTS = 16  # input layouts (column names, types, keep) remembered per schema
 _COLUMN_TYPES = (np.ndarray, list)  # a dict whose values are these is columns (else, perhaps a record)
 _DTYPE = attrgetter("dtype")
 _STR, _FLOAT, _FLOAT64 = {str}, {float}, {np.dtype(np.float64)}
+_COLUMNS, _LIST, _ARRAY = set(_COLUMN_TYPES), {list}, {np.ndarray}
 
 RowCheck = Callable[[pa.Table, Any], None]
 Accepts = Callable[[Mapping[str, list[str]]], bool]  # whether a RowCheck refuses none of the rows of these strings
@@ -155,23 +156,11 @@ class _RecordLayout:
 class _ColumnLayout:
     """How a dict of columns of one set of names and Python types (and keep) is read by the small path."""
 
-    def __init__(self, layout: _Layout, n_features: int, data: dict[str, Any]) -> None:
+    def __init__(self, layout: _Layout, n_features: int) -> None:
         self.layout = layout
         self.block_names = [block.names for block in layout.blocks]
-        # whether a block's columns are lists (of Python floats), not arrays: one or the other
-        self.block_lists = [type(data[names[0]]) is list for names in self.block_names]
         self.string_names = [column.name for _, _, column in layout.strings]
         self.kept_names = layout.names[n_features:]
-
-    def takes(self, data: dict[str, Any]) -> bool:
-        """Whether columns of these Python types are read here: every value an array or a list, those of a block
-        all one or the other, and the block's arrays 1-D."""
-        if not all(type(v) in _COLUMN_TYPES for v in data.values()):
-            return False
-        for names, listed in zip(self.block_names, self.block_lists, strict=True):
-            if any((type(data[name]) is list) != listed or (not listed and data[name].ndim != 1) for name in names):
-                return False
-        return True
 
 
 class ValidationPlan:
@@ -278,19 +267,22 @@ class ValidationPlan:
         """small, of a dict of a few rows' columns: each float feature a 1-D float64 array, each string one a list
         of strings, the others anything as_table reads."""
         values = list(data.values())
+        if not set(map(type, values)) <= _COLUMNS:
+            return None
         n = len(values[0])
         if not 0 < n <= SMALL:
             return None
-        key = ("columns", tuple(data), tuple(map(type, values)), keep)
+        key = ("columns", tuple(data), keep)
         shape = self.record_layouts[key] if key in self.record_layouts else self._column_layout(data, key)
         if shape is None:
             return None
         blocks = []
-        for names, listed in zip(shape.block_names, shape.block_lists, strict=True):
+        for names in shape.block_names:
             arrays = [data[name] for name in names]
-            if (set(map(type, chain.from_iterable(arrays))) != _FLOAT) if listed else \
-                    (set(map(_DTYPE, arrays)) != _FLOAT64):
-                return None  # floats (a list of Python floats, or a float64 array) only
+            kinds = set(map(type, arrays))
+            if (set(map(type, chain.from_iterable(arrays))) != _FLOAT) if kinds == _LIST else \
+                    (kinds != _ARRAY or set(map(_DTYPE, arrays)) != _FLOAT64):
+                return None  # floats only: lists of Python floats, or float64 arrays
             try:
                 x = np.stack(arrays, axis=1).astype(np.float64, copy=False)  # a copy: whatever happens to data
             except ValueError:  # of other lengths or dimensions
@@ -349,15 +341,17 @@ class ValidationPlan:
         return rows, DriftReport.counted(n, self.names, counts, {}), floats
 
     def _column_layout(self, data: dict[str, Any], key: tuple[Any, ...]) -> _ColumnLayout | None:
-        """_record_layout, of a dict of columns."""
+        """How a dict of columns of these names (and keep) is read: worked out (and the columns checked by their
+        names) the first time they are seen; None where a column is missing or unexpected (the other paths say so,
+        after whatever else they find first). The layout is that of a table of the features' own types: each call
+        checks that its values are of those types (else the other paths run)."""
+        types = {c.name: target_type(c) for c in self.features}
+        schema = pa.schema([pa.field(name, types.get(name, pa.null())) for name in data])
         try:
-            table = as_table(data, expected=self.expected)
-        except (SchemaError, pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            layout = self._layout(schema.empty_table(), key[-1])
+        except SchemaError:
             return None
-        layout = self._layout(table, key[-1])  # raises for missing and unexpected columns, as the other paths do
-        shape = _ColumnLayout(layout, len(self.features), data) if layout.fast else None
-        if shape is not None and not shape.takes(data):
-            shape = None
+        shape = _ColumnLayout(layout, len(self.features))
         if len(self.record_layouts) < _LAYOUTS:
             self.record_layouts[key] = shape
         return shape

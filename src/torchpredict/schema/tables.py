@@ -112,6 +112,10 @@ def _array(values: Any, name: str, expected: str | None) -> pa.Array | pa.Chunke
         return pa.array(values)
     if type(values).__module__.startswith("pandas"):
         return pa.array(values)
+    if isinstance(values, str | bytes | Mapping) or not hasattr(values, "__iter__") or \
+            (isinstance(values, np.ndarray) and values.ndim == 0):  # list("ab") would be two rows: never guessed
+        raise SchemaError(f"column {name!r} of a dict of columns holds {shown(values)}, not a list or array of "
+                          "values; pass every column as a list (or array), or one record as a dict of values")
     return _list_array(list(values), name, expected)
 
 
