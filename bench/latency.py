@@ -11,8 +11,10 @@ Three bundles, built here from generated data (torch.manual_seed fixed):
 Each cell is the median time of one call over many repeats (µs), on one torch thread, after gc.freeze() (as a
 serving process would do after loading). The stages are timed on an Arrow table of the rows; predict on the
 table and on a list of records (what a server parses a JSON body into). "stages" is the sum of the five, each
-timed in a loop of its own (its code and data hot in the caches); "in sequence" times the five one after the other,
-as predict and the server run them, which on a small batch costs about twice as much (the caches cold for each).
+timed in a loop of its own (its code and data hot in the caches); "stages (records)" the same with validate,
+preprocess and assemble on records (a few records take the small path: no Arrow table); "in sequence" times the five
+one after the other, as predict and the server run them, which on a small batch costs about twice as much (the
+caches cold for each). The targets of the benchmark bundle follow the table.
 Run: `.venv/bin/python bench/latency.py [--quick] [--json FILE] [--compare FILE]`; --compare prints the
 ratio of each cell to the same cell of an earlier --json run (e.g. of the code before a change).
 """
@@ -162,12 +164,16 @@ def measure(predictor: Predictor, table: pa.Table, budget: float) -> dict[str, f
     [batch] = list(predictor.infer(inputs))
     columns, reasons = predictor.interpret(batch), predictor.refused(batch)
     records = table.to_pylist()
+    from_records = predictor.validate(records)  # a few records: validated without a table (the small path)
     calls: dict[str, Callable[[], Any]] = {
         "validate": lambda: predictor.validate(table),
         "preprocess": lambda: predictor.preprocess(validated),
         "infer": lambda: list(predictor.infer(inputs)),
         "interpret": lambda: (predictor.interpret(batch), predictor.refused(batch)),
         "assemble": lambda: predictor.assemble(validated, columns, reasons),
+        "validate (records)": lambda: predictor.validate(records),
+        "preprocess (records)": lambda: predictor.preprocess(from_records),
+        "assemble (records)": lambda: predictor.assemble(from_records, columns, reasons),
         "predict (Arrow table)": lambda: predictor.predict(table),
         "predict (records)": lambda: predictor.predict(records),
     }
@@ -179,6 +185,7 @@ def measure(predictor: Predictor, table: pa.Table, budget: float) -> dict[str, f
 
     found = {name: timed(call, budget) for name, call in calls.items()}
     found["stages"] = sum(found[s] for s in STAGES)
+    found["stages (records)"] = sum(found[f"{s} (records)"] if f"{s} (records)" in found else found[s] for s in STAGES)
     found["in sequence"] = timed(in_sequence, budget)
     return found
 
@@ -215,10 +222,33 @@ def main(argv: list[str] | None = None) -> int:
             results.setdefault(name, {})[str(n)] = cell
     earlier = json.loads(args.compare.read_text()) if args.compare else None
     print(report(results, earlier))
+    print(targets(results["bench"], earlier))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     print(f"\nbench/latency.py done in {time.perf_counter() - started:.0f} s (torch threads: 1)")
     return 0
+
+
+def targets(bench: dict[str, dict[str, float]], earlier: dict | None) -> str:
+    """The issue's targets for the benchmark bundle, one thread: a one-row predict <= 150 µs, the stages' fixed
+    cost (their sum on one record over the same computation by hand) <= 50 µs, 4,096-row calls no slower."""
+    one, most = bench["1"], bench[str(max(SIZES))]
+    fixed = one["stages (records)"] - one["numpy by hand"]
+    lines = ["", "target (bench bundle, one thread)                    measured          met",
+             f"one-row predict (records) <= 150 µs                  {one['predict (records)'] * 1e6:7.0f} µs"
+             f"        {'yes' if one['predict (records)'] <= 150e-6 else 'NO'}",
+             f"one-row predict (Arrow table), for comparison        {one['predict (Arrow table)'] * 1e6:7.0f} µs",
+             f"stages' fixed cost per call <= 50 µs (1 record)      {fixed * 1e6:7.0f} µs"
+             f"        {'yes' if fixed <= 50e-6 else 'NO'}"]
+    before = (earlier or {}).get("bench", {}).get(str(max(SIZES)))
+    for name in ("predict (Arrow table)", "predict (records)"):
+        if before and name in before:
+            ratio = most[name] / before[name]
+            lines.append(f"{max(SIZES):,}-row {name} vs the earlier run      {ratio:7.2f}x"
+                         f"          {'yes' if ratio <= 1.1 else 'NO'} (within 10 %: this machine's noise)")
+        else:
+            lines.append(f"{max(SIZES):,}-row {name}: {most[name] * 1e3:.1f} ms (--compare an earlier run to check)")
+    return "\n".join(lines)
 
 
 def report(results: dict[str, dict[str, dict[str, float]]], earlier: dict | None) -> str:
@@ -240,7 +270,7 @@ def report(results: dict[str, dict[str, dict[str, float]]], earlier: dict | None
                 cells.append(f"{text:>13}")
             lines.append(f"{bundle:<6} {name:<22}" + "".join(cells))
         if bundle == "bench":
-            for name in ("stages", "in sequence", "predict (Arrow table)", "predict (records)"):
+            for name in ("stages", "stages (records)", "in sequence", "predict (Arrow table)", "predict (records)"):
                 cells = [f"{by_size[n][name] / by_size[n]['numpy by hand']:>12.1f}x" for n in sizes]
                 lines.append(f"{bundle:<6} {name[:13] + ' x numpy':<22}" + "".join(cells))
         lines.append("")

@@ -25,3 +25,4 @@ def test_latency_bench_runs_quickly_and_prints_its_table():
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert "predict (records)" in result.stdout and "x numpy" in result.stdout and "in sequence" in result.stdout
+    assert "stages (records)" in result.stdout and "one-row predict (records) <= 150" in result.stdout
