@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -291,6 +292,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     with _quiet_torch():
         predictor = load(args.bundle, device=args.device, batch_size=args.batch_size,
                          trust_factory=args.trust_factory, trust_torch_loader=args.trust_torch_loader)
+    gc.collect()
+    gc.freeze()  # the model and the libraries are permanent: the collector's full passes leave them alone
     options = {"part_rows": args.part_rows} if args.part_rows is not None else {}
     started = time.perf_counter()
     with _progress_bar(quiet=args.quiet) as progress, warnings.catch_warnings():
