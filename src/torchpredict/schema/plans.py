@@ -11,12 +11,14 @@ runs, which words the errors and the rejected rows; so both give the same output
 `read` is the fast path of reading: a few records (a dict, or a list of up to SMALL dicts) whose values are plain
 Python floats, ints, strings and booleans, read as Arrow reads them (one struct array, not a column at a time).
 
-`small` goes further for such records when the caller can take them so (the Predictor, when its preprocessing has a
-fast path too): no Arrow table at all. The float features are read straight into their block, the string ones
-kept as lists and checked against the training categories in Python, the passthrough and kept columns read into
-their Arrow arrays as the table would hold them; the table itself is built only if something asks for it
-(`SmallRows.build`: read and typed as the path above does). Anything it does not take (a value of another type,
-an unseen category, a column problem) answers None, and the paths above run on the records as before.
+`small` goes further for such records, and for a dict of a few rows' columns (float64 arrays or lists of floats,
+lists of strings: what the OIP codec gives), when the caller can take them so (the Predictor, when its
+preprocessing has a fast path too): no Arrow table at all. The float features are read straight into their block,
+the string ones kept as lists and checked against the training categories in Python, the passthrough and kept
+columns read into their Arrow arrays as the table would hold them; the table itself is built only if something
+asks for it (`SmallRows.build`: from a copy of the input, read and typed as the paths above do). Anything it does
+not take (a value of another type, an unseen category, a column problem) answers None, and the paths above run on
+the input as before.
 """
 
 from __future__ import annotations
@@ -54,8 +56,9 @@ Accepts = Callable[[Mapping[str, list[str]]], bool]  # whether a RowCheck refuse
 
 @dataclass(frozen=True, eq=False)
 class SmallRows:
-    """A few records validated without an Arrow table (ValidationPlan.small): what the stages after validation
-    read of them, and how to build the table the other paths would have made, for whatever reads more."""
+    """A few rows in the form the stages after validation read them (ValidationPlan.small; validated without an
+    Arrow table, or a small table's strings as lists), and how to build the table the other paths would have made,
+    for whatever reads more."""
 
     n_rows: int
     names: tuple[str, ...]  # the validated table's columns: the features, then passthrough and kept ones
