@@ -111,6 +111,7 @@ def _element_by_element(data: bytes, count: int) -> list[str] | str:
     """What _binary_strings' loop makes of the data: the texts, or its error message."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(oip, "_uniform_strings", lambda data, count: None)
+        patch.setattr(oip, "_varied_strings", lambda data, count: None)
         try:
             return oip._binary_strings("city", (count,), memoryview(data), count)
         except RequestError as exc:
@@ -141,6 +142,31 @@ def test_binary_strings_of_one_length_are_read_at_once_as_element_by_element(tex
         assert got == texts
         if len({len(e) for e in encoded}) == 1:  # one length in bytes: read at once
             assert oip._uniform_strings(memoryview(data), count) == texts
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(max_size=6), min_size=1, max_size=12),
+       st.sampled_from(["as is", "utf-8 cut", "a longer one", "a byte short", "an extra element", "a cut prefix"]))
+def test_binary_strings_of_various_lengths_read_at_once_as_element_by_element(texts: list[str], change: str):
+    encoded = [t.encode() for t in texts]
+    if change == "utf-8 cut" and any(encoded):
+        encoded = [e[:-1] + b"\xff" if e else e for e in encoded]
+    elif change == "a longer one":
+        encoded[-1] += b"x"
+    data = b"".join(struct.pack("<I", len(e)) + e for e in encoded)
+    count = len(encoded) + (change == "an extra element")
+    if change == "a byte short":
+        data = data[:-1]
+    elif change == "a cut prefix":
+        data += b"\x01\x00"
+    expected = _element_by_element(data, count)
+    try:
+        got: list[str] | str = oip._binary_strings("city", (count,), memoryview(data), count)
+    except RequestError as exc:
+        got = str(exc)
+    assert got == expected
+    if change == "as is":
+        assert got == texts and oip._varied_strings(memoryview(data), count) == texts  # read at once
 
 
 def test_the_header_length_must_fit_the_body():
