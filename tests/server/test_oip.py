@@ -118,26 +118,40 @@ def _element_by_element(data: bytes, count: int) -> list[str] | str:
             return str(exc)
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.integers(0, 4).flatmap(lambda size: st.lists(st.text(min_size=size, max_size=size), min_size=1,
-                                                        max_size=9)),  # one length in characters, often in bytes
-       st.sampled_from(["as is", "utf-8 cut", "a longer one", "a byte short", "an extra element"]))
-def test_binary_strings_of_one_length_are_read_at_once_as_element_by_element(texts: list[str], change: str):
+def _spoilt(texts: list[str], change: str, shortest_cut: int) -> tuple[list[bytes], bytes, int]:
+    """The texts as BYTES binary data, spoilt as change says (a UTF-8 cut in the elements of at least shortest_cut
+    bytes); the elements, the data and the element count the request claims."""
     encoded = [t.encode() for t in texts]
-    if change == "utf-8 cut" and any(len(e) > 1 for e in encoded):
-        encoded = [e[:-1] + b"\xff" if len(e) > 1 else e for e in encoded]
+    if change == "utf-8 cut" and any(len(e) >= shortest_cut for e in encoded):
+        encoded = [e[:-1] + b"\xff" if len(e) >= shortest_cut else e for e in encoded]
     elif change == "a longer one":
         encoded[-1] += b"x"
     data = b"".join(struct.pack("<I", len(e)) + e for e in encoded)
     count = len(encoded) + (change == "an extra element")
     if change == "a byte short":
         data = data[:-1]
-    expected = _element_by_element(data, count)
+    elif change == "a cut prefix":
+        data += b"\x01\x00"
+    return encoded, data, count
+
+
+def _read_as_the_loop_reads(data: bytes, count: int) -> list[str] | str:
+    """What _binary_strings makes of the data (the texts, or its error message), checked to be the loop's."""
     try:
         got: list[str] | str = oip._binary_strings("city", (count,), memoryview(data), count)
     except RequestError as exc:
         got = str(exc)
-    assert got == expected
+    assert got == _element_by_element(data, count)
+    return got
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 4).flatmap(lambda size: st.lists(st.text(min_size=size, max_size=size), min_size=1,
+                                                        max_size=9)),  # one length in characters, often in bytes
+       st.sampled_from(["as is", "utf-8 cut", "a longer one", "a byte short", "an extra element"]))
+def test_binary_strings_of_one_length_are_read_at_once_as_element_by_element(texts: list[str], change: str):
+    encoded, data, count = _spoilt(texts, change, shortest_cut=2)
+    got = _read_as_the_loop_reads(data, count)
     if change == "as is":
         assert got == texts
         if len({len(e) for e in encoded}) == 1:  # one length in bytes: read at once
@@ -148,23 +162,8 @@ def test_binary_strings_of_one_length_are_read_at_once_as_element_by_element(tex
 @given(st.lists(st.text(max_size=6), min_size=1, max_size=12),
        st.sampled_from(["as is", "utf-8 cut", "a longer one", "a byte short", "an extra element", "a cut prefix"]))
 def test_binary_strings_of_various_lengths_read_at_once_as_element_by_element(texts: list[str], change: str):
-    encoded = [t.encode() for t in texts]
-    if change == "utf-8 cut" and any(encoded):
-        encoded = [e[:-1] + b"\xff" if e else e for e in encoded]
-    elif change == "a longer one":
-        encoded[-1] += b"x"
-    data = b"".join(struct.pack("<I", len(e)) + e for e in encoded)
-    count = len(encoded) + (change == "an extra element")
-    if change == "a byte short":
-        data = data[:-1]
-    elif change == "a cut prefix":
-        data += b"\x01\x00"
-    expected = _element_by_element(data, count)
-    try:
-        got: list[str] | str = oip._binary_strings("city", (count,), memoryview(data), count)
-    except RequestError as exc:
-        got = str(exc)
-    assert got == expected
+    _, data, count = _spoilt(texts, change, shortest_cut=1)
+    got = _read_as_the_loop_reads(data, count)
     if change == "as is":
         assert got == texts and oip._varied_strings(memoryview(data), count) == texts  # read at once
 

@@ -159,24 +159,13 @@ class Preprocessor:
 
     def accepts_strings(self, strings: Mapping[str, list[str]]) -> bool:
         """Whether check_rows would report none of the rows whose string features hold these values (column ->
-        values), told without their table (Schema.validate's accepts): yes when no encoder refuses unknown
-        categories, or each that does reads input columns given here and knows all their values; no where it
-        cannot be told so (an encoder fed by an earlier step or a Copy, or of a column not given)."""
+        values), told without their table (Schema.validate's accepts): where the steps have their array form (plan:
+        then every encoder reads input columns), when each encoder refusing unknown categories knows all the values
+        of its columns; no where that cannot be told so (no plan, or a column not given)."""
         plan = self.plan
-        if plan is not None:  # its encoders read input columns
-            return all(name in strings and step.knows(name, strings[name]) for step, name in plan.refusing)
-        refusing = [i for i, step in enumerate(self.steps) if _refuses_unknown(step)]
-        if not refusing:
-            return True
-        if _feeding(self.steps, refusing) or copied_from(self.steps):
+        if plan is None:
             return False
-        for i in refusing:
-            step = self.steps[i]
-            for name in step.columns:
-                values = strings.get(name)
-                if values is None or not step.knows(name, values):  # type: ignore[attr-defined]
-                    return False
-        return True
+        return all(name in strings and step.knows(name, strings[name]) for step, name in plan.refusing)
 
     @property
     def plan(self) -> TransformPlan | None:

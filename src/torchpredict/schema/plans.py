@@ -144,26 +144,19 @@ class _Layout:
         self.strings = [(j, self.positions[j], c) for j, c in enumerate(features) if j not in floats]
 
 
-class _RecordLayout:
-    """How records of one set of keys and value types (and keep) are read by the small path."""
+class _SmallLayout:
+    """How the small path reads rows of one input layout (records of one set of keys and value types, or columns
+    of one set of names; and keep): its float blocks' columns, its string features, its passthrough and kept
+    columns (with the Arrow types records of them read as, for records)."""
 
-    def __init__(self, layout: _Layout, struct: pa.DataType, n_features: int) -> None:
-        self.layout = layout
-        self.names = tuple(layout.names)
-        self.blocks = [(block, itemgetter(*block.names)) for block in layout.blocks]
-        self.strings = [column for _, _, column in layout.strings]
-        types = {field.name: field.type for field in struct}
-        self.kept = [(name, types[name]) for name in layout.names[n_features:]]
-
-
-class _ColumnLayout:
-    """How a dict of columns of one set of names and Python types (and keep) is read by the small path."""
-
-    def __init__(self, layout: _Layout, n_features: int) -> None:
+    def __init__(self, layout: _Layout, n_features: int, struct: pa.DataType | None = None) -> None:
         self.layout = layout
         self.block_names = [block.names for block in layout.blocks]
+        self.getters = [itemgetter(*names) for names in self.block_names]  # a record's values of each block
         self.string_names = [column.name for _, _, column in layout.strings]
         self.kept_names = layout.names[n_features:]
+        types = {} if struct is None else {field.name: field.type for field in struct}
+        self.kept_types = [types.get(name) for name in self.kept_names]
 
 
 class ValidationPlan:
@@ -182,7 +175,7 @@ class ValidationPlan:
                            if c.dtype == "string" and c.stats is not None and c.stats.categories is not None}
         self.layouts: dict[tuple[tuple[str, ...], tuple[str, ...]], list[_Layout]] = {}
         self.struct_types: dict[tuple[Any, ...], pa.DataType] = {}
-        self.record_layouts: dict[tuple[Any, ...], Any] = {}  # _RecordLayout, _ColumnLayout or None, by input layout
+        self.record_layouts: dict[tuple[Any, ...], _SmallLayout | None] = {}  # by input layout
         self.expected = {c.name: c.dtype for c in features}  # as_table's types, as Schema.validate reads an input
 
     # -- reading ---------------------------------------------------------------------------------------
@@ -253,12 +246,13 @@ class ValidationPlan:
         if shape is None:
             return None
         n = len(records)
-        blocks = [np.array([values(r) for r in records], dtype=np.float64).reshape(n, -1) for _, values in shape.blocks]
-        strings = {column.name: [r[column.name] for r in records] for column in shape.strings}
+        blocks = [np.array([values(r) for r in records], dtype=np.float64).reshape(n, -1) for values in shape.getters]
+        strings = {name: [r[name] for r in records] for name in shape.string_names}
         frozen = [dict(r) for r in records]  # plain values: what the table is built from, whatever happens to data
 
         def kept() -> dict[str, pa.Array]:
-            return {name: pa.array([r[name] for r in records], t) for name, t in shape.kept}
+            return {name: pa.array([r[name] for r in records], t)
+                    for name, t in zip(shape.kept_names, shape.kept_types, strict=True)}
 
         def build() -> pa.Table:
             return self._typed(pa.Table.from_struct_array(pa.array(frozen, struct)), shape.layout)
@@ -331,8 +325,8 @@ class ValidationPlan:
             floats[block.names] = checked[0]
             counts[1, where], counts[3, where] = checked[1:]
         for _, _, column in layout.strings:
-            if column.stats is not None and column.name in self.categories and \
-                    not all(v in self.categories[column.name] for v in strings[column.name]):
+            if column.name in self.categories and not all(v in self.categories[column.name]
+                                                          for v in strings[column.name]):
                 return None  # an unseen category: the other paths count it (and row_check may refuse it)
         if row_check is not None and not accepts(strings):
             return None
@@ -343,7 +337,7 @@ class ValidationPlan:
         rows = SmallRows(n, tuple(layout.names), strings, kept_arrays, build)
         return rows, DriftReport.counted(n, self.names, counts, {}), floats
 
-    def _column_layout(self, data: dict[str, Any], key: tuple[Any, ...]) -> _ColumnLayout | None:
+    def _column_layout(self, data: dict[str, Any], key: tuple[Any, ...]) -> _SmallLayout | None:
         """How a dict of columns of these names (and keep) is read: worked out (and the columns checked by their
         names) the first time they are seen; None where a column is missing or unexpected (the other paths say so,
         after whatever else they find first). The layout is that of a table of the features' own types: each call
@@ -354,13 +348,13 @@ class ValidationPlan:
             layout = self._layout(schema.empty_table(), key[-1])
         except SchemaError:
             return None
-        shape = _ColumnLayout(layout, len(self.features))
+        shape = _SmallLayout(layout, len(self.features))
         if len(self.record_layouts) < _LAYOUTS:
             self.record_layouts[key] = shape
         return shape
 
     def _record_layout(self, records: list[dict[str, Any]], struct: pa.DataType, key: tuple[Any, ...]
-                       ) -> _RecordLayout | None:
+                       ) -> _SmallLayout | None:
         """How records of the first one's keys and value types (and keep: key is the three) are read; worked out
         (and the columns checked) the first time they are seen, from the table the other paths read of them. None:
         the small path does not take them (a feature of another type)."""
@@ -372,7 +366,7 @@ class ValidationPlan:
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             return None
         layout = self._layout(table, keep)  # raises for missing and unexpected columns, as the other paths do
-        shape = _RecordLayout(layout, struct, len(self.features)) if layout.fast else None
+        shape = _SmallLayout(layout, len(self.features), struct) if layout.fast else None
         if len(self.record_layouts) < _LAYOUTS:
             self.record_layouts[key] = shape
         return shape

@@ -705,13 +705,18 @@ def _uniform_strings(data: memoryview, count: int) -> list[str] | None:
     rows = np.frombuffer(data, np.uint8).reshape(count, 4 + size)
     if not (rows[:, :4] == rows[0, :4]).all():
         return None
-    text = pa.StringArray.from_buffers(count, pa.py_buffer(np.arange(count + 1, dtype=np.int32) * np.int32(size)),
-                                       pa.py_buffer(np.ascontiguousarray(rows[:, 4:])))
+    return _utf8_strings(np.arange(count + 1, dtype=np.int32) * np.int32(size), np.ascontiguousarray(rows[:, 4:]))
+
+
+def _utf8_strings(offsets: np.ndarray, text: np.ndarray) -> list[str] | None:
+    """Strings laid out as Arrow holds them (int32 offsets, their bytes back to back), checked as UTF-8 by Arrow at
+    once; None where one is not."""
+    strings = pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(text))
     try:
-        text.validate(full=True)  # UTF-8
+        strings.validate(full=True)
     except pa.ArrowInvalid:
         return None
-    return text.to_pylist()
+    return strings.to_pylist()
 
 
 _LENGTH = struct.Struct("<I")
@@ -742,13 +747,7 @@ def _varied_strings(data: memoryview, count: int) -> list[str] | None:
     text[prefixes.ravel()] = False
     offsets = np.zeros(count + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
-    strings = pa.StringArray.from_buffers(count, pa.py_buffer(offsets),
-                                          pa.py_buffer(np.frombuffer(raw, np.uint8)[text]))
-    try:
-        strings.validate(full=True)  # UTF-8
-    except pa.ArrowInvalid:
-        return None
-    return strings.to_pylist()
+    return _utf8_strings(offsets, np.frombuffer(raw, np.uint8)[text])
 
 
 def _outputs(value: Any, binary_output: bool) -> list[RequestedOutput] | None:
