@@ -14,6 +14,7 @@ _EXPORTS = {
     "load": "torchpredict.bundle",
     "read_manifest": "torchpredict.bundle.manifest",
     "pack": "torchpredict.packing.packer",
+    "optimize": "torchpredict.bundle.optimizing",
     "serve": "torchpredict.server.run",
     "Predictor": "torchpredict.predictor",
     "Preprocessor": "torchpredict.preprocessing",
@@ -52,6 +53,8 @@ _EXPORTS = {
     "PackError": "torchpredict.errors",
     "PredictionError": "torchpredict.errors",
     "OutOfRangeWarning": "torchpredict.errors",
+    "BackendError": "torchpredict.errors",
+    "BackendWarning": "torchpredict.errors",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

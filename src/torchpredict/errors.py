@@ -7,6 +7,8 @@ The CLI maps these to exit codes and the server to HTTP statuses, each in exactl
 from __future__ import annotations
 
 __all__ = [
+    "BackendError",
+    "BackendWarning",
     "BundleError",
     "DeviceError",
     "InputError",
@@ -50,6 +52,11 @@ class ModelLoadError(TorchPredictError, RuntimeError):
     """A model or checkpoint cannot be built, imported or run."""
 
 
+class BackendError(TorchPredictError, RuntimeError):
+    """An accelerated backend was asked for that cannot be built here, or whose outputs do not reproduce eager
+    PyTorch's on the bundle's golden rows."""
+
+
 class DeviceError(TorchPredictError, RuntimeError):
     """A requested device is malformed or not available on this machine."""
 
@@ -60,3 +67,7 @@ class InputError(TorchPredictError, ValueError):
 
 class OutOfRangeWarning(UserWarning):
     """Input values fell outside what the model saw in training (predictions there are extrapolations)."""
+
+
+class BackendWarning(UserWarning):
+    """A backend was passed over for eager PyTorch (it failed to build or to verify), with why."""

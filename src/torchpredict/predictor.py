@@ -10,6 +10,7 @@ front door predicts differently from another.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -73,7 +74,17 @@ class Predictor:
         self.golden = golden
         self.call = Call.from_entry(self.model_entry.to_dict())
         self.call.check(self.heads)
+        self.backend = "eager"
+        self.backend_report: Any = None  # how the backend was chosen (bundle.backends.BackendReport), if it was
         self._checked_layouts: set[tuple[Any, ...]] = set()  # input layouts check_inputs passed (see infer)
+
+    def with_backend(self, backend: str, model: Any, report: Any = None) -> Predictor:
+        """This predictor with its model run by another backend (a callable taking and giving what the model
+        does; see inference.backends), which the caller has checked against this one."""
+        other = copy.copy(self)
+        other.model, other.backend, other.backend_report = model, backend, report
+        other._checked_layouts = set()
+        return other
 
     @property
     def schema(self) -> Schema:
@@ -263,7 +274,8 @@ class Predictor:
 
     def __repr__(self) -> str:
         name = getattr(self.manifest, "name", "?")
-        return f"Predictor(bundle={name!r}, device='{self.device}', heads={len(self.heads)})"
+        backend = "" if self.backend == "eager" else f", backend={self.backend!r}"
+        return f"Predictor(bundle={name!r}, device='{self.device}'{backend}, heads={len(self.heads)})"
 
 
 def read_heads(heads: Sequence[Any], batch: ModelBatch) -> dict[str, pa.Array]:

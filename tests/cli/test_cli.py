@@ -382,3 +382,56 @@ def test_bad_verify_device_and_pack_factory_kwargs_are_one_line(tmp_path):
                          "--factory-kwargs", kwargs)
         assert result.returncode == 2 and result.stderr.startswith(f"error: {why}"), result.stderr
         assert result.stderr.count("\n") == 1
+
+
+def test_predict_on_a_backend_says_which_and_predicts_what_eager_does(diabetes, diabetes_bundle, tmp_path):
+    source = tmp_path / "test.parquet"
+    pq.write_table(diabetes["test"], source)
+    eager, onnx = tmp_path / "eager.parquet", tmp_path / "onnx.parquet"
+    assert run_cli("predict", diabetes_bundle, source, "-o", eager, "--quiet").returncode == 0
+    result = run_cli("predict", diabetes_bundle, source, "-o", onnx, "--backend", "onnxruntime")
+    assert result.returncode == 0, result.stderr
+    assert "backend onnxruntime on cpu, verified on 8 golden rows (largest deviation" in result.stderr
+    np.testing.assert_allclose(pq.read_table(onnx).column("progression").to_numpy(),
+                               pq.read_table(eager).column("progression").to_numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--backend", "int8", "--atol", "0", "--rtol", "0"],
+     "error: backend int8 does not reproduce eager PyTorch: outputs deviate from eager by"),
+    (["--no-verify"], "error: --no-verify needs --backend onnxruntime, compile or int8"),
+    (["--backend", "auto", "--no-verify"], "error: --no-verify goes with an explicit --backend"),
+    (["--backend", "onnxruntime", "--atol", "-1"], "error: --atol must be >= 0, got -1"),
+])
+def test_backend_flags_a_user_gets_wrong_are_one_line_and_exit_2(wine, wine_bundle, tmp_path, flags, message):
+    source = tmp_path / "new.csv"
+    write_table(wine["new"], source)
+    result = run_cli("predict", wine_bundle, source, "-o", tmp_path / "out.csv", *flags)
+    assert result.returncode == 2
+    assert result.stderr.startswith(message) and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_optimize_then_predict_runs_the_stored_backend_without_a_flag(wine, wine_bundle, tmp_path):
+    target = tmp_path / "fast.tpk"
+    result = run_cli("optimize", wine_bundle, "-o", target, "--rows", "256")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == f"optimized bundle '{target}': stored model.onnx (verified on the golden rows)"
+    chosen = lines[1].split()[1]
+    assert lines[1].startswith(f"backend {chosen} (auto) on cpu")
+    source = tmp_path / "new.csv"
+    write_table(wine["new"], source)
+    again = run_cli("predict", target, source, "-o", tmp_path / "out.csv")
+    assert again.returncode == 0, again.stderr
+    if chosen != "eager":
+        assert f"backend {chosen} (stored by torchpredict optimize) on cpu" in again.stderr
+    verified = run_cli("verify", target, "--device", "cpu")
+    assert verified.returncode == 0 and "ok: 8 golden rows" in verified.stdout
+    refused = run_cli("optimize", wine_bundle, "-o", target)
+    assert refused.returncode == 2 and "already exists; pass overwrite=True (CLI --overwrite)" in refused.stderr
+    neither = run_cli("optimize", wine_bundle)
+    assert neither.returncode == 2 and "one of the arguments -o/--output --in-place is required" in neither.stderr
+    bad = run_cli("optimize", wine_bundle, "--in-place", "--backends", "tensorrt")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "error: --backends must name some of onnxruntime, compile, int8, got 'tensorrt'"

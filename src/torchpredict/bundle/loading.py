@@ -11,6 +11,7 @@ from typing import TypeVar
 import pyarrow as pa
 import torch
 
+from torchpredict.bundle.backends import choose_backend
 from torchpredict.bundle.manifest import (
     PREPROCESSING_FILE,
     Manifest,
@@ -33,7 +34,9 @@ __all__ = ["load"]
 T = TypeVar("T")
 
 def load(path: str | Path, *, device: str | torch.device = "auto", batch_size: int = DEFAULT_BATCH_SIZE,
-         verify: bool = False, trust_factory: Sequence[str] = (), trust_torch_loader: bool = False) -> Predictor:
+         verify: bool = False, trust_factory: Sequence[str] = (), trust_torch_loader: bool = False,
+         backend: str | None = None, verify_backend: bool = True, atol: float | None = None,
+         rtol: float | None = None, threads: int | None = None) -> Predictor:
     """Load a bundle as a Predictor on a device ("auto", "cpu", "cuda", "cuda:N", "mps"), running no code from it.
 
     Every file's sha256 is checked; the model is in eval mode and runs under inference_mode.
@@ -43,8 +46,15 @@ def load(path: str | Path, *, device: str | torch.device = "auto", batch_size: i
     entry point instead). trust_torch_loader: let torch.export.load build a model.pt2 that torchpredict's
     own reader does not; torch's loader can run code from a crafted archive, so only for bundles you trust.
 
+    backend: what runs the model ("eager", "onnxruntime", "compile", "int8", or "auto": the fastest of those
+    that verify; None: the choice `torchpredict optimize` stored for this kind of device, else eager). Every
+    backend but eager must reproduce eager's outputs on the golden rows within the bundle's tolerance (or atol
+    and rtol) first: see bundle.backends; verify_backend=False runs an explicit one unchecked. threads: ONNX
+    Runtime's intra-op threads (default torch's). `predictor.backend_report` says what was chosen and why.
+
     >>> predictor = torchpredict.load("wine.tpk", device="cpu")    # doctest: +SKIP
     >>> predictor = torchpredict.load("net.tpk", trust_factory=["mypkg"])    # doctest: +SKIP
+    >>> predictor = torchpredict.load("wine.tpk", backend="auto")   # doctest: +SKIP
     """
     origin = str(path)
     target = resolve_device(device)
@@ -55,9 +65,14 @@ def load(path: str | Path, *, device: str | torch.device = "auto", batch_size: i
         preprocessor, heads, golden = _read_parts(root, manifest, origin)
         model = load_model(root, manifest.model, target, trust_factory=trust_factory,
                            trust_torch_loader=trust_torch_loader)
+        stored = manifest.backends or {}
+        onnx_file = stored.get("onnx", {}).get("file")
+        onnx = (root / onnx_file).read_bytes() if onnx_file and backend in (None, "auto", "onnxruntime") else None
     predictor = Predictor(model=model, preprocessor=preprocessor, heads=heads,
                           model_entry=ModelEntry.from_dict(manifest.model), device=target, batch_size=batch_size,
                           manifest=manifest, golden=golden)
+    predictor = choose_backend(predictor, backend, verify=verify_backend, atol=atol, rtol=rtol, onnx=onnx,
+                               stored=stored.get("choices", {}).get(target.type), threads=threads)
     if verify:
         report = predictor.verify()
         if not report.passed:

@@ -52,6 +52,7 @@ class Manifest:
     format: str = FORMAT_ID
     format_version: int = FORMAT_VERSION
     settings_sha256: dict[str, str] | None = None  # field -> sha256; None in bundles written before it
+    backends: dict[str, Any] | None = None  # what `torchpredict optimize` stored: the ONNX graph, choices by device
 
     @property
     def settings_hashed(self) -> bool:
@@ -60,8 +61,9 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if data["settings_sha256"] is None:
-            del data["settings_sha256"]
+        for key in ("settings_sha256", "backends"):
+            if data[key] is None:
+                del data[key]
         return data
 
     @classmethod
@@ -112,6 +114,8 @@ def _check_fields(data: dict[str, Any]) -> None:
     _examples(data["examples"], files)
     if "settings_sha256" in data:
         _digests(data["settings_sha256"])
+    if "backends" in data:
+        _backends(data["backends"], files)
 
 
 def _writer(producer: Any) -> str:
@@ -151,6 +155,27 @@ def _model(value: Any) -> None:
         for key in ("kind", "source", "prefix"):
             if key in call:
                 _string(call[key], f"model.call.{key}")
+
+
+BACKEND_NAMES = ("eager", "onnxruntime", "compile", "int8")  # inference.backends.BACKENDS, which needs torch
+
+
+def _backends(value: Any, files: dict[str, Any]) -> None:
+    """{"onnx": {"file": "model.onnx"}, "choices": {"cpu": {"backend": "onnxruntime", "speedup": 1.4, ...}}}."""
+    backends = _object(value, "backends")
+    if "onnx" in backends:
+        onnx = _object(backends["onnx"], "backends.onnx", "an object with the ONNX graph's file")
+        name = _string(onnx.get("file", _MISSING), "backends.onnx.file", empty=False)
+        _inside(name, "backends.onnx.file")
+        if name not in files:
+            raise _InvalidField("backends.onnx.file", "a file the manifest lists", name)
+    for device, choice in _object(backends.get("choices", {}), "backends.choices").items():
+        where = f"backends.choices.{device}"
+        choice = _object(choice, where, "an object naming the backend")
+        if choice.get("backend") not in BACKEND_NAMES:
+            raise _InvalidField(f"{where}.backend", " or ".join(map(repr, BACKEND_NAMES)), choice.get("backend"))
+        if choice.get("speedup") is not None and not _is_number(choice["speedup"]):
+            raise _InvalidField(f"{where}.speedup", "a number", choice["speedup"])
 
 
 def _model_input(value: Any, where: str) -> None:

@@ -41,7 +41,7 @@ from torchpredict.predictor import read_heads
 from torchpredict.preprocessing import Preprocessor
 from torchpredict.schema.tables import as_table
 
-__all__ = ["save"]
+__all__ = ["publish", "same_modes", "save"]
 
 DEFAULT_EXAMPLE_ROWS = 8
 
@@ -77,8 +77,8 @@ def save(path: str | Path, model: torch.nn.Module, *, preprocessor: Preprocessor
                    "storage": storage, "factory": factory, "factory_kwargs": factory_kwargs}
         manifest = _write_contents(staging, _cpu_eval(model), preprocessor, head_list, golden_inputs, options)
         write_manifest(staging, manifest)
-        _same_modes(staging, staging / MANIFEST_FILE)
-        _publish(staging, path, overwrite)
+        same_modes(staging, staging / MANIFEST_FILE)
+        publish(staging, path, overwrite)
     if manifest.model["format"] == "weights":
         warnings.warn(f"bundle '{path}' stores {manifest.model['file']} + factory {factory!r}: loading it imports "
                       f"and runs that factory's module, so the loading side must {trust_hint(str(factory))}",
@@ -128,7 +128,7 @@ def _producer() -> dict[str, str]:
     return {"torchpredict": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
-def _same_modes(root: Path, reference: Path) -> None:
+def same_modes(root: Path, reference: Path) -> None:
     """Give every file under root the mode of reference, a file written with open() (so: 0o666 less the umask);
     safetensors writes its files 0o600, which would lock others out of a shared bundle's weights."""
     mode = reference.stat().st_mode & 0o777
@@ -136,7 +136,7 @@ def _same_modes(root: Path, reference: Path) -> None:
         (root / rel).chmod(mode)
 
 
-def _publish(staging: Path, path: Path, overwrite: bool) -> None:
+def publish(staging: Path, path: Path, overwrite: bool) -> None:
     """Move the finished bundle into place, so a crash never leaves a half-written bundle at path."""
     if path.suffix == ".zip":
         archive = staging.with_suffix(".zip")
@@ -144,6 +144,6 @@ def _publish(staging: Path, path: Path, overwrite: bool) -> None:
             for rel in relative_files(staging):
                 zf.write(staging / rel, rel)
         staging = archive
-    if overwrite and path.exists():
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    os.replace(staging, path)
+    if overwrite and path.is_dir():
+        shutil.rmtree(path)
+    os.replace(staging, path)  # over a file (a zip), atomically

@@ -1,4 +1,4 @@
-"""The `torchpredict` command: predict, inspect, verify, pack, serve, demo.
+"""The `torchpredict` command: predict, inspect, verify, pack, optimize, serve, demo.
 
 The only place that turns flags and the environment into arguments, and the only place that maps
 errors to exit codes: 0 ok, 2 bad usage or bad input (one readable line), 1 internal error.
@@ -89,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_inspect(sub, common)
     _add_verify(sub, common)
     _add_pack(sub, common)
+    _add_optimize(sub, common)
     _add_serve(sub, common)
     _add_demo(sub, common)
     return parser
@@ -122,6 +123,7 @@ def _add_predict(sub: Any, common: argparse.ArgumentParser) -> None:
                    "minus one, leaving one for reading and writing)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    _add_backend(p)
     _add_trust(p)
     p.set_defaults(run=_run_predict)
 
@@ -145,8 +147,40 @@ def _add_verify(sub: Any, common: argparse.ArgumentParser) -> None:
                        "do not reproduce.")
     p.add_argument("bundle", help="bundle folder or .zip")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    _add_backend(p)
     _add_trust(p)
     p.set_defaults(run=_run_verify)
+
+
+BACKEND_CHOICES = ("auto", "eager", "onnxruntime", "compile", "int8")  # bundle.backends.CHOICES, without torch
+
+
+def _add_backend(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default=None, help="what runs the model: eager PyTorch, "
+                   "ONNX Runtime, torch.compile, int8 (approximate), or auto (the fastest of those that reproduce "
+                   "eager on the golden rows); default: the choice `torchpredict optimize` stored, else eager")
+    p.add_argument("--no-verify", dest="verify_backend", action="store_false", help="run an explicit --backend "
+                   "without checking it against eager PyTorch on the golden rows")
+    p.add_argument("--atol", type=float, default=None, help="tolerance a backend is held to against eager: "
+                   "absolute (default: the bundle's)")
+    p.add_argument("--rtol", type=float, default=None, help="... and relative (default: the bundle's)")
+
+
+def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
+    """load()'s backend arguments from the flags, checked before the model loads."""
+    for flag, value in (("--atol", args.atol), ("--rtol", args.rtol)):
+        if value is not None and not value >= 0:
+            raise InputError(f"{flag} must be >= 0, got {value:g}")
+    if args.backend == "auto" and not args.verify_backend:
+        raise InputError("--no-verify goes with an explicit --backend: auto chooses among verified backends only")
+    if not args.verify_backend and args.backend in (None, "eager"):
+        raise InputError("--no-verify needs --backend onnxruntime, compile or int8")
+    return {"backend": args.backend, "verify_backend": args.verify_backend, "atol": args.atol, "rtol": args.rtol}
+
+
+def _say_backend(predictor: Any) -> None:
+    if predictor.backend_report is not None:
+        _say(predictor.backend_report.describe())
 
 
 def _add_trust(p: argparse.ArgumentParser) -> None:
@@ -194,6 +228,27 @@ def _add_pack(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(run=_run_pack)
 
 
+def _add_optimize(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("optimize", parents=[common], help="store the model as ONNX in the bundle, with the backend "
+                       "that runs it fastest here", description="Export the bundle's model to ONNX (model.onnx, "
+                       "kept only if ONNX Runtime reproduces eager PyTorch on the golden rows), time every backend "
+                       "that verifies against eager on this device, and store the graph and the choice in the "
+                       "bundle: later loads run the stored choice (verified again) without a flag.")
+    p.add_argument("bundle", help="bundle folder or .zip")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("-o", "--output", help="write the optimized bundle here (a folder, or a path ending in .zip)")
+    where.add_argument("--in-place", action="store_true", help="rewrite the bundle itself")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.add_argument("--device", default="cpu", help="the device to choose for: cpu | cuda | cuda:N (default cpu)")
+    p.add_argument("--backends", type=_names, default=None, help="backends to try besides eager, comma-separated "
+                   "(default onnxruntime,int8; compile only when named)")
+    p.add_argument("--rows", type=int, default=None, help="batch size to time (default 1,024)")
+    p.add_argument("--atol", type=float, default=None, help="absolute tolerance against eager (default: the bundle's)")
+    p.add_argument("--rtol", type=float, default=None, help="relative tolerance against eager (default: the bundle's)")
+    _add_trust(p)
+    p.set_defaults(run=_run_optimize)
+
+
 def _add_serve(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("serve", parents=[common], help="serve bundles over HTTP (Open Inference Protocol V2, as "
                        "KServe and Triton speak it, and a records endpoint)",
@@ -222,6 +277,7 @@ def _add_serve(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: the cores this "
                    "process may use, shared among the workers, less one for HTTP; at least 1)")
     p.add_argument("--quiet", action="store_true", help="no access log, warnings and errors only")
+    _add_backend(p)
     _add_trust(p)
     p.set_defaults(run=_run_serve)
 
@@ -284,14 +340,18 @@ def _json_object(text: str) -> dict:
 
 def _run_predict(args: argparse.Namespace) -> int:
     from torchpredict.bundle.loading import load
-    from torchpredict.device import reuse_freed_memory
+    from torchpredict.device import cpu_cores, reuse_freed_memory
     from torchpredict.jobs.pipeline import predict_file
 
     _check_predict(args)
+    backend = _backend_options(args)
     reuse_freed_memory()  # this process is the command's own
     with _quiet_torch():
         predictor = load(args.bundle, device=args.device, batch_size=args.batch_size,
-                         trust_factory=args.trust_factory, trust_torch_loader=args.trust_torch_loader)
+                         trust_factory=args.trust_factory, trust_torch_loader=args.trust_torch_loader,
+                         threads=args.threads or max(1, cpu_cores() - 1), **backend)  # the job's threads
+    if not args.quiet:
+        _say_backend(predictor)
     gc.collect()
     gc.freeze()  # the model and the libraries are permanent: the collector's full passes leave them alone
     options = {"part_rows": args.part_rows} if args.part_rows is not None else {}
@@ -379,9 +439,11 @@ def _run_verify(args: argparse.Namespace) -> int:
     from torchpredict.errors import BundleError
 
     _check_device(args.device)
+    backend = _backend_options(args)
     with _quiet_torch():
         predictor = load(args.bundle, device=args.device, trust_factory=args.trust_factory,
-                         trust_torch_loader=args.trust_torch_loader)
+                         trust_torch_loader=args.trust_torch_loader, **backend)
+    _say_backend(predictor)
     report = predictor.verify()
     if not report.passed:
         raise BundleError(f"bundle '{args.bundle}' on {predictor.device}: {report.describe()}")
@@ -432,12 +494,37 @@ def _run_serve(args: argparse.Namespace) -> int:
                   max_delay_ms=args.max_delay_ms, max_body_mb=args.max_body_mb, timeout_s=args.timeout_s,
                   max_queue_rows=args.max_queue_rows, threads=args.threads)
     _check_device(args.device)
+    backend = _backend_options(args)
+    backend.pop("atol"), backend.pop("rtol")
+    if args.atol is not None or args.rtol is not None:
+        raise InputError("serve holds backends to each bundle's own tolerance: --atol/--rtol are for predict, "
+                         "verify and optimize")
     find_bundles(args.bundle)
     token = args.token if args.token is not None else os.environ.get("TORCHPREDICT_TOKEN") or None
     serve(args.bundle, host=args.host, port=args.port, workers=args.workers, max_batch_size=args.max_batch_size,
           max_delay_ms=args.max_delay_ms, device=args.device, token=token, max_body_mb=args.max_body_mb,
           timeout_s=args.timeout_s, max_queue_rows=args.max_queue_rows, trust_factory=args.trust_factory,
-          trust_torch_loader=args.trust_torch_loader, quiet=args.quiet, threads=args.threads)
+          trust_torch_loader=args.trust_torch_loader, quiet=args.quiet, threads=args.threads, **backend)
+    return EXIT_OK
+
+
+def _run_optimize(args: argparse.Namespace) -> int:
+    from torchpredict.bundle.backends import AUTO_TRIES, BACKENDS
+
+    backends = AUTO_TRIES if args.backends is None else tuple(args.backends)
+    unknown = [b for b in backends if b not in BACKENDS or b == "eager"]
+    if unknown or not backends:
+        raise InputError(f"--backends must name some of onnxruntime, compile, int8, got {shown(','.join(backends))}")
+    _at_least_one("--rows", args.rows)
+    _check_device(args.device)
+    from torchpredict.bundle.optimizing import optimize
+
+    with _quiet_torch():
+        done = optimize(args.bundle, args.output, in_place=args.in_place, device=args.device, backends=backends,
+                        rows=args.rows, atol=args.atol, rtol=args.rtol, overwrite=args.overwrite,
+                        trust_factory=args.trust_factory, trust_torch_loader=args.trust_torch_loader)
+    for line in done.describe():
+        print(line)
     return EXIT_OK
 
 

@@ -106,20 +106,24 @@ def _is_bundle(path: Path) -> bool:
 
 def create_app(models: Any, *, token: str | None = None, max_body_mb: float = 64, timeout_s: float = 30,
                max_batch_size: int = 256, max_delay_ms: float = 0.0, max_queue_rows: int = 65536,
-               device: str = "auto", trust_factory: Sequence[str] = (), trust_torch_loader: bool = False) -> App:
+               device: str = "auto", trust_factory: Sequence[str] = (), trust_torch_loader: bool = False,
+               backend: str | None = None, verify_backend: bool = True) -> App:
     """An ASGI app serving models: a bundle path, a folder of bundles, a Predictor, or a list of these (or a
     mapping of names to them, to serve under other names than the bundles' own).
 
     token: a bearer token every request but the health checks must carry (`Authorization: Bearer ...`).
     max_body_mb: the largest request body (413 beyond). timeout_s: the longest a prediction may take, queue
     included (504 beyond). max_batch_size, max_delay_ms, max_queue_rows: the batcher's (503 when the queue is
-    full). device, trust_factory, trust_torch_loader: as for `torchpredict.load`, for the paths.
+    full). device, trust_factory, trust_torch_loader, backend, verify_backend: as for `torchpredict.load`, for
+    the paths.
     """
     if max_body_mb <= 0 or timeout_s <= 0:
         raise InputError(f"max_body_mb and timeout_s must be > 0, got {max_body_mb} and {timeout_s}")
     metrics = Metrics()
     served = []
-    for name, predictor in _predictors(models, device, trust_factory, trust_torch_loader):
+    loading = {"device": device, "trust_factory": trust_factory, "trust_torch_loader": trust_torch_loader,
+               "backend": backend, "verify_backend": verify_backend}
+    for name, predictor in _predictors(models, loading):
         version = str(getattr(predictor.manifest, "model_version", "1"))
         spec, known = _spec(name, version, predictor)
         batcher = Batcher(predictor, max_batch_size=max_batch_size, max_delay_ms=max_delay_ms,
@@ -128,9 +132,8 @@ def create_app(models: Any, *, token: str | None = None, max_body_mb: float = 64
     return App(served, metrics, token=token, max_body=int(max_body_mb * MB), timeout_s=timeout_s)
 
 
-def _predictors(models: Any, device: str, trust_factory: Sequence[str],
-                trust_torch_loader: bool) -> list[tuple[str, Any]]:
-    """(name, Predictor) of every model to serve, loading the paths."""
+def _predictors(models: Any, loading: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(name, Predictor) of every model to serve, loading the paths with the options of `load` in loading."""
     from torchpredict.bundle.loading import load
 
     named: Iterable[tuple[str | None, Any]]
@@ -148,8 +151,7 @@ def _predictors(models: Any, device: str, trust_factory: Sequence[str],
             raise InputError(f"name {shown(given)} is given to the folder {shown(str(model))} of {len(paths)} bundles;"
                              " name one bundle at a time")
         for item in paths:
-            predictor = load(item, device=device, trust_factory=trust_factory,
-                             trust_torch_loader=trust_torch_loader) if isinstance(item, Path) else item
+            predictor = load(item, **loading) if isinstance(item, Path) else item
             name = given or str(getattr(predictor.manifest, "name", None) or "model")
             version = str(getattr(predictor.manifest, "model_version", "1"))
             origin = str(item) if isinstance(item, Path) else repr(item)

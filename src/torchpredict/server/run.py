@@ -42,7 +42,7 @@ def serve(path: str | Path | Sequence[str | Path], *, host: str = "127.0.0.1", p
           max_batch_size: int = 256, max_delay_ms: float = 0.0, device: str = "auto", token: str | None = None,
           max_body_mb: float = 64, timeout_s: float = 30, max_queue_rows: int = 65536,
           trust_factory: Sequence[str] = (), trust_torch_loader: bool = False, quiet: bool = False,
-          threads: int | None = None) -> None:
+          threads: int | None = None, backend: str | None = None, verify_backend: bool = True) -> None:
     """Serve a bundle, or every bundle of a folder, over HTTP until SIGTERM or SIGINT (then return).
 
     The options are those of `torchpredict serve` (and of `create_app` for the app's own). host defaults to the
@@ -61,7 +61,8 @@ def serve(path: str | Path | Sequence[str | Path], *, host: str = "127.0.0.1", p
     paths = [str(path)] if isinstance(path, str | Path) else [str(p) for p in path]
     options = {"models": paths, "token": token, "max_body_mb": max_body_mb, "timeout_s": timeout_s,
                "max_batch_size": max_batch_size, "max_delay_ms": max_delay_ms, "max_queue_rows": max_queue_rows,
-               "device": device, "trust_factory": list(trust_factory), "trust_torch_loader": trust_torch_loader}
+               "device": device, "trust_factory": list(trust_factory), "trust_torch_loader": trust_torch_loader,
+               "backend": backend, "verify_backend": verify_backend}
     settings: dict[str, Any] = {"host": host, "port": port, "loop": "uvloop", "http": "httptools", "lifespan": "on",
                 "access_log": not quiet, "log_level": "warning" if quiet else "info",
                 "timeout_graceful_shutdown": int(timeout_s) + 10, "server_header": False}
@@ -207,7 +208,12 @@ def _say_serving(app: Any, host: str, port: int, quiet: bool) -> None:
     if quiet:
         return
     models = ", ".join(f"{m.name} (version {m.version})" for m in app.served())
-    logging.getLogger("uvicorn.error").info("torchpredict serving %s at http://%s:%d/v2", models, host, port)
+    log = logging.getLogger("uvicorn.error")
+    log.info("torchpredict serving %s at http://%s:%d/v2", models, host, port)
+    for served in app.served():
+        report = served.predictor.backend_report
+        if report is not None:
+            log.info("%s: %s", served.name, report.describe())
 
 
 def _server_class() -> type:

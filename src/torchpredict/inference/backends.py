@@ -1,0 +1,106 @@
+"""The backends the infer stage can run a model on, each built from the loaded eager model and called exactly
+like it (tensors in forward's order in, the model's output structure out), so that the forward pass, the
+decoding loop and the heads never know which one runs.
+
+eager: the model as loaded, the baseline every other backend is checked against. onnxruntime: the model
+exported to ONNX (or the bundle's stored model.onnx) in an ONNX Runtime session. compile: torch.compile,
+compiled on the example inputs now rather than on the first batch (seconds; for long jobs). int8: Linear
+layers dynamically quantized, an approximation. Whether a built backend's outputs may be trusted is decided
+by the caller, on the bundle's golden rows; a backend that cannot be built here raises Unavailable, saying why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from torchpredict.errors import ModelLoadError
+from torchpredict.inference.onnx_export import export_onnx
+from torchpredict.inference.onnx_runner import OnnxModel
+from torchpredict.messages import first_line
+
+__all__ = ["APPROXIMATE", "BACKENDS", "Built", "Unavailable", "build_backend"]
+
+BACKENDS = ("eager", "onnxruntime", "compile", "int8")
+APPROXIMATE = frozenset({"int8"})  # outputs differ from eager by design; held to the tolerance all the same
+
+
+class Unavailable(Exception):
+    """A backend cannot be built for this model or device; the message says why."""
+
+
+@dataclass(frozen=True)
+class Built:
+    """A backend ready to run: the callable that replaces the model, and for onnxruntime the graph it runs."""
+
+    name: str
+    model: Any
+    onnx: bytes | None = None
+
+
+def build_backend(name: str, model: Any, example_inputs: Mapping[str, torch.Tensor], device: torch.device, *,
+                  dynamic: Mapping[str, Mapping[int, Any]] | None = None, onnx: bytes | None = None,
+                  threads: int | None = None) -> Built:
+    """Build one backend for the model on the device; example_inputs: a few real rows of every model input, in
+    forward's order (what the graph is exported or compiled for). onnx: a stored graph to run instead of exporting.
+    threads: ONNX Runtime's intra-op threads on the CPU (default: as many as torch has)."""
+    if name not in BACKENDS:
+        raise Unavailable(f"unknown backend {name!r} (one of {', '.join(BACKENDS)})")
+    try:
+        if name == "eager":
+            return Built(name, model)
+        if name == "onnxruntime":
+            return _onnxruntime(model, example_inputs, device, dynamic, onnx, threads)
+        if name == "compile":
+            return Built(name, _compiled(model, example_inputs))
+        return Built(name, _int8(model, device))
+    except ModelLoadError as exc:
+        raise Unavailable(str(exc)) from None
+    except Unavailable:
+        raise
+    except Exception as exc:  # whatever torch or ONNX Runtime raise while building: that backend is not used
+        raise Unavailable(f"building it failed: {first_line(exc, with_type=True)}") from None
+
+
+def _onnxruntime(model: Any, example_inputs: Mapping[str, torch.Tensor], device: torch.device,
+                 dynamic: Mapping[str, Mapping[int, Any]] | None, onnx: bytes | None, threads: int | None) -> Built:
+    if device.type not in ("cpu", "cuda"):
+        raise Unavailable(f"ONNX Runtime does not run on {device.type}")
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:  # before exporting: the export alone takes a while
+        raise Unavailable("ONNX Runtime is not installed: pip install 'torchpredict[onnx]'")
+    graph = onnx if onnx is not None else export_onnx(model, example_inputs, dynamic)
+    if threads is None and device.type == "cpu":
+        threads = torch.get_num_threads()  # the share of the cores torch was given
+    return Built("onnxruntime", OnnxModel(graph, list(example_inputs), device=device.type, threads=threads), graph)
+
+
+def _compiled(model: Any, example_inputs: Mapping[str, torch.Tensor]) -> Any:
+    compiled = torch.compile(model, dynamic=True)
+    try:  # compile now, on two batch sizes, so that no request pays for it
+        with torch.inference_mode(), warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            for rows in (2, 3):
+                compiled(*(_rows(tensor, rows) for tensor in example_inputs.values()))
+    except Exception as exc:
+        raise Unavailable(f"torch.compile failed: {first_line(exc, with_type=True)}") from None
+    return compiled
+
+
+def _rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
+    return tensor.repeat(rows, *([1] * (tensor.ndim - 1)))[:rows] if len(tensor) < rows else tensor[:rows]
+
+
+def _int8(model: Any, device: torch.device) -> Any:
+    if device.type != "cpu":
+        raise Unavailable(f"int8 dynamic quantization runs on the CPU only, not on {device.type}")
+    from torchpredict.inference.int8 import quantize_linear
+
+    return quantize_linear(model)
