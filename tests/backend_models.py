@@ -23,10 +23,10 @@ class DigitsCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         )
-        self.classify = nn.Linear(16 * 2 * 2, 10)
+        self.classify = nn.Linear(32 * 2 * 2, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(self.features(x.reshape(-1, 1, 8, 8)).flatten(1))
@@ -41,7 +41,7 @@ def digits_tables() -> tuple[pa.Table, np.ndarray, pa.Table, np.ndarray]:
     return table.slice(0, 1500), digits.target[:1500], table.slice(1500), digits.target[1500:]
 
 
-def train_digits_cnn(steps: int = 150, seed: int = 0) -> dict:
+def train_digits_cnn(steps: int = 100, seed: int = 0) -> dict:
     train, labels, test, test_labels = digits_tables()
     preprocessor = Preprocessor([MinMax(PIXELS)]).fit(train)
     x = torch.from_numpy(preprocessor.transform(train)["x"])
