@@ -1,19 +1,55 @@
 """Resolve a device request to a torch.device, count the CPU cores and tune the process's memory allocator: the only
-place that probes hardware."""
+place that probes hardware. torch is imported only to resolve a device, so that a torch-free predictor (ONNX
+Runtime on the CPU) can count cores and tune the allocator without it."""
 
 from __future__ import annotations
 
 import ctypes
 import os
 import re
-
-import torch
+from typing import TYPE_CHECKING
 
 from torchpredict.errors import DeviceError
 
-__all__ = ["cpu_cores", "resolve_device", "reuse_freed_memory"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["HOST_CPU", "cpu_cores", "resolve_device", "reuse_freed_memory", "torch_installed"]
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+class _HostCPU:
+    """The CPU, for a predictor whose model runs without torch (ONNX Runtime): says of itself what
+    torch.device("cpu") says, so that the code reading a predictor's device need not import torch."""
+
+    type = "cpu"
+    index = None
+
+    def __str__(self) -> str:
+        return "cpu"
+
+    def __repr__(self) -> str:
+        return "device(type='cpu')"
+
+    def __eq__(self, other: object) -> bool:
+        return str(other) == "cpu"
+
+    def __hash__(self) -> int:
+        return hash("cpu")
+
+
+HOST_CPU = _HostCPU()
+
+
+def torch_installed() -> bool:
+    """Whether torch can be imported here (without importing it)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except ValueError:  # in sys.modules as None: its imports are blocked
+        return False
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
@@ -25,6 +61,8 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     >>> resolve_device("cpu")
     device(type='cpu')
     """
+    import torch
+
     if isinstance(spec, torch.device):
         spec = str(spec)
     if not isinstance(spec, str) or not _DEVICE_PATTERN.match(spec):
@@ -39,6 +77,8 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
 
 
 def _auto_device() -> torch.device:
+    import torch
+
     if torch.cuda.is_available():
         return torch.device("cuda")
     if _mps_available():
@@ -47,6 +87,8 @@ def _auto_device() -> torch.device:
 
 
 def _cuda_device(spec: str) -> torch.device:
+    import torch
+
     if not torch.cuda.is_available():
         raise DeviceError(f"device {spec!r} requested but CUDA is not available on this machine; use device='cpu'")
     device = torch.device(spec)
@@ -58,6 +100,8 @@ def _cuda_device(spec: str) -> torch.device:
 
 
 def _mps_available() -> bool:
+    import torch
+
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
 

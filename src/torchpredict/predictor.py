@@ -14,12 +14,11 @@ import copy
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 
 from torchpredict.errors import InputError, ModelLoadError, OutOfRangeWarning, PredictionError, SchemaError
 from torchpredict.golden import GoldenExamples, Verification
@@ -31,6 +30,9 @@ from torchpredict.preprocessing import Preprocessor
 from torchpredict.schema.schema import Schema, Validated
 from torchpredict.schema.validation import RowProblems
 from torchpredict.stats import RunStats
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["Assembled", "Predictor", "RunStats", "input_rows", "read_heads", "set_aside"]
 
@@ -60,7 +62,7 @@ class Predictor:
 
     def __init__(self, *, model: Any, preprocessor: Preprocessor, heads: Sequence[Any],
                  model_entry: ModelEntry | Mapping[str, Any],
-                 device: torch.device, batch_size: int = DEFAULT_BATCH_SIZE, manifest: Any = None,
+                 device: torch.device | Any, batch_size: int = DEFAULT_BATCH_SIZE, manifest: Any = None,
                  golden: GoldenExamples | None = None) -> None:
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
@@ -220,9 +222,9 @@ class Predictor:
         layout = tuple((name, a.dtype, a.shape[1:]) for name, a in inputs.items())
         if layout in self._checked_layouts:
             if len({min(len(a), 1) for a in inputs.values()}) > 1:  # as check_inputs sees them: a[:1]
-                check_same_batch({name: torch.from_numpy(a[:1]) for name, a in inputs.items()}, SchemaError)
+                check_same_batch({name: a[:1] for name, a in inputs.items()}, SchemaError)
             return
-        self.model_entry.check_inputs({name: torch.from_numpy(a[:1]) for name, a in inputs.items()})
+        self.model_entry.check_inputs({name: a[:1] for name, a in inputs.items()})
         if len(self._checked_layouts) < _LAYOUTS:
             self._checked_layouts.add(layout)
 

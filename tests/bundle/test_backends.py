@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,8 +83,8 @@ def test_a_tolerance_of_zero_fails_int8_and_auto_falls_back_to_eager_saying_why(
     with pytest.raises(BackendError, match=r"backend int8 does not reproduce eager.*tolerance \(atol=0, rtol=0\)"):
         load(wine_bundle, device="cpu", backend="int8", atol=0, rtol=0)
     with pytest.warns(BackendWarning, match=r"auto runs eager: backend eager \(auto\) on cpu.*passed over: "
-                      r"onnxruntime \(failed: outputs deviate from eager by .* beyond the tolerance \(atol=0, rtol=0\)\);"
-                      r" int8 \(failed: .*\); compile \(not tried: compiling takes seconds"):
+                      r"onnxruntime \(failed: outputs deviate from eager by .* beyond the tolerance \(atol=0, "
+                      r"rtol=0\)\); int8 \(failed: .*\); compile \(not tried: compiling takes seconds"):
         predictor = load(wine_bundle, device="cpu", backend="auto", atol=0, rtol=0)
     assert predictor.backend == "eager" and predictor.backend_report.chosen == "eager"
     assert {t.backend: t.verdict for t in predictor.backend_report.trials} == {
@@ -157,3 +158,29 @@ def test_a_tuple_output_model_runs_on_onnxruntime(tmp_path):
     assert predictor.backend == "onnxruntime"
     assert got.column("kind").to_pylist() == eager.column("kind").to_pylist()
     np.testing.assert_allclose(np.asarray(got.column("score")), np.asarray(eager.column("score")), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def sorter(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny seq2seq model sorting digit strings (bench/latency.py's), and a few of its inputs."""
+    sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
+    from latency import text_bundle
+
+    folder = tmp_path_factory.mktemp("text")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, table = text_bundle(folder)
+    return folder / "text.tpk", table.slice(0, 8)
+
+
+def test_a_decoding_loop_runs_on_compile_and_onnxruntime_declines_it_saying_why(sorter):
+    bundle, rows = sorter
+    with pytest.raises(BackendError, match=r"backend onnxruntime is not available: declined for a model called with "
+                       r"inputs whose sizes vary beyond the batch \(a decoding loop's prefix\)"):
+        load(bundle, device="cpu", backend="onnxruntime")
+    _, eager = _predict(bundle, rows)
+    predictor, got = _predict(bundle, rows, backend="compile")
+    assert predictor.backend == "compile"
+    assert got.column("sorted").to_pylist() == eager.column("sorted").to_pylist()
+    np.testing.assert_allclose(np.asarray(got.column("sorted_score")), np.asarray(eager.column("sorted_score")),
+                               atol=1e-4)

@@ -58,8 +58,9 @@ def test_a_stored_choice_that_no_longer_verifies_leaves_eager_with_a_warning(opt
     manifest = read_manifest(copy)
     if manifest.backends["choices"]["cpu"]["backend"] != "onnxruntime":
         pytest.skip("onnxruntime was not the fastest here; the stored choice is eager")
-    with pytest.warns(BackendWarning, match=r"the bundle's stored backend onnxruntime is not used \(failed: outputs "
-                      r"deviate from eager by .* \(atol=0, rtol=0\)\); running eager"):
+    with pytest.warns(BackendWarning, match=r"the bundle's stored backend onnxruntime is not used \(backend "
+                      r"onnxruntime does not reproduce eager PyTorch: outputs deviate from eager by .* \(atol=0, "
+                      r"rtol=0\).*\); running eager"):
         predictor = load(copy, device="cpu", atol=0, rtol=0)
     assert predictor.backend == "eager"
 
@@ -131,5 +132,5 @@ def test_without_onnxruntime_no_graph_is_stored_and_why_is_said(wine_bundle, tmp
     assert not done.onnx_stored and not (done.path / "model.onnx").exists()
     assert done.describe()[0].endswith("no model.onnx stored: backend onnxruntime is not available: ONNX Runtime is "
                                        "not installed: pip install 'torchpredict[onnx]'")
-    assert read_manifest(done.path).backends == {"choices": {"cpu": read_manifest(done.path).backends["choices"]["cpu"]}}
+    assert set(read_manifest(done.path).backends) == {"choices"}
     assert done.report.chosen == "eager"

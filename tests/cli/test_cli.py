@@ -170,7 +170,7 @@ def test_every_command_has_a_description_and_every_option_help():
     from torchpredict.cli.commands import _parser
 
     commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
-    assert sorted(commands) == ["demo", "inspect", "pack", "predict", "serve", "verify"]
+    assert sorted(commands) == ["demo", "inspect", "optimize", "pack", "predict", "serve", "verify"]
     for name, command in commands.items():
         assert command.description, f"{name} has no description"
         undocumented = [a.dest for a in command._actions if not a.help]

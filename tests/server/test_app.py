@@ -34,7 +34,7 @@ from tritonclient.utils import InferenceServerException
 from seq2seq_model import MAX_DIGITS, digit_strings
 from seq2seq_model import Seq2Seq as Transformer
 from torchpredict.bundle import load, save
-from torchpredict.errors import SchemaError
+from torchpredict.errors import BackendError, SchemaError
 from torchpredict.heads.sequences import Seq2Seq
 from torchpredict.preprocessing import Preprocessor, TextEncode
 from torchpredict.schema.schema import KEEP_HINT
@@ -661,3 +661,24 @@ def test_errors_suggest_what_a_request_of_the_endpoint_can_say(wine_bundle: Path
         assert 'send "rejects": true to have such rows set aside' in error["error"] and "CLI" not in error["error"]
     finally:
         app.close(30)
+
+
+def test_a_backend_serves_what_predict_on_it_predicts(wine_bundle: Path, wine: dict):
+    from torchpredict.server.app import create_app
+
+    app = create_app(wine_bundle, device="cpu", backend="onnxruntime")
+    rows = wine["new"].slice(0, 5).to_pylist()
+    try:
+        [served] = app.served()
+        assert served.predictor.backend == "onnxruntime"
+        status, answer = asgi_call(app, "POST", "/v2/models/wine/records", orjson.dumps(rows))
+        assert status == 200
+        expected = load(wine_bundle, device="cpu", backend="onnxruntime").predict(rows).to_pylist()
+        for got, want in zip(answer["predictions"], expected, strict=True):  # floats as float32 text
+            assert got == {key: np.float32(value) if isinstance(value, float) else value for key, value in want.items()}
+        eager = load(wine_bundle, device="cpu").predict(rows)
+        assert [r["cultivar"] for r in answer["predictions"]] == eager.column("cultivar").to_pylist()
+    finally:
+        app.close(30)
+    with pytest.raises(BackendError, match=r"backend int8 does not reproduce eager PyTorch"):
+        create_app(wine_bundle, device="cpu", backend="int8")

@@ -13,19 +13,21 @@ from __future__ import annotations
 import statistics
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from torchpredict.errors import BackendError, BackendWarning
-from torchpredict.inference.backends import APPROXIMATE, BACKENDS, Built, Unavailable, build_backend
+from torchpredict.inference.backends import APPROXIMATE, BACKENDS, Built, Unavailable, build_backend, stored_onnx
 from torchpredict.messages import first_line
 from torchpredict.predictor import Predictor
 
-__all__ = ["AUTO_TRIES", "CHOICES", "BackendReport", "Trial", "choose_backend", "example_inputs"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["AUTO_TRIES", "CHOICES", "BackendReport", "Trial", "choose_backend", "example_inputs", "run_stored_onnx"]
 
 CHOICES = ("auto", *BACKENDS)
 AUTO_TRIES = ("onnxruntime", "int8")  # compile is never tried unasked: it builds for seconds to minutes
@@ -209,14 +211,34 @@ def _build(predictor: Predictor, backend: str, asked: _Asked) -> Built:
                          threads=asked.threads)
 
 
-def _try(predictor: Predictor, backend: str, asked: _Asked) -> tuple[Trial, Built | None]:
-    """Build a backend and hold its outputs for the golden rows to the tolerance; (trial, None) if it failed."""
+def run_stored_onnx(predictor: Predictor, graph: bytes, *, stored: bool, atol: float | None = None,
+                    rtol: float | None = None, threads: int | None = None) -> Predictor:
+    """The predictor on the bundle's stored ONNX graph, built and verified without torch: the torch-free route,
+    where nothing else could run the model, so a graph that does not verify is a BackendError.
+
+    stored: the bundle's own choice (no backend was asked for) rather than an explicit onnxruntime.
+    """
+    asked = _Asked(atol, rtol, graph, threads)
+    names = [spec.name for spec in predictor.model_entry.inputs]
+    trial, built = _try(predictor, "onnxruntime", asked, lambda: stored_onnx(graph, names, "cpu", threads))
+    if built is None:
+        what = "is not available" if trial.verdict == "unavailable" else "does not reproduce eager PyTorch"
+        raise BackendError(f"backend onnxruntime {what}: {trial.reason}; without torch nothing else can run this "
+                           "bundle (pip install torch)")
+    report = _report(predictor, "onnxruntime", "onnxruntime", [trial], stored=stored)
+    return predictor.with_backend("onnxruntime", built.model, report)
+
+
+def _try(predictor: Predictor, backend: str, asked: _Asked,
+         build: Callable[[], Built] | None = None) -> tuple[Trial, Built | None]:
+    """Build a backend (by build, default from the eager model) and hold its outputs for the golden rows to the
+    tolerance; (trial, None) if it failed."""
     golden = predictor.golden
     if golden is None or not golden.inputs.num_rows:
         return Trial(backend, "unavailable", "the bundle has no golden rows to verify it against"), None
     started = time.perf_counter()
     try:
-        built = _build(predictor, backend, asked)
+        built = build() if build is not None else _build(predictor, backend, asked)
     except Unavailable as exc:
         return Trial(backend, "unavailable", str(exc)), None
     build_seconds = time.perf_counter() - started
@@ -240,6 +262,8 @@ def _try(predictor: Predictor, backend: str, asked: _Asked) -> tuple[Trial, Buil
 def example_inputs(predictor: Predictor) -> tuple[dict[str, torch.Tensor], dict[str, dict[int, None]]]:
     """The golden rows as model inputs, in forward's order, with a decoding loop's prefix, and the dimensions
     besides the batch that vary (what a backend is exported or compiled for)."""
+    import torch
+
     if predictor.golden is None:
         raise BackendError("the bundle has no golden rows to build a backend from")
     arrays = predictor.preprocess(predictor.validate(predictor.golden.inputs))

@@ -3,15 +3,15 @@ unpickle; a `.zip` of the folder is accepted wherever a bundle path is."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
-import torch
 
-from torchpredict.bundle.backends import choose_backend
+from torchpredict.bundle.backends import choose_backend, run_stored_onnx
 from torchpredict.bundle.manifest import (
     PREPROCESSING_FILE,
     Manifest,
@@ -20,14 +20,16 @@ from torchpredict.bundle.manifest import (
     opened,
     read_manifest_at,
 )
-from torchpredict.device import resolve_device
-from torchpredict.errors import BundleError, TorchPredictError
+from torchpredict.device import HOST_CPU, resolve_device, torch_installed
+from torchpredict.errors import BackendError, BackendWarning, BundleError, ModelLoadError, TorchPredictError
 from torchpredict.golden import GoldenExamples
 from torchpredict.heads.registry import head_from_dict
 from torchpredict.model.entry import ModelEntry
-from torchpredict.model.storage import load_model
 from torchpredict.predictor import DEFAULT_BATCH_SIZE, Predictor
 from torchpredict.preprocessing import Preprocessor
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["load"]
 
@@ -57,27 +59,67 @@ def load(path: str | Path, *, device: str | torch.device = "auto", batch_size: i
     >>> predictor = torchpredict.load("wine.tpk", backend="auto")   # doctest: +SKIP
     """
     origin = str(path)
-    target = resolve_device(device)
     with opened(Path(path)) as root:
         manifest = read_manifest_at(root, origin)
         check_hashes(root, manifest, origin)
         _require_files(manifest, origin, [PREPROCESSING_FILE, manifest.model.get("file", "model")])
-        preprocessor, heads, golden = _read_parts(root, manifest, origin)
-        model = load_model(root, manifest.model, target, trust_factory=trust_factory,
-                           trust_torch_loader=trust_torch_loader)
         stored = manifest.backends or {}
         onnx_file = stored.get("onnx", {}).get("file")
         onnx = (root / onnx_file).read_bytes() if onnx_file and backend in (None, "auto", "onnxruntime") else None
-    predictor = Predictor(model=model, preprocessor=preprocessor, heads=heads,
-                          model_entry=ModelEntry.from_dict(manifest.model), device=target, batch_size=batch_size,
-                          manifest=manifest, golden=golden)
-    predictor = choose_backend(predictor, backend, verify=verify_backend, atol=atol, rtol=rtol, onnx=onnx,
-                               stored=stored.get("choices", {}).get(target.type), threads=threads)
+        why_torch = _why_torch(manifest, device, backend, onnx)
+        if why_torch is not None and not torch_installed():
+            raise ModelLoadError(f"bundle '{origin}' needs PyTorch here ({why_torch}): pip install torch")
+        preprocessor, heads, golden = _read_parts(root, manifest, origin)
+        parts: dict[str, Any] = {"preprocessor": preprocessor, "heads": heads, "batch_size": batch_size,
+                                 "model_entry": ModelEntry.from_dict(manifest.model), "manifest": manifest,
+                                 "golden": golden}
+        choice = stored.get("choices", {})
+        if why_torch is None and onnx is not None:  # the stored ONNX graph runs it, torch never imported
+            try:
+                on_onnx = run_stored_onnx(Predictor(model=None, device=HOST_CPU, **parts), onnx,
+                                          stored=backend is None, atol=atol, rtol=rtol, threads=threads)
+                return _verified(on_onnx, verify, origin)
+            except BackendError as exc:
+                if backend is not None or not torch_installed():
+                    raise
+                warnings.warn(f"the bundle's stored backend onnxruntime is not used ({exc}); running eager",
+                              BackendWarning, stacklevel=2)
+                choice = {}
+        from torchpredict.model.storage import load_model
+
+        target = resolve_device(device)
+        model = load_model(root, manifest.model, target, trust_factory=trust_factory,
+                           trust_torch_loader=trust_torch_loader)
+    predictor = choose_backend(Predictor(model=model, device=target, **parts), backend, verify=verify_backend,
+                               atol=atol, rtol=rtol, onnx=onnx, stored=choice.get(target.type), threads=threads)
+    return _verified(predictor, verify, origin)
+
+
+def _verified(predictor: Predictor, verify: bool, origin: str) -> Predictor:
+    """The predictor, after its golden examples reproduced (verify=True)."""
     if verify:
         report = predictor.verify()
         if not report.passed:
-            raise BundleError(f"bundle '{origin}': golden examples do not reproduce on {target}: {report.describe()}")
+            raise BundleError(f"bundle '{origin}': golden examples do not reproduce on {predictor.device}: "
+                              f"{report.describe()}")
     return predictor
+
+
+def _why_torch(manifest: Manifest, device: Any, backend: str | None, onnx: bytes | None) -> str | None:
+    """Why loading this bundle needs torch, or None when its stored ONNX graph can run it without: ONNX Runtime
+    asked for (or stored by optimize as the choice for the CPU), on the CPU, a plain forward pass."""
+    wanted = backend if backend is not None else (manifest.backends or {}).get("choices", {}).get("cpu", {}).get(
+        "backend", "eager")
+    if wanted != "onnxruntime":
+        return f"backend {wanted}" if backend is not None else "its model runs on PyTorch (torchpredict optimize " \
+            "stores an ONNX graph that can run it without)"
+    if onnx is None:
+        return "no stored ONNX graph (torchpredict optimize stores one)"
+    if (manifest.model.get("call") or {}).get("kind", "forward") != "forward":
+        return "its decoding loop runs on PyTorch"
+    if str(device) == "cpu" or (str(device) == "auto" and not torch_installed()):
+        return None
+    return f"device {device!s}"
 
 
 def _require_files(manifest: Manifest, origin: str, names: Sequence[str]) -> None:

@@ -7,6 +7,7 @@ exported to ONNX (or the bundle's stored model.onnx) in an ONNX Runtime session.
 compiled on the example inputs now rather than on the first batch (seconds; for long jobs). int8: Linear
 layers dynamically quantized, an approximation. Whether a built backend's outputs may be trusted is decided
 by the caller, on the bundle's golden rows; a backend that cannot be built here raises Unavailable, saying why.
+Importing this module imports no torch (an ONNX Runtime backend over a stored graph needs none).
 """
 
 from __future__ import annotations
@@ -16,16 +17,16 @@ import io
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from torchpredict.errors import ModelLoadError
-from torchpredict.inference.onnx_export import export_onnx
 from torchpredict.inference.onnx_runner import OnnxModel
 from torchpredict.messages import first_line
 
-__all__ = ["APPROXIMATE", "BACKENDS", "Built", "Unavailable", "build_backend"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["APPROXIMATE", "BACKENDS", "Built", "Unavailable", "build_backend", "stored_onnx"]
 
 BACKENDS = ("eager", "onnxruntime", "compile", "int8")
 APPROXIMATE = frozenset({"int8"})  # outputs differ from eager by design; held to the tolerance all the same
@@ -70,19 +71,46 @@ def build_backend(name: str, model: Any, example_inputs: Mapping[str, torch.Tens
 
 def _onnxruntime(model: Any, example_inputs: Mapping[str, torch.Tensor], device: torch.device,
                  dynamic: Mapping[str, Mapping[int, Any]] | None, onnx: bytes | None, threads: int | None) -> Built:
-    if device.type not in ("cpu", "cuda"):
-        raise Unavailable(f"ONNX Runtime does not run on {device.type}")
+    _onnxruntime_here(device.type)
+    if onnx is None and any(dynamic.values() if dynamic else ()):
+        raise Unavailable("declined for a model called with inputs whose sizes vary beyond the batch (a decoding "
+                          "loop's prefix): the ONNX export traces it at one size")
+    if onnx is None:
+        from torchpredict.inference.onnx_export import export_onnx
+
+        onnx = export_onnx(model, example_inputs, dynamic)
+    if threads is None and device.type == "cpu":
+        import torch
+
+        threads = torch.get_num_threads()  # the share of the cores torch was given
+    return Built("onnxruntime", OnnxModel(onnx, list(example_inputs), device=device.type, threads=threads), onnx)
+
+
+def stored_onnx(graph: bytes, input_names: list[str], device: str, threads: int | None) -> Built:
+    """The onnxruntime backend over a bundle's stored graph, built without torch (inputs named in forward's order)."""
+    _onnxruntime_here(device)
+    try:
+        return Built("onnxruntime", OnnxModel(graph, input_names, device=device, threads=threads), graph)
+    except ModelLoadError as exc:
+        raise Unavailable(str(exc)) from None
+
+
+def _onnxruntime_here(device: str) -> None:
+    if device not in ("cpu", "cuda"):
+        raise Unavailable(f"ONNX Runtime does not run on {device}")
     import importlib.util
 
-    if importlib.util.find_spec("onnxruntime") is None:  # before exporting: the export alone takes a while
+    try:
+        missing = importlib.util.find_spec("onnxruntime") is None  # before exporting: that alone takes a while
+    except ValueError:  # in sys.modules as None: imports of it are blocked
+        missing = True
+    if missing:
         raise Unavailable("ONNX Runtime is not installed: pip install 'torchpredict[onnx]'")
-    graph = onnx if onnx is not None else export_onnx(model, example_inputs, dynamic)
-    if threads is None and device.type == "cpu":
-        threads = torch.get_num_threads()  # the share of the cores torch was given
-    return Built("onnxruntime", OnnxModel(graph, list(example_inputs), device=device.type, threads=threads), graph)
 
 
 def _compiled(model: Any, example_inputs: Mapping[str, torch.Tensor]) -> Any:
+    import torch
+
     compiled = torch.compile(model, dynamic=True)
     try:  # compile now, on two batch sizes, so that no request pays for it
         with torch.inference_mode(), warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):

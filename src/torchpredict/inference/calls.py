@@ -9,12 +9,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from torchpredict.errors import BundleError
-from torchpredict.inference.tensors import RawOutput, forward
+from torchpredict.inference.tensors import RawOutput
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["CALLS", "Call"]
 
@@ -74,6 +75,8 @@ class Call:
     def run(self, model: Any, inputs: Mapping[str, torch.Tensor], heads: Sequence[Any]) -> RawOutput:
         """One batch through the model: a forward pass, or the Seq2Seq head's decoding loop around it."""
         if self.kind == "forward":
+            from torchpredict.inference.tensors import forward
+
             return forward(model, inputs)
         return _generator(heads).generate(model, inputs[self.source])
 

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from torchpredict.device import cpu_cores
 from torchpredict.errors import InputError, PredictionError, SchemaError
@@ -88,8 +87,13 @@ def predict_file(predictor: Any, input: str | Path | Sequence[str | Path], outpu
 def _torch_threads(threads: int | None) -> Iterator[None]:
     """Torch's intra-op threads for the model, leaving a core for the other stages; restored afterwards.
 
-    On a busy machine two OpenMP threads that wait for each other's core cost far more than they give.
+    On a busy machine two OpenMP threads that wait for each other's core cost far more than they give. Where
+    torch is not loaded (a model run by ONNX Runtime, whose threads are set when its session is built), nothing.
     """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
     before = torch.get_num_threads()
     torch.set_num_threads(threads or max(1, cpu_cores() - 1))
     try:

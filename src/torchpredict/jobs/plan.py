@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import torch
 
 from torchpredict.errors import InputError
 from torchpredict.io.formats import STDIO, detect_format, expand_inputs
@@ -64,7 +63,7 @@ class Plan:
         names = [c.name for c in features] if all(not c.shape for c in features) else None
         return cls(sources, format, tuple(dict.fromkeys(keep)), None if columns is None else tuple(columns),
                    "raise" if rejects is None else "reject", types, names, part_rows, batch_rows, block_bytes,
-                   torch.device(predictor.device).type == "cpu")
+                   getattr(predictor.device, "type", str(predictor.device)) == "cpu")
 
     @property
     def many(self) -> bool:

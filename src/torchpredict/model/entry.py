@@ -1,15 +1,13 @@
 """The manifest's "model" entry, parsed once at load into a frozen ModelEntry: the model's file and format,
 its inputs (names in forward's order, dtypes, per-row shapes; a null size takes any), how the infer stage
 calls it, and its factory; and the check of model inputs against it, which the infer stage runs on every call
-because an exported program's own guards are off."""
+because an exported program's own guards are off. It takes tensors or numpy arrays alike, and needs no torch."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-import torch
 
 from torchpredict.errors import SchemaError
 
@@ -31,7 +29,8 @@ class ModelEntry:
 
     >>> entry = ModelEntry.from_dict({"format": "export", "file": "model.pt2",
     ...                               "inputs": [{"name": "x", "dtype": "float32", "shape": [13]}]})
-    >>> entry.check_inputs({"x": torch.zeros(5, 12)})
+    >>> import numpy as np
+    >>> entry.check_inputs({"x": np.zeros((5, 12), np.float32)})
     Traceback (most recent call last):
     torchpredict.errors.SchemaError: model input 'x': expected shape [*, 13], got [5, 12]
     """
@@ -60,7 +59,7 @@ class ModelEntry:
         """The input a decoding loop makes itself (a seq2seq call's "prefix"), which callers do not pass."""
         return (self.call or {}).get("prefix")
 
-    def check_inputs(self, inputs: Mapping[str, torch.Tensor]) -> None:
+    def check_inputs(self, inputs: Mapping[str, Any]) -> None:
         """Check names, order, dtypes and per-row shapes of model inputs (the generated one aside)."""
         specs = {spec.name: spec for spec in self.inputs if spec.name != self.generated}
         _check_names(list(specs), list(inputs))
@@ -80,7 +79,7 @@ def _check_names(wanted: list[str], given: list[str]) -> None:
         raise SchemaError(f"model inputs must come in the order {_quoted(wanted)}, got {_quoted(given)}")
 
 
-def _check_input(name: str, tensor: torch.Tensor, spec: InputSpec) -> None:
+def _check_input(name: str, tensor: Any, spec: InputSpec) -> None:
     if dtype_name(tensor.dtype) != spec.dtype:
         raise SchemaError(f"model input '{name}': expected {spec.dtype}, got {dtype_name(tensor.dtype)}")
     row_shape, got = list(spec.shape), list(tensor.shape[1:])
@@ -91,7 +90,7 @@ def _check_input(name: str, tensor: torch.Tensor, spec: InputSpec) -> None:
         )
 
 
-def check_same_batch(inputs: dict[str, torch.Tensor], error: type[Exception]) -> None:
+def check_same_batch(inputs: Mapping[str, Any], error: type[Exception]) -> None:
     sizes = {name: tensor.shape[0] for name, tensor in inputs.items()}
     if len(set(sizes.values())) > 1:
         listed = ", ".join(f"'{name}': {size}" for name, size in sizes.items())
@@ -106,5 +105,6 @@ def _quoted(names: list[str]) -> str:
     return ", ".join(f"'{name}'" for name in names)
 
 
-def dtype_name(dtype: torch.dtype) -> str:
+def dtype_name(dtype: Any) -> str:
+    """'float32', 'int64', ... for a torch or a numpy dtype (they share these names)."""
     return str(dtype).removeprefix("torch.")
