@@ -68,6 +68,10 @@ def test_readme_blocks_run_in_order_after_the_demo(tmp_path, monkeypatch, capsys
 def _check_what_the_blocks_left(folder: Path, namespace: dict) -> None:
     predictions = read_table(folder / "predictions.csv")
     assert predictions.num_rows == 40 and predictions.column_names[:2] == ["id", "cultivar"]  # id passes through
+    fast = read_table(folder / "fast.csv")  # the optimized bundle's backend predicts what eager predicted
+    assert fast.column("cultivar").to_pylist() == predictions.column("cultivar").to_pylist()
+    np.testing.assert_allclose(fast.column("cultivar_probability").to_numpy(),
+                               predictions.column("cultivar_probability").to_numpy(), atol=1e-5)
     parts = sorted(p.name for p in (folder / "out").glob("part-*.parquet"))
     assert parts == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
     assert sum(pq.read_metadata(folder / "out" / p).num_rows for p in parts) == 10_000
