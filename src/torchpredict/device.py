@@ -14,7 +14,7 @@ from torchpredict.errors import DeviceError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["HOST_CPU", "cpu_cores", "resolve_device", "reuse_freed_memory", "torch_installed"]
+__all__ = ["HOST_CPU", "check_device", "cpu_cores", "resolve_device", "reuse_freed_memory", "torch_installed"]
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -48,8 +48,16 @@ def torch_installed() -> bool:
 
     try:
         return importlib.util.find_spec("torch") is not None
-    except ValueError:  # in sys.modules as None: its imports are blocked
+    except (ImportError, ValueError):  # a finder refuses it, or it is in sys.modules as None: blocked
         return False
+
+
+def check_device(spec: str) -> None:
+    """A device request's syntax, and its hardware unless it is the CPU (which needs no torch to check)."""
+    if not isinstance(spec, str) or not _DEVICE_PATTERN.match(spec):
+        raise DeviceError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {spec!r}")
+    if spec != "cpu":
+        resolve_device(spec)
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:

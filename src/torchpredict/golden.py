@@ -16,13 +16,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.numpy import load_file, save_file
 
 from torchpredict.errors import BundleError
+from torchpredict.heads.outputs import as_array
 from torchpredict.inference.tensors import RawOutput, flatten_outputs
 from torchpredict.messages import counted, quoted, shown
 
@@ -68,7 +69,7 @@ class Verification:
 @dataclass(frozen=True, eq=False)
 class GoldenExamples:
     inputs: pa.Table
-    outputs: dict[str, torch.Tensor]
+    outputs: dict[str, np.ndarray]  # the raw outputs by name, as numpy arrays (torch is not needed to compare)
     atol: float = DEFAULT_ATOL
     rtol: float = DEFAULT_RTOL
     predictions: pa.Table | None = None  # None: a bundle written before 0.2
@@ -76,7 +77,7 @@ class GoldenExamples:
     @classmethod
     def record(cls, inputs: pa.Table, raw: RawOutput, predictions: Mapping[str, pa.Array] | None = None, *,
                atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL) -> GoldenExamples:
-        outputs = {name: tensor.detach().cpu().contiguous() for name, tensor in flatten_outputs(raw).items()}
+        outputs = {name: np.ascontiguousarray(as_array(value)) for name, value in flatten_outputs(raw).items()}
         table = None if predictions is None else pa.table(dict(predictions))
         return cls(inputs=inputs, outputs=outputs, atol=atol, rtol=rtol, predictions=table)
 
@@ -84,7 +85,7 @@ class GoldenExamples:
         """Write the files under directory/examples; return the manifest's "examples" entry."""
         (directory / "examples").mkdir(parents=True, exist_ok=True)
         pq.write_table(self.inputs, directory / INPUTS_FILE)
-        save_file(self.outputs, str(directory / OUTPUTS_FILE))
+        save_file(self.outputs, str(directory / OUTPUTS_FILE))  # the same file format as safetensors.torch
         entry = {"inputs": INPUTS_FILE, "outputs": OUTPUTS_FILE, "rows": self.inputs.num_rows,
                  "atol": self.atol, "rtol": self.rtol}
         if self.predictions is not None:
@@ -125,13 +126,14 @@ class GoldenExamples:
         diffs: dict[str, float] = {}
         passed = set(fresh) == set(self.outputs)
         for name, expected in self.outputs.items():
-            got = fresh.get(name)
+            got = None if fresh.get(name) is None else as_array(fresh[name])
             if got is None or got.shape != expected.shape:
                 diffs[name] = float("inf")
                 passed = False
                 continue
-            got = got.to(expected.dtype)
-            diffs[name] = float((got.double() - expected.double()).abs().max()) if got.numel() else 0.0
+            got = got.astype(expected.dtype)
+            diffs[name] = float(np.abs(got.astype(np.float64) - expected.astype(np.float64)).max()) if got.size \
+                else 0.0
             passed = passed and _agree(got, expected, self.atol, self.rtol)
         return Verification(rows=self.inputs.num_rows, max_abs_diff=diffs, atol=self.atol, rtol=self.rtol,
                             passed=passed)
@@ -144,10 +146,10 @@ def _parquet(directory: Path, rel: str) -> pa.Table:
         raise BundleError(f"golden examples: file '{rel}' is not a Parquet file ({exc})") from None
 
 
-def _recorded_like(fresh: RawOutput, recorded: Mapping[str, torch.Tensor], name: str = "output") -> RawOutput | None:
-    """The recorded tensors in the structure (tuple, namedtuple, dict) of a fresh raw output, which
+def _recorded_like(fresh: RawOutput, recorded: Mapping[str, np.ndarray], name: str = "output") -> RawOutput | None:
+    """The recorded outputs in the structure (tuple, namedtuple, dict) of a fresh raw output, which
     outputs.safetensors does not keep; None when the names differ."""
-    if isinstance(fresh, torch.Tensor):
+    if not isinstance(fresh, dict | tuple | list):
         return recorded.get(name)
     items = fresh.items() if isinstance(fresh, dict) else enumerate(fresh)
     parts = {key: _recorded_like(value, recorded, f"{name}.{key}") for key, value in items}
@@ -155,7 +157,7 @@ def _recorded_like(fresh: RawOutput, recorded: Mapping[str, torch.Tensor], name:
         return None
     if isinstance(fresh, dict):
         return parts
-    values = list(parts.values())
+    values: list[Any] = list(parts.values())
     return type(fresh)(*values) if hasattr(fresh, "_fields") else type(fresh)(values)
 
 
@@ -190,7 +192,8 @@ def _same(a: Any, b: Any, atol: float, rtol: float) -> bool:
     return type(a) is type(b) and a == b
 
 
-def _agree(got: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float) -> bool:
-    if expected.is_floating_point() or expected.is_complex():
-        return torch.allclose(got, expected, atol=atol, rtol=rtol, equal_nan=True)
-    return torch.equal(got, expected)
+def _agree(got: np.ndarray, expected: np.ndarray, atol: float, rtol: float) -> bool:
+    """torch.allclose's rule (|got - expected| <= atol + rtol * |expected|, NaN with NaN) for floats, else equal."""
+    if expected.dtype.kind in "fc":
+        return bool(np.allclose(got, expected, atol=atol, rtol=rtol, equal_nan=True))
+    return bool(np.array_equal(got, expected))

@@ -134,3 +134,67 @@ def test_without_onnxruntime_no_graph_is_stored_and_why_is_said(wine_bundle, tmp
                                        "not installed: pip install 'torchpredict[onnx]'")
     assert set(read_manifest(done.path).backends) == {"choices"}
     assert done.report.chosen == "eager"
+
+
+NO_TORCH = """
+import sys
+class NoTorch:  # torch not installed, as in a torch-free container
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError("No module named 'torch'")
+sys.meta_path.insert(0, NoTorch())
+"""
+
+PREDICT = """
+import json, sys
+import pyarrow.parquet as pq
+import torchpredict
+predictor = torchpredict.load(sys.argv[1], device=sys.argv[2])
+table = predictor.predict(pq.read_table(sys.argv[3]))
+print(json.dumps({"torch": "torch" in sys.modules, "backend": predictor.backend, "device": str(predictor.device),
+                  "report": predictor.backend_report.describe(), "labels": table.column("cultivar").to_pylist(),
+                  "verified": predictor.verify().passed}))
+"""
+
+
+def _predict_in_a_process(bundle, device, rows, tmp_path, *, without_torch=False):
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    source = tmp_path / "rows.parquet"
+    pq.write_table(rows, source)
+    code = (NO_TORCH if without_torch else "") + PREDICT
+    return subprocess.run([sys.executable, "-c", code, str(bundle), device, str(source)], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_an_optimized_bundle_predicts_on_the_cpu_without_importing_torch(optimized, wine, tmp_path):
+    if optimized.report.chosen != "onnxruntime":
+        pytest.skip("onnxruntime was not the fastest here; the stored choice is eager")
+    result = _predict_in_a_process(optimized.path, "cpu", wine["new"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["torch"] is False and found["backend"] == "onnxruntime" and found["device"] == "cpu"
+    assert found["report"].startswith("backend onnxruntime (stored by torchpredict optimize) on cpu, verified on 8 "
+                                      "golden rows")
+    assert found["verified"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        eager = load(optimized.path, device="cpu", backend="eager").predict(wine["new"])
+    assert found["labels"] == eager.column("cultivar").to_pylist()
+
+
+def test_where_torch_is_not_installed_the_stored_graph_runs_and_anything_else_says_it_needs_torch(
+        optimized, wine_bundle, wine, tmp_path):
+    if optimized.report.chosen != "onnxruntime":
+        pytest.skip("onnxruntime was not the fastest here; the stored choice is eager")
+    result = _predict_in_a_process(optimized.path, "auto", wine["new"], tmp_path, without_torch=True)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["torch"] is False and found["device"] == "cpu" and found["verified"]
+    refused = _predict_in_a_process(wine_bundle, "cpu", wine["new"], tmp_path, without_torch=True)
+    assert refused.returncode == 1
+    assert (f"ModelLoadError: bundle '{wine_bundle}' needs PyTorch here (its model runs on PyTorch (torchpredict "
+            "optimize stores an ONNX graph that can run it without)): pip install torch") in refused.stderr

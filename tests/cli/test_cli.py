@@ -426,6 +426,18 @@ def test_optimize_then_predict_runs_the_stored_backend_without_a_flag(wine, wine
     assert again.returncode == 0, again.stderr
     if chosen != "eager":
         assert f"backend {chosen} (stored by torchpredict optimize) on cpu" in again.stderr
+    if chosen == "onnxruntime":  # the whole command, without torch
+        code = ("import sys; from torchpredict.cli.commands import main; code = main(sys.argv[1:]); "
+                "print('torch' in sys.modules); sys.exit(code)")
+        free = subprocess.run([sys.executable, "-c", code, "predict", str(target), str(source), "-o",
+                               str(tmp_path / "free.csv"), "--device", "cpu", "--quiet"], capture_output=True,
+                              text=True, timeout=120)
+        assert free.returncode == 0, free.stderr
+        assert free.stdout.strip() == "False"
+        free_rows, rows = read_table(tmp_path / "free.csv"), read_table(tmp_path / "out.csv")
+        assert free_rows.column("cultivar").to_pylist() == rows.column("cultivar").to_pylist()
+        np.testing.assert_allclose(free_rows.column("cultivar_probability").to_numpy(),  # numpy's softmax:
+                                   rows.column("cultivar_probability").to_numpy(), rtol=3e-7)  # a float32 step
     verified = run_cli("verify", target, "--device", "cpu")
     assert verified.returncode == 0 and "ok: 8 golden rows" in verified.stdout
     refused = run_cli("optimize", wine_bundle, "-o", target)

@@ -31,7 +31,7 @@ from torchpredict.preprocessing import Preprocessor
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["load"]
+__all__ = ["load", "needs_torch"]
 
 T = TypeVar("T")
 
@@ -66,7 +66,7 @@ def load(path: str | Path, *, device: str | torch.device = "auto", batch_size: i
         stored = manifest.backends or {}
         onnx_file = stored.get("onnx", {}).get("file")
         onnx = (root / onnx_file).read_bytes() if onnx_file and backend in (None, "auto", "onnxruntime") else None
-        why_torch = _why_torch(manifest, device, backend, onnx)
+        why_torch = needs_torch(manifest, device, backend, onnx is not None)
         if why_torch is not None and not torch_installed():
             raise ModelLoadError(f"bundle '{origin}' needs PyTorch here ({why_torch}): pip install torch")
         preprocessor, heads, golden = _read_parts(root, manifest, origin)
@@ -105,15 +105,19 @@ def _verified(predictor: Predictor, verify: bool, origin: str) -> Predictor:
     return predictor
 
 
-def _why_torch(manifest: Manifest, device: Any, backend: str | None, onnx: bytes | None) -> str | None:
+def needs_torch(manifest: Manifest, device: Any, backend: str | None, onnx: bool | None = None) -> str | None:
     """Why loading this bundle needs torch, or None when its stored ONNX graph can run it without: ONNX Runtime
-    asked for (or stored by optimize as the choice for the CPU), on the CPU, a plain forward pass."""
+    asked for (or stored by optimize as the choice for the CPU), on the CPU, a plain forward pass.
+
+    onnx: whether the graph was read (default: whether the manifest lists one)."""
+    if onnx is None:
+        onnx = bool((manifest.backends or {}).get("onnx", {}).get("file"))
     wanted = backend if backend is not None else (manifest.backends or {}).get("choices", {}).get("cpu", {}).get(
         "backend", "eager")
     if wanted != "onnxruntime":
         return f"backend {wanted}" if backend is not None else "its model runs on PyTorch (torchpredict optimize " \
             "stores an ONNX graph that can run it without)"
-    if onnx is None:
+    if not onnx:
         return "no stored ONNX graph (torchpredict optimize stores one)"
     if (manifest.model.get("call") or {}).get("kind", "forward") != "forward":
         return "its decoding loop runs on PyTorch"

@@ -32,7 +32,7 @@ from torchpredict.bundle.manifest import (
 )
 from torchpredict.errors import BundleError
 from torchpredict.golden import GoldenExamples
-from torchpredict.inference.batch import CPU, run_batch
+from torchpredict.inference.batch import run_batch
 from torchpredict.inference.calls import Call
 from torchpredict.inference.tensors import to_tensors
 from torchpredict.model.factories import trust_hint
@@ -40,6 +40,8 @@ from torchpredict.model.storage import store_model
 from torchpredict.predictor import read_heads
 from torchpredict.preprocessing import Preprocessor
 from torchpredict.schema.tables import as_table
+
+CPU = torch.device("cpu")
 
 __all__ = ["publish", "same_modes", "save"]
 

@@ -308,9 +308,9 @@ def _known_format(flag: str, value: str | None) -> None:
 
 def _check_device(value: str) -> None:
     """The --device syntax and hardware, checked before the model loads (resolve_device probes only)."""
-    from torchpredict.device import resolve_device
+    from torchpredict.device import check_device
 
-    resolve_device(value)
+    check_device(value)
 
 
 def _check_predict(args: argparse.Namespace) -> None:
@@ -346,7 +346,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     _check_predict(args)
     backend = _backend_options(args)
     reuse_freed_memory()  # this process is the command's own
-    with _quiet_torch():
+    with _quiet_torch(args.bundle, args.device, args.backend):
         predictor = load(args.bundle, device=args.device, batch_size=args.batch_size,
                          trust_factory=args.trust_factory, trust_torch_loader=args.trust_torch_loader,
                          threads=args.threads or max(1, cpu_cores() - 1), **backend)  # the job's threads
@@ -369,10 +369,12 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _quiet_torch() -> Iterator[None]:
+def _quiet_torch(bundle: str | None = None, device: str = "auto", backend: str | None = None) -> Iterator[None]:
     """Torch's warnings and log lines off while a bundle loads: a bad bundle is one error line, not the
-    traceback torch logs on its way to raising (levels restored afterwards; importing torch sets them)."""
-    import torch  # noqa: F401  # its import configures the torch loggers this silences
+    traceback torch logs on its way to raising (levels restored afterwards; importing torch sets them). A
+    bundle its stored ONNX graph runs without torch (see bundle.loading.needs_torch) does not import it."""
+    if bundle is None or _needs_torch(bundle, device, backend):
+        import torch  # noqa: F401  # its import configures the torch loggers this silences
 
     names = ["torch", *(n for n in logging.root.manager.loggerDict if n.startswith("torch."))]
     loggers = [logging.getLogger(n) for n in names]
@@ -386,6 +388,17 @@ def _quiet_torch() -> Iterator[None]:
         finally:
             for logger, level in zip(loggers, levels, strict=True):
                 logger.setLevel(level)
+
+
+def _needs_torch(bundle: str, device: str, backend: str | None) -> bool:
+    from torchpredict.bundle.loading import needs_torch
+    from torchpredict.bundle.manifest import read_manifest
+
+    try:
+        manifest = read_manifest(bundle)
+    except TorchPredictError:
+        return True  # loading says what is wrong with it
+    return needs_torch(manifest, device, backend) is not None
 
 
 @contextlib.contextmanager
@@ -440,7 +453,7 @@ def _run_verify(args: argparse.Namespace) -> int:
 
     _check_device(args.device)
     backend = _backend_options(args)
-    with _quiet_torch():
+    with _quiet_torch(args.bundle, args.device, args.backend):
         predictor = load(args.bundle, device=args.device, trust_factory=args.trust_factory,
                          trust_torch_loader=args.trust_torch_loader, **backend)
     _say_backend(predictor)

@@ -7,14 +7,15 @@ and import it; nothing here imports them, so the registry is filled by the modul
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar, TypeVar
 
+import numpy as np
 import pyarrow as pa
-import torch
 
 from torchpredict.errors import BundleError, ModelLoadError, PreprocessingError, TorchPredictError
-from torchpredict.heads.outputs import Output, as_tensor, select_output
+from torchpredict.heads.outputs import Output, as_array, select_output
 from torchpredict.inference.batch import ModelBatch
 from torchpredict.messages import described
 
@@ -59,10 +60,11 @@ class Head:
     def column_names(self) -> list[str]:
         raise NotImplementedError
 
-    def interpret(self, raw: torch.Tensor) -> dict[str, pa.Array]:
+    def interpret(self, raw: Any) -> dict[str, pa.Array]:
+        """The prediction columns of one output: a torch tensor or a numpy array (computed with numpy either way)."""
         raise NotImplementedError
 
-    def select(self, raw: Any) -> torch.Tensor:
+    def select(self, raw: Any) -> Any:
         """This head's tensor out of whatever the model returned; see `select_output`."""
         return select_output(raw, self.output, head=self.name)
 
@@ -78,7 +80,7 @@ class Head:
         selected = self.select(batch.raw)
         if batch.finite_rows(selected).all():  # the common case, worked out once per batch
             return None
-        return nonfinite_rows(as_tensor(selected), self._output_text())
+        return nonfinite_rows(as_array(selected), self._output_text())
 
     def _output_text(self) -> str:
         which = "" if self.output is None else f" {self.output!r}"
@@ -140,26 +142,26 @@ def register_head(cls: H) -> H:
     return cls
 
 
-def per_row(tensor: torch.Tensor) -> torch.Tensor:
-    """[n, ...] as [n, k]: each row's values in one row (an [n] tensor as [n, 1])."""
-    return tensor.flatten(start_dim=1) if tensor.ndim > 1 else tensor.reshape(-1, 1)
+def per_row(values: np.ndarray) -> np.ndarray:
+    """[n, ...] as [n, k]: each row's values in one row (an [n] array as [n, 1])."""
+    return values.reshape(values.shape[0], math.prod(values.shape[1:])) if values.ndim > 1 else values.reshape(-1, 1)
 
 
-def nonfinite_rows(tensor: torch.Tensor, what: str) -> pa.Array | None:
+def nonfinite_rows(values: np.ndarray, what: str) -> pa.Array | None:
     """Per row, "WHAT is not finite (nan) for this row" where its values are not all finite; None if all are."""
-    values = per_row(tensor.detach())
-    finite = torch.isfinite(values) if values.is_floating_point() else torch.ones_like(values, dtype=torch.bool)
-    bad = ~finite.all(dim=1)
-    if not bool(bad.any()):
+    rows = per_row(values)
+    finite = np.isfinite(rows) if rows.dtype.kind in "fc" else np.ones(rows.shape, bool)
+    bad = ~finite.all(axis=1)
+    if not bad.any():
         return None
-    reasons: list[str | None] = [None] * len(values)
-    for row in torch.nonzero(bad).flatten().tolist():
-        first = values[row][~finite[row]][0].item()
+    reasons: list[str | None] = [None] * len(rows)
+    for row in np.flatnonzero(bad).tolist():
+        first = rows[row][~finite[row]][0].item()
         reasons[row] = f"{what} is not finite ({first}) for this row"
     return pa.array(reasons, pa.string())
 
 
-def shape_error(head: Head, expected: str, tensor: torch.Tensor) -> ModelLoadError:
+def shape_error(head: Head, expected: str, tensor: Any) -> ModelLoadError:
     """The error for a model output of the wrong shape for the head reading it."""
     got = "[" + ", ".join(str(d) for d in tensor.shape) + "]"
     return ModelLoadError(f"head {head.name!r} ({type(head).__name__}) expects output shape {expected}, "

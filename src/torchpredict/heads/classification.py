@@ -6,13 +6,13 @@ encode targets for training and to name predictions, so the two cannot disagree.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 
 from torchpredict.errors import PreprocessingError
 from torchpredict.heads.base import (
@@ -27,7 +27,7 @@ from torchpredict.heads.base import (
     target_column,
 )
 from torchpredict.heads.labels import Labels, check_labels, encode_labels, label_array, take_labels
-from torchpredict.heads.outputs import Output, as_tensor
+from torchpredict.heads.outputs import Output, as_array
 from torchpredict.inference.batch import finite_rows
 
 __all__ = ["BinaryClassification", "MulticlassClassification", "MultilabelClassification"]
@@ -113,18 +113,18 @@ class BinaryClassification(_Classifier):
         selected = self.select(batch.raw)
         return self.interpret(selected, finite=batch.finite_rows(selected))
 
-    def interpret(self, raw: torch.Tensor, *, finite: np.ndarray | None = None) -> dict[str, pa.Array]:
+    def interpret(self, raw: Any, *, finite: np.ndarray | None = None) -> dict[str, pa.Array]:
         """finite: per row, whether raw's values are all finite (ModelBatch.finite_rows); None: worked out here."""
-        classes, tensor = self.classes, as_tensor(raw)
-        if tensor.ndim == 2 and tensor.shape[1] == 1:
-            tensor = tensor[:, 0]
-        if tensor.ndim != 1:
+        classes, scores = self.classes, as_array(raw)
+        if scores.ndim == 2 and scores.shape[1] == 1:
+            scores = scores[:, 0]
+        if scores.ndim != 1:
             expected = "[n] or [n, 1] (one score per row; for [n, 2] use MulticlassClassification)"
-            raise shape_error(self, expected, tensor)
-        probability = torch.sigmoid(tensor.float()) if self.from_logits else tensor.float()
-        positive = (probability > self.threshold).numpy().astype(np.int64)
-        return {self.target: _where_finite(take_labels(classes, positive), tensor, finite),
-                f"{self.target}_probability": pa.array(probability.numpy())}
+            raise shape_error(self, expected, scores)
+        probability = sigmoid(scores) if self.from_logits else scores.astype(np.float32)
+        positive = (probability > self.threshold).astype(np.int64)
+        return {self.target: _where_finite(take_labels(classes, positive), scores, finite),
+                f"{self.target}_probability": pa.array(probability)}
 
     def _params(self) -> dict[str, Any]:
         return {"target": self.target, "labels": None if self.labels is None else list(self.labels),
@@ -178,36 +178,35 @@ class MulticlassClassification(_Classifier):
         selected = self.select(batch.raw)
         return self.interpret(selected, finite=batch.finite_rows(selected))
 
-    def interpret(self, raw: torch.Tensor, *, finite: np.ndarray | None = None) -> dict[str, pa.Array]:
+    def interpret(self, raw: Any, *, finite: np.ndarray | None = None) -> dict[str, pa.Array]:
         """finite: per row, whether raw's values are all finite (ModelBatch.finite_rows); None: worked out here."""
-        classes, tensor = self._check_learned(self.classes), as_tensor(raw)
-        if tensor.ndim != 2 or tensor.shape[1] != len(classes):
-            raise shape_error(self, f"[n, {len(classes)}] (one score per label)", tensor)
-        probabilities = torch.softmax(tensor.float(), dim=1) if self.from_logits else tensor.float()
-        best, chosen = _best(tensor, probabilities)
+        classes, scores = self._check_learned(self.classes), as_array(raw)
+        if scores.ndim != 2 or scores.shape[1] != len(classes):
+            raise shape_error(self, f"[n, {len(classes)}] (one score per label)", scores)
+        probabilities = softmax(scores) if self.from_logits else scores.astype(np.float32)
+        best, chosen = _best(scores, probabilities)
         if finite is None:
-            finite = _finite_rows(tensor)
-        columns = {self.target: _where_finite(take_labels(classes, best), tensor, finite),
+            finite = _finite_rows(scores)
+        columns = {self.target: _where_finite(take_labels(classes, best), scores, finite),
                    f"{self.target}_probability": pa.array(chosen)}
         if self.probabilities:
-            per_class = probabilities.T.contiguous()
+            per_class = np.ascontiguousarray(probabilities.T)
             for j, label in enumerate(classes):
-                columns[f"{self.target}_probability_{label}"] = pa.array(per_class[j].numpy())
-        return columns | self._top_k(tensor, probabilities, classes, finite)
+                columns[f"{self.target}_probability_{label}"] = pa.array(per_class[j])
+        return columns | self._top_k(scores, probabilities, classes, finite)
 
-    def _top_k(self, tensor: torch.Tensor, probabilities: torch.Tensor,
+    def _top_k(self, scores: np.ndarray, probabilities: np.ndarray,
                classes: Labels, finite: np.ndarray) -> dict[str, pa.Array]:
         if not self.top_k:
             return {}
-        scores = tensor.to(torch.float64)  # exact for every input dtype, so ties are the model's own
-        # A stable descending sort keeps equal scores in label order, so top1 is always the argmax.
-        order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, : self.top_k]
-        top = probabilities.gather(1, order).T.contiguous()
+        exact = scores.astype(np.float64)  # exact for every input dtype, so ties are the model's own
+        # A stable sort of the negated scores keeps equal scores in label order, so top1 is always the argmax.
+        order = np.argsort(-exact, axis=1, kind="stable")[:, : self.top_k]
+        top = np.ascontiguousarray(np.take_along_axis(probabilities, order, axis=1).T)
         columns = {}
         for i in range(self.top_k):
-            columns[f"{self.target}_top{i + 1}"] = _where_finite(take_labels(classes, order[:, i].numpy()), scores,
-                                                                     finite)
-            columns[f"{self.target}_top{i + 1}_probability"] = pa.array(top[i].numpy())
+            columns[f"{self.target}_top{i + 1}"] = _where_finite(take_labels(classes, order[:, i]), exact, finite)
+            columns[f"{self.target}_top{i + 1}_probability"] = pa.array(top[i])
         return columns
 
     def _params(self) -> dict[str, Any]:
@@ -293,20 +292,20 @@ class MultilabelClassification(Head):
         selected = self.select(batch.raw)
         return self.interpret(selected, finite=batch.finite_rows(selected))
 
-    def interpret(self, raw: torch.Tensor, *, finite: np.ndarray | None = None) -> dict[str, pa.Array]:
+    def interpret(self, raw: Any, *, finite: np.ndarray | None = None) -> dict[str, pa.Array]:
         """finite: per row, whether raw's values are all finite (ModelBatch.finite_rows); None: worked out here."""
-        tensor = as_tensor(raw)
-        if tensor.ndim != 2 or tensor.shape[1] != len(self.labels):
-            raise shape_error(self, f"[n, {len(self.labels)}] (one score per label)", tensor)
-        probabilities = torch.sigmoid(tensor.float()) if self.from_logits else tensor.float()
-        on = (probabilities > torch.tensor(self.threshold, dtype=torch.float32)).T.contiguous()
-        per_label = probabilities.T.contiguous()
+        scores = as_array(raw)
+        if scores.ndim != 2 or scores.shape[1] != len(self.labels):
+            raise shape_error(self, f"[n, {len(self.labels)}] (one score per label)", scores)
+        probabilities = sigmoid(scores) if self.from_logits else scores.astype(np.float32)
+        on = np.ascontiguousarray((probabilities > np.asarray(self.threshold, np.float32)).T)
+        per_label = np.ascontiguousarray(probabilities.T)
         if finite is None:
-            finite = _finite_rows(tensor)
-        columns = {f"{self.target}_{label}": _where_finite(pa.array(on[j].numpy()), tensor, finite)
+            finite = _finite_rows(scores)
+        columns = {f"{self.target}_{label}": _where_finite(pa.array(on[j]), scores, finite)
                    for j, label in enumerate(self.labels)}
         for j, label in enumerate(self.labels):
-            columns[f"{self.target}_probability_{label}"] = pa.array(per_label[j].numpy())
+            columns[f"{self.target}_probability_{label}"] = pa.array(per_label[j])
         return columns
 
     def _params(self) -> dict[str, Any]:
@@ -315,24 +314,43 @@ class MultilabelClassification(Head):
                 "from_logits": self.from_logits, "output": self.output}
 
 
-def _best(scores: torch.Tensor, probabilities: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the index of its highest score (the first, on a tie) and that label's probability: by numpy where
-    it can view the tensors (a fraction of torch's cost per call on a small batch; a float32 score compares as
-    its exact float64 does, and a probability is a copy), else by torch on the scores as exact float64."""
-    if scores.device.type == "cpu" and scores.dtype in (torch.float32, torch.float64):
-        values, p = scores.detach().numpy(), probabilities.detach().numpy()
-        best = values.argmax(axis=1) if len(values) else np.zeros(0, np.int64)
-        return best, p[np.arange(len(p)), best]
-    best_tensor = torch.argmax(scores.to(torch.float64), dim=1)
-    return best_tensor.numpy(), probabilities.gather(1, best_tensor[:, None])[:, 0].numpy()
+def sigmoid(scores: np.ndarray) -> np.ndarray:
+    """The logistic function in float32: torch's kernel where torch is loaded (the bits eager predictions always
+    had), numpy's where it is not (a model run by ONNX Runtime alone; within a float32 step of torch's)."""
+    x = scores.astype(np.float32)  # a copy: torch.from_numpy may share it
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return torch.sigmoid(torch.from_numpy(x)).numpy()
+    with np.errstate(over="ignore"):
+        return np.float32(1) / (np.float32(1) + np.exp(-x))
 
 
-def _finite_rows(scores: torch.Tensor) -> np.ndarray:
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Per row, in float32, exp of the scores less their maximum over their sum: torch's kernel where torch is
+    loaded, numpy's where it is not (as for sigmoid)."""
+    x = scores.astype(np.float32)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return torch.softmax(torch.from_numpy(x), dim=1).numpy()
+    with np.errstate(invalid="ignore", over="ignore"):
+        e = np.exp(x - x.max(axis=1, keepdims=True)) if x.shape[1] else x
+        return e / e.sum(axis=1, keepdims=True)
+
+
+def _best(scores: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the index of its highest score (the first, on a tie; a float32 score compares as its exact float64
+    does, other dtypes are compared as float64) and that label's probability."""
+    values = scores if scores.dtype in (np.float32, np.float64) else scores.astype(np.float64)
+    best = values.argmax(axis=1) if len(values) else np.zeros(0, np.int64)
+    return best, probabilities[np.arange(len(probabilities)), best]
+
+
+def _finite_rows(scores: np.ndarray) -> np.ndarray:
     """Per row, whether its scores are all finite (as ModelBatch.finite_rows works it out)."""
     return finite_rows(scores)
 
 
-def _where_finite(labels: pa.Array, scores: torch.Tensor, finite: np.ndarray | None = None) -> pa.Array:
+def _where_finite(labels: pa.Array, scores: np.ndarray, finite: np.ndarray | None = None) -> pa.Array:
     """labels, null in the rows whose scores are not all finite: a NaN score never becomes a label (the
     Predictor sets such rows aside as rejected, see Head.refused; this holds for direct calls too).
 

@@ -2,32 +2,52 @@
 
 A model may return one tensor, a tuple or list of them, a namedtuple or a dict. Each output head names
 the part it reads (`output`: None, a tuple index or a key); picking it out is done here, once, with
-messages that say what the model actually returned.
+messages that say what the model actually returned. Outputs are torch tensors (eager PyTorch) or numpy
+arrays (ONNX Runtime); nothing here imports torch: a tensor can only exist where torch was imported already.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import torch
 
 from torchpredict.errors import ModelLoadError
 
-__all__ = ["Output", "as_tensor", "select_output"]
+__all__ = ["Output", "as_array", "as_tensor", "is_tensor", "select_output"]
 
 Output = str | int | None
 
 
-def select_output(raw: Any, output: Output, *, head: str = "prediction") -> torch.Tensor:
-    """Pick one head's tensor out of a model's return value: a tensor, a tuple/list, or a dict.
+def is_tensor(value: Any) -> bool:
+    """Whether value is a torch.Tensor, without importing torch (none exists unless torch was imported)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def as_array(value: Any) -> np.ndarray:
+    """A selected output as a numpy array on the CPU, what the heads compute with: a CPU tensor's own memory (no
+    copy), a tensor of a dtype numpy lacks (bfloat16) as float32."""
+    if isinstance(value, np.ndarray):
+        return value
+    if is_tensor(value):
+        tensor = value.detach().cpu()
+        if str(tensor.dtype) == "torch.bfloat16":
+            tensor = tensor.float()
+        return tensor.numpy()
+    return np.asarray(value)
+
+
+def select_output(raw: Any, output: Output, *, head: str = "prediction") -> Any:
+    """Pick one head's tensor out of a model's return value: a tensor (or numpy array), a tuple/list, or a dict.
 
     output None means the model's only output; an int is a tuple index; a str is a dict key (or a
-    namedtuple field). NumPy arrays count as tensors.
+    namedtuple field). What it returns is the model's own object: a tensor, or a numpy array.
 
-    >>> select_output({"logits": torch.zeros(2, 3)}, "logits", head="species").shape
-    torch.Size([2, 3])
+    >>> select_output({"logits": np.zeros((2, 3))}, "logits", head="species").shape
+    (2, 3)
     """
     if output is None:
         value = _only_output(raw, head)
@@ -35,16 +55,16 @@ def select_output(raw: Any, output: Output, *, head: str = "prediction") -> torc
         value = _keyed_output(raw, output, head)
     else:
         value = _indexed_output(raw, output, head)
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(value)
-    if not isinstance(value, torch.Tensor):
+    if not _is_leaf(value):
         raise ModelLoadError(f"head {head!r} reads {_which(output)}, which is a {type(value).__name__}, "
                              "not a tensor")
     return value
 
 
-def as_tensor(raw: Any) -> torch.Tensor:
-    """A selected output as a detached CPU tensor, ready to read into Arrow columns."""
+def as_tensor(raw: Any) -> Any:
+    """A selected output as a detached CPU tensor, for the sequence heads (which run where torch does)."""
+    import torch
+
     tensor = raw if isinstance(raw, torch.Tensor) else torch.as_tensor(np.asarray(raw))
     return tensor.detach().cpu()
 
@@ -98,4 +118,4 @@ def _which(output: Output) -> str:
 
 
 def _is_leaf(raw: Any) -> bool:
-    return isinstance(raw, torch.Tensor | np.ndarray)
+    return isinstance(raw, np.ndarray) or is_tensor(raw)

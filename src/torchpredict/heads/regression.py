@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from torchpredict.errors import PreprocessingError
 from torchpredict.heads.base import (
@@ -27,7 +26,7 @@ from torchpredict.heads.base import (
     shape_error,
     target_column,
 )
-from torchpredict.heads.outputs import Output, as_tensor
+from torchpredict.heads.outputs import Output, as_array
 from torchpredict.messages import described
 from torchpredict.preprocessing.steps import finite, positive
 
@@ -46,7 +45,7 @@ class Regression(Head):
     """One float32 column per target; with scale=True the model learns standardized targets.
 
     >>> head = Regression("price", scale=True).fit([1.0, 2.0, 3.0])
-    >>> head.interpret(torch.tensor([0.0]))["price"].to_pylist()
+    >>> head.interpret(np.array([0.0], np.float32))["price"].to_pylist()
     [2.0]
     """
 
@@ -91,13 +90,13 @@ class Regression(Head):
     def column_names(self) -> list[str]:
         return list(self.targets)
 
-    def interpret(self, raw: torch.Tensor) -> dict[str, pa.Array]:
-        tensor, k = as_tensor(raw), len(self.targets)
-        if tensor.ndim == 1 and k == 1:
-            tensor = tensor[:, None]
-        if tensor.ndim != 2 or tensor.shape[1] != k:
-            raise shape_error(self, "[n] or [n, 1]" if k == 1 else f"[n, {k}]", tensor)
-        values = tensor.to(torch.float64).numpy()
+    def interpret(self, raw: Any) -> dict[str, pa.Array]:
+        output, k = as_array(raw), len(self.targets)
+        if output.ndim == 1 and k == 1:
+            output = output[:, None]
+        if output.ndim != 2 or output.shape[1] != k:
+            raise shape_error(self, "[n] or [n, 1]" if k == 1 else f"[n, {k}]", output)
+        values = output.astype(np.float64)
         if self.scale:
             mean, std = self._scales()
             values = values * std + mean
@@ -191,17 +190,17 @@ class RawOutput(Head):
                                      "(or () for an [n] output) or call fit(y)")
         return self._names(shape)
 
-    def interpret(self, raw: torch.Tensor) -> dict[str, pa.Array]:
-        tensor = as_tensor(raw)
+    def interpret(self, raw: Any) -> dict[str, pa.Array]:
+        output = as_array(raw)
         known = self.shape if self.shape is not None else self.shape_
-        row_shape = tuple(tensor.shape[1:])
-        if tensor.ndim not in (1, 2) or (known is not None and row_shape != known):
+        row_shape = tuple(output.shape[1:])
+        if output.ndim not in (1, 2) or (known is not None and row_shape != known):
             expected = "[n] or [n, k]" if known is None else "[" + ", ".join(["n", *map(str, known)]) + "]"
-            raise shape_error(self, expected, tensor)
-        if tensor.ndim == 1:
-            return {self.target: pa.array(tensor.to(torch.float32).numpy())}
-        columns = tensor.to(torch.float32).T.contiguous()
-        return {name: pa.array(columns[j].numpy()) for j, name in enumerate(self._names(row_shape))}
+            raise shape_error(self, expected, output)
+        if output.ndim == 1:
+            return {self.target: pa.array(output.astype(np.float32))}
+        columns = np.ascontiguousarray(output.astype(np.float32).T)
+        return {name: pa.array(columns[j]) for j, name in enumerate(self._names(row_shape))}
 
     def _names(self, shape: tuple[int, ...]) -> list[str]:
         return [self.target] if not shape else [f"{self.target}_{i}" for i in range(shape[0])]

@@ -11,12 +11,11 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from functools import partial
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 
 from torchpredict.errors import ModelLoadError, PreprocessingError
 from torchpredict.heads.base import (
@@ -31,8 +30,7 @@ from torchpredict.heads.base import (
     target_column,
 )
 from torchpredict.heads.labels import Labels, check_labels, encode_labels, take_labels
-from torchpredict.heads.outputs import Output, as_tensor, select_output
-from torchpredict.inference.decoding import beam_search, greedy
+from torchpredict.heads.outputs import Output, as_array, as_tensor, select_output
 from torchpredict.preprocessing.steps import strings
 from torchpredict.preprocessing.text import (
     BOS_ID,
@@ -44,6 +42,9 @@ from torchpredict.preprocessing.text import (
     Vocabulary,
     token_mask,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["IGNORE_INDEX", "Seq2Seq", "TeacherForcing", "TokenClassification"]
 
@@ -133,6 +134,10 @@ class Seq2Seq(Head):
 
         Returns {"ids": int64 [n, max_length] (generated tokens, eos, then pad), "scores": float32 [n]} on the CPU.
         """
+        import torch
+
+        from torchpredict.inference.decoding import beam_search, greedy
+
         size = len(self.vocabulary)
         n = source.shape[0]
         ids = torch.full((n, self.max_length), PAD_ID, dtype=torch.long)
@@ -159,17 +164,19 @@ class Seq2Seq(Head):
         if not isinstance(raw, Mapping) or set(raw) != {"ids", "scores"}:
             raise ModelLoadError(f"head {self.name!r} (Seq2Seq) reads the output of its decoding loop, a dict of "
                                  f"'ids' and 'scores'; got {type(raw).__name__}")
-        ids, scores = as_tensor(raw["ids"]), as_tensor(raw["scores"])
+        ids, scores = as_array(raw["ids"]), as_array(raw["scores"])
         if ids.ndim != 2 or scores.shape != ids.shape[:1]:
             raise shape_error(self, "ids [n, length] and scores [n]", ids)
         return {self.target: self.vocabulary.decode_array(ids, self._tokenizer_separator()),
-                f"{self.target}_score": pa.array(scores.to(torch.float32).numpy())}
+                f"{self.target}_score": pa.array(scores.astype(np.float32))}
 
     def read(self, batch: ModelBatch) -> dict[str, pa.Array]:
         return self.interpret(batch.raw)
 
     def example_prefix(self, rows: int) -> torch.Tensor:
         """A decoder prefix to export the model with: [rows, T], bos then target tokens, 2 <= T <= max_length."""
+        import torch
+
         length = min(self.max_length, 4)
         size = len(self.vocabulary)
         tokens = torch.arange(length - 1) % max(size - len(SPECIALS), 1) + len(SPECIALS)
@@ -210,6 +217,7 @@ class TokenClassification(Head):
     model input `source`, default the only one); positions holding pad, bos or eos get no label. The head reads
     the source ids next to the output in each batch of the infer stage (ModelBatch.inputs).
 
+    >>> import torch
     >>> head = TokenClassification("parity", labels=["even", "odd"])
     >>> ids = torch.tensor([[4, 5, 2, 0]])                   # two tokens, eos, pad
     >>> head.interpret(torch.tensor([[[0., 1.], [2., 0.], [0., 3.], [0., 0.]]]), ids=ids)["parity"].to_pylist()
@@ -277,6 +285,8 @@ class TokenClassification(Head):
         return names + ([f"{self.target}_tokens"] if self.vocabulary is not None else [])
 
     def interpret(self, raw: Any, *, ids: Any) -> dict[str, pa.Array]:  # type: ignore[override]
+        import torch  # one label per token: read with torch, which ran the model (or is there to read them)
+
         scores, ids = as_tensor(raw), as_tensor(ids).to(torch.long)
         if scores.ndim != 3 or scores.shape[:2] != ids.shape or scores.shape[2] != len(self.labels):
             expected = f"[n, {ids.shape[1] if ids.ndim == 2 else 'L'}, {len(self.labels)}] (one score per label for " \

@@ -102,7 +102,7 @@ def _onnxruntime_here(device: str) -> None:
 
     try:
         missing = importlib.util.find_spec("onnxruntime") is None  # before exporting: that alone takes a while
-    except ValueError:  # in sys.modules as None: imports of it are blocked
+    except (ImportError, ValueError):  # a finder refuses it, or it is in sys.modules as None: blocked
         missing = True
     if missing:
         raise Unavailable("ONNX Runtime is not installed: pip install 'torchpredict[onnx]'")
