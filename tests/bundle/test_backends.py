@@ -59,6 +59,19 @@ def test_each_exact_backend_predicts_what_eager_predicts(models, model, backend)
     assert predictor.verify().passed  # the golden rows, on this backend
 
 
+def test_channels_last_lays_out_the_cnn_and_has_nothing_to_do_for_the_mlp(models):
+    bundle, rows = models["cnn"]
+    _, eager = _predict(bundle, rows)
+    predictor, got = _predict(bundle, rows, backend="channels_last")
+    assert predictor.backend == "channels_last"
+    assert predictor.backend_report.trial("channels_last").verdict == "verified"
+    assert got.column("digit").to_pylist() == eager.column("digit").to_pylist()
+    np.testing.assert_allclose(_probabilities(got), _probabilities(eager), atol=1e-5)
+    with pytest.raises(BackendError, match=r"backend channels_last is not available: the model has no 4-D "
+                       r"\(convolution\) weights to lay out channels-last$"):
+        load(models["mlp"][0], device="cpu", backend="channels_last")
+
+
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
 def test_int8_is_approximate_refused_by_the_default_tolerance_and_close_when_asked(models, model):
     bundle, rows = models[model]
@@ -88,7 +101,8 @@ def test_a_tolerance_of_zero_fails_int8_and_auto_falls_back_to_eager_saying_why(
         predictor = load(wine_bundle, device="cpu", backend="auto", atol=0, rtol=0)
     assert predictor.backend == "eager" and predictor.backend_report.chosen == "eager"
     assert {t.backend: t.verdict for t in predictor.backend_report.trials} == {
-        "eager": "verified", "onnxruntime": "failed", "int8": "failed", "compile": "not tried"}
+        "eager": "verified", "onnxruntime": "failed", "int8": "failed", "channels_last": "not tried",
+        "compile": "not tried"}
 
 
 def test_auto_times_the_verified_backends_and_takes_the_fastest(wine_bundle):
@@ -117,8 +131,8 @@ def test_a_backend_that_cannot_be_built_is_refused_or_passed_over(wine_bundle, m
 
 def test_bad_requests_are_refused_before_anything_is_built(wine_bundle):
     predictor = load(wine_bundle, device="cpu")
-    with pytest.raises(BackendError, match=r"backend must be one of auto, eager, onnxruntime, compile, int8, got "
-                       r"'tensorrt'"):
+    with pytest.raises(BackendError, match=r"backend must be one of auto, eager, onnxruntime, compile, int8, "
+                       r"channels_last, got 'tensorrt'"):
         choose_backend(predictor, "tensorrt")
     with pytest.raises(BackendError, match=r"backend 'auto' chooses among verified backends only"):
         choose_backend(predictor, "auto", verify=False)

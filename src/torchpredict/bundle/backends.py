@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from torchpredict.errors import BackendError, BackendWarning
-from torchpredict.inference.backends import APPROXIMATE, BACKENDS, Built, Unavailable, build_backend, stored_onnx
+from torchpredict.inference.backends import (
+    APPROXIMATE,
+    BACKENDS,
+    Built,
+    NotApplicable,
+    Unavailable,
+    build_backend,
+    stored_onnx,
+)
 from torchpredict.messages import first_line
 from torchpredict.predictor import Predictor
 
@@ -30,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["AUTO_TRIES", "CHOICES", "BackendReport", "Trial", "choose_backend", "example_inputs", "run_stored_onnx"]
 
 CHOICES = ("auto", *BACKENDS)
-AUTO_TRIES = ("onnxruntime", "int8")  # compile is never tried unasked: it builds for seconds to minutes
+AUTO_TRIES = ("onnxruntime", "int8", "channels_last")  # compile is never tried unasked: it builds for minutes
 MARGIN = 1.05  # how much faster than eager a backend must time to be chosen over it
 TIMING_ROWS = 1024  # the largest batch timed
 _TIMING_BUDGET_S = 0.15  # per backend: a few batches, so that choosing costs a fraction of a second
@@ -167,7 +175,7 @@ def _explicit(predictor: Predictor, backend: str, verify: bool, asked: _Asked) -
     if verify:
         trial, built = _try(predictor, backend, asked)
         if built is None:
-            unavailable = trial.verdict == "unavailable"
+            unavailable = trial.verdict in ("unavailable", "not tried")
             what = "is not available" if unavailable else "does not reproduce eager PyTorch"
             fix = "" if unavailable else "; pass verify=False (CLI --no-verify) to use it anyway"
             raise BackendError(f"backend {backend} {what}: {trial.reason}{fix}")
@@ -239,6 +247,8 @@ def _try(predictor: Predictor, backend: str, asked: _Asked,
     started = time.perf_counter()
     try:
         built = build() if build is not None else _build(predictor, backend, asked)
+    except NotApplicable as exc:
+        return Trial(backend, "not tried", str(exc)), None
     except Unavailable as exc:
         return Trial(backend, "unavailable", str(exc)), None
     build_seconds = time.perf_counter() - started

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from torchpredict.errors import BundleError
+from torchpredict.inference.backends import BACKENDS
 from torchpredict.io.archive import MANIFEST_FILE, MAX_MANIFEST_BYTES, load_bounded_json, opened
 from torchpredict.io.archive import is_safe as _is_safe  # check_hashes' name for it
 from torchpredict.io.writers import write_atomically
@@ -157,7 +158,6 @@ def _model(value: Any) -> None:
                 _string(call[key], f"model.call.{key}")
 
 
-BACKEND_NAMES = ("eager", "onnxruntime", "compile", "int8")  # inference.backends.BACKENDS, which needs torch
 
 
 def _backends(value: Any, files: dict[str, Any]) -> None:
@@ -172,8 +172,8 @@ def _backends(value: Any, files: dict[str, Any]) -> None:
     for device, choice in _object(backends.get("choices", {}), "backends.choices").items():
         where = f"backends.choices.{device}"
         choice = _object(choice, where, "an object naming the backend")
-        if choice.get("backend") not in BACKEND_NAMES:
-            raise _InvalidField(f"{where}.backend", " or ".join(map(repr, BACKEND_NAMES)), choice.get("backend"))
+        if choice.get("backend") not in BACKENDS:
+            raise _InvalidField(f"{where}.backend", " or ".join(map(repr, BACKENDS)), choice.get("backend"))
         if choice.get("speedup") is not None and not _is_number(choice["speedup"]):
             raise _InvalidField(f"{where}.speedup", "a number", choice["speedup"])
 

@@ -152,13 +152,13 @@ def _add_verify(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(run=_run_verify)
 
 
-BACKEND_CHOICES = ("auto", "eager", "onnxruntime", "compile", "int8")  # bundle.backends.CHOICES, without torch
-
-
 def _add_backend(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=BACKEND_CHOICES, default=None, help="what runs the model: eager PyTorch, "
-                   "ONNX Runtime, torch.compile, int8 (approximate), or auto (the fastest of those that reproduce "
-                   "eager on the golden rows); default: the choice `torchpredict optimize` stored, else eager")
+    from torchpredict.inference.backends import BACKENDS  # no torch
+
+    p.add_argument("--backend", choices=("auto", *BACKENDS), default=None, help="what runs the model: eager "
+                   "PyTorch, ONNX Runtime, torch.compile, int8 (approximate), channels_last (convolutions), or auto "
+                   "(the fastest of those that reproduce eager on the golden rows); default: the choice "
+                   "`torchpredict optimize` stored, else eager")
     p.add_argument("--no-verify", dest="verify_backend", action="store_false", help="run an explicit --backend "
                    "without checking it against eager PyTorch on the golden rows")
     p.add_argument("--atol", type=float, default=None, help="tolerance a backend is held to against eager: "
@@ -174,7 +174,7 @@ def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.backend == "auto" and not args.verify_backend:
         raise InputError("--no-verify goes with an explicit --backend: auto chooses among verified backends only")
     if not args.verify_backend and args.backend in (None, "eager"):
-        raise InputError("--no-verify needs --backend onnxruntime, compile or int8")
+        raise InputError("--no-verify needs a --backend other than eager and auto")
     return {"backend": args.backend, "verify_backend": args.verify_backend, "atol": args.atol, "rtol": args.rtol}
 
 
@@ -241,7 +241,7 @@ def _add_optimize(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     p.add_argument("--device", default="cpu", help="the device to choose for: cpu | cuda | cuda:N (default cpu)")
     p.add_argument("--backends", type=_names, default=None, help="backends to try besides eager, comma-separated "
-                   "(default onnxruntime,int8; compile only when named)")
+                   "(default onnxruntime,int8,channels_last; compile only when named)")
     p.add_argument("--rows", type=int, default=None, help="batch size to time (default 1,024)")
     p.add_argument("--atol", type=float, default=None, help="absolute tolerance against eager (default: the bundle's)")
     p.add_argument("--rtol", type=float, default=None, help="relative tolerance against eager (default: the bundle's)")
@@ -527,7 +527,8 @@ def _run_optimize(args: argparse.Namespace) -> int:
     backends = AUTO_TRIES if args.backends is None else tuple(args.backends)
     unknown = [b for b in backends if b not in BACKENDS or b == "eager"]
     if unknown or not backends:
-        raise InputError(f"--backends must name some of onnxruntime, compile, int8, got {shown(','.join(backends))}")
+        raise InputError(f"--backends must name some of {', '.join(b for b in BACKENDS if b != 'eager')}, got "
+                         f"{shown(','.join(backends))}")
     _at_least_one("--rows", args.rows)
     _check_device(args.device)
     from torchpredict.bundle.optimizing import optimize

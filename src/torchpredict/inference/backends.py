@@ -5,8 +5,10 @@ decoding loop and the heads never know which one runs.
 eager: the model as loaded, the baseline every other backend is checked against. onnxruntime: the model
 exported to ONNX (or the bundle's stored model.onnx) in an ONNX Runtime session. compile: torch.compile,
 compiled on the example inputs now rather than on the first batch (seconds; for long jobs). int8: Linear
-layers dynamically quantized, an approximation. Whether a built backend's outputs may be trusted is decided
-by the caller, on the bundle's golden rows; a backend that cannot be built here raises Unavailable, saying why.
+layers dynamically quantized, an approximation. channels_last: eager PyTorch with a convolutional model's 4-D
+weights in channels-last memory order, which oneDNN's convolutions run faster on the CPU. Whether a built
+backend's outputs may be trusted is decided by the caller, on the bundle's golden rows; a backend that cannot be
+built here raises Unavailable, saying why.
 Importing this module imports no torch (an ONNX Runtime backend over a stored graph needs none).
 """
 
@@ -26,14 +28,18 @@ from torchpredict.messages import first_line
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["APPROXIMATE", "BACKENDS", "Built", "Unavailable", "build_backend", "stored_onnx"]
+__all__ = ["APPROXIMATE", "BACKENDS", "Built", "NotApplicable", "Unavailable", "build_backend", "stored_onnx"]
 
-BACKENDS = ("eager", "onnxruntime", "compile", "int8")
+BACKENDS = ("eager", "onnxruntime", "compile", "int8", "channels_last")
 APPROXIMATE = frozenset({"int8"})  # outputs differ from eager by design; held to the tolerance all the same
 
 
 class Unavailable(Exception):
     """A backend cannot be built for this model or device; the message says why."""
+
+
+class NotApplicable(Unavailable):
+    """A backend has nothing to change in this model (channels_last without convolutions)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,8 @@ def build_backend(name: str, model: Any, example_inputs: Mapping[str, torch.Tens
             return _onnxruntime(model, example_inputs, device, dynamic, onnx, threads)
         if name == "compile":
             return Built(name, _compiled(model, example_inputs))
+        if name == "channels_last":
+            return Built(name, _channels_last(model))
         return Built(name, _int8(model, device))
     except ModelLoadError as exc:
         raise Unavailable(str(exc)) from None
@@ -124,6 +132,19 @@ def _compiled(model: Any, example_inputs: Mapping[str, torch.Tensor]) -> Any:
 
 def _rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
     return tensor.repeat(rows, *([1] * (tensor.ndim - 1)))[:rows] if len(tensor) < rows else tensor[:rows]
+
+
+def _channels_last(model: Any) -> Any:
+    import copy
+
+    import torch
+
+    if not any(tensor.ndim == 4 for tensor in (*model.parameters(), *model.buffers())):
+        raise NotApplicable("the model has no 4-D (convolution) weights to lay out channels-last")
+    with warnings.catch_warnings():  # deep-copying an exported graph's tree specs warns of torch's deprecations
+        warnings.simplefilter("ignore")
+        laid_out = copy.deepcopy(model)
+    return laid_out.to(memory_format=torch.channels_last)
 
 
 def _int8(model: Any, device: torch.device) -> Any:
