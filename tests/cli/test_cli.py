@@ -434,10 +434,7 @@ def test_optimize_then_predict_runs_the_stored_backend_without_a_flag(wine, wine
                               text=True, timeout=120)
         assert free.returncode == 0, free.stderr
         assert free.stdout.strip() == "False"
-        free_rows, rows = read_table(tmp_path / "free.csv"), read_table(tmp_path / "out.csv")
-        assert free_rows.column("cultivar").to_pylist() == rows.column("cultivar").to_pylist()
-        np.testing.assert_allclose(free_rows.column("cultivar_probability").to_numpy(),  # numpy's softmax:
-                                   rows.column("cultivar_probability").to_numpy(), rtol=3e-7)  # a float32 step
+        assert (tmp_path / "free.csv").read_text() == (tmp_path / "out.csv").read_text()
     verified = run_cli("verify", target, "--device", "cpu")
     assert verified.returncode == 0 and "ok: 8 golden rows" in verified.stdout
     refused = run_cli("optimize", wine_bundle, "-o", target)

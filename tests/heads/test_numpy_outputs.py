@@ -1,5 +1,5 @@
-"""The heads read numpy outputs (ONNX Runtime's) as they read tensors: the same columns where torch is loaded, and
-without torch the same labels with probabilities within a float32 step."""
+"""The heads read numpy outputs (ONNX Runtime's) as they read tensors: the same labels, probabilities within a
+float32 step (numpy's exp, not torch's), and the same bits for a numpy output whether or not torch is loaded."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def _logits(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize("name", list(HEADS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
-def test_a_numpy_output_reads_exactly_as_the_same_tensor(name, dtype):
+def test_a_numpy_output_reads_as_the_same_tensor(name, dtype):
     head, shape = HEADS[name]
     values = _logits(shape).astype(dtype)
     if len(values) > 5:
@@ -64,23 +64,18 @@ def test_a_numpy_output_reads_exactly_as_the_same_tensor(name, dtype):
     for key, column in from_tensor.items():
         assert from_array[key].type == column.type, key
         if column.type in (pa.float32(), pa.float64()):  # NaN where the row's scores were not finite
-            np.testing.assert_array_equal(from_array[key].to_numpy(), column.to_numpy(), err_msg=key)
+            np.testing.assert_allclose(from_array[key].to_numpy(), column.to_numpy(), rtol=3e-7, atol=1e-7,
+                                       err_msg=key)
         else:
             assert from_array[key].to_pylist() == column.to_pylist(), key
 
 
-def test_without_torch_the_heads_give_the_same_labels_and_near_probabilities():
+def test_without_torch_a_numpy_output_reads_to_the_same_bits():
     cases = {name: (head.to_dict(), _logits(shape).tolist(), "float32") for name, (head, shape) in HEADS.items()}
     result = subprocess.run([sys.executable, "-c", WITHOUT_TORCH], input=json.dumps(cases), capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     got = json.loads(result.stdout)
     for name, (head, shape) in HEADS.items():
-        expected = head.interpret(torch.from_numpy(_logits(shape)))
-        assert list(got[name]) == list(expected)
-        for key, column in expected.items():
-            want = column.to_pylist()
-            if isinstance(want[0], float):
-                np.testing.assert_allclose(got[name][key], want, rtol=2e-7, atol=1e-7, err_msg=f"{name} {key}")
-            else:
-                assert got[name][key] == want, f"{name} {key}"
+        expected = head.interpret(_logits(shape))  # here, with torch loaded
+        assert got[name] == {key: column.to_pylist() for key, column in expected.items()}, name

@@ -27,7 +27,7 @@ from torchpredict.heads.base import (
     target_column,
 )
 from torchpredict.heads.labels import Labels, check_labels, encode_labels, label_array, take_labels
-from torchpredict.heads.outputs import Output, as_array
+from torchpredict.heads.outputs import Output, as_array, is_tensor
 from torchpredict.inference.batch import finite_rows
 
 __all__ = ["BinaryClassification", "MulticlassClassification", "MultilabelClassification"]
@@ -121,7 +121,7 @@ class BinaryClassification(_Classifier):
         if scores.ndim != 1:
             expected = "[n] or [n, 1] (one score per row; for [n, 2] use MulticlassClassification)"
             raise shape_error(self, expected, scores)
-        probability = sigmoid(scores) if self.from_logits else scores.astype(np.float32)
+        probability = sigmoid(scores, by_torch=is_tensor(raw)) if self.from_logits else scores.astype(np.float32)
         positive = (probability > self.threshold).astype(np.int64)
         return {self.target: _where_finite(take_labels(classes, positive), scores, finite),
                 f"{self.target}_probability": pa.array(probability)}
@@ -183,7 +183,7 @@ class MulticlassClassification(_Classifier):
         classes, scores = self._check_learned(self.classes), as_array(raw)
         if scores.ndim != 2 or scores.shape[1] != len(classes):
             raise shape_error(self, f"[n, {len(classes)}] (one score per label)", scores)
-        probabilities = softmax(scores) if self.from_logits else scores.astype(np.float32)
+        probabilities = softmax(scores, by_torch=is_tensor(raw)) if self.from_logits else scores.astype(np.float32)
         best, chosen = _best(scores, probabilities)
         if finite is None:
             finite = _finite_rows(scores)
@@ -297,7 +297,7 @@ class MultilabelClassification(Head):
         scores = as_array(raw)
         if scores.ndim != 2 or scores.shape[1] != len(self.labels):
             raise shape_error(self, f"[n, {len(self.labels)}] (one score per label)", scores)
-        probabilities = sigmoid(scores) if self.from_logits else scores.astype(np.float32)
+        probabilities = sigmoid(scores, by_torch=is_tensor(raw)) if self.from_logits else scores.astype(np.float32)
         on = np.ascontiguousarray((probabilities > np.asarray(self.threshold, np.float32)).T)
         per_label = np.ascontiguousarray(probabilities.T)
         if finite is None:
@@ -314,23 +314,24 @@ class MultilabelClassification(Head):
                 "from_logits": self.from_logits, "output": self.output}
 
 
-def sigmoid(scores: np.ndarray) -> np.ndarray:
-    """The logistic function in float32: torch's kernel where torch is loaded (the bits eager predictions always
-    had), numpy's where it is not (a model run by ONNX Runtime alone; within a float32 step of torch's)."""
+def sigmoid(scores: np.ndarray, *, by_torch: bool = False) -> np.ndarray:
+    """The logistic function in float32: by torch's kernel for a torch model's output (the bits eager predictions
+    always had), by numpy's for ONNX Runtime's (within a float32 step of torch's), so that a backend predicts the
+    same bits whether or not torch is loaded."""
     x = scores.astype(np.float32)  # a copy: torch.from_numpy may share it
-    torch = sys.modules.get("torch")
-    if torch is not None:
+    if by_torch:
+        torch = sys.modules["torch"]  # the output is a tensor: torch is loaded
         return torch.sigmoid(torch.from_numpy(x)).numpy()
     with np.errstate(over="ignore"):
         return np.float32(1) / (np.float32(1) + np.exp(-x))
 
 
-def softmax(scores: np.ndarray) -> np.ndarray:
-    """Per row, in float32, exp of the scores less their maximum over their sum: torch's kernel where torch is
-    loaded, numpy's where it is not (as for sigmoid)."""
+def softmax(scores: np.ndarray, *, by_torch: bool = False) -> np.ndarray:
+    """Per row, in float32, exp of the scores less their maximum over their sum: by torch's kernel or numpy's, as
+    for sigmoid."""
     x = scores.astype(np.float32)
-    torch = sys.modules.get("torch")
-    if torch is not None:
+    if by_torch:
+        torch = sys.modules["torch"]
         return torch.softmax(torch.from_numpy(x), dim=1).numpy()
     with np.errstate(invalid="ignore", over="ignore"):
         e = np.exp(x - x.max(axis=1, keepdims=True)) if x.shape[1] else x
