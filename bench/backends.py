@@ -38,9 +38,10 @@ from latency import bench_table
 
 from torchpredict import load
 from torchpredict.device import cpu_cores
+from torchpredict.errors import BackendError
 
 SIZES = (1, 64, 256, 4096)
-BACKENDS = ("eager", "onnxruntime", "compile", "int8", "auto")
+BACKENDS = ("eager", "onnxruntime", "compile", "int8", "channels_last", "auto")
 TARGETS = (("mlp", 64, 1.2), ("cnn", 256, 4.0))  # issue 14: auto >= these times eager
 
 
@@ -86,8 +87,11 @@ def measure(bundle: Path, rows: Any, sizes: tuple[int, ...], budget: float, roun
         warnings.simplefilter("ignore")
         for backend in BACKENDS:
             options = {"verify_backend": False} if backend == "int8" else {}
-            predictors[backend] = load(bundle, device="cpu", backend=backend, batch_size=max(sizes), threads=threads,
-                                       **options)
+            try:
+                predictors[backend] = load(bundle, device="cpu", backend=backend, batch_size=max(sizes),
+                                           threads=threads, **options)
+            except BackendError as exc:  # channels_last on the MLP: nothing to lay out
+                print(f"{bundle.stem} {backend}: {exc}")
     auto = predictors["auto"].backend_report
     inputs = predictors["eager"].preprocess(predictors["eager"].validate(rows.slice(0, max(sizes))))
     found: dict[tuple[str, int], list[float]] = {}
@@ -104,7 +108,7 @@ def table(results: dict[str, dict[tuple[str, int], float]], sizes: tuple[int, ..
     lines = ["| model | backend | " + " | ".join(f"batch {s:,}: rows/s (x eager)" for s in sizes) + " |",
              "| --- | --- | " + " | ".join("---" for _ in sizes) + " |"]
     for model, cells in results.items():
-        for backend in BACKENDS:
+        for backend in (b for b in BACKENDS if (b, sizes[0]) in cells):
             name = f"auto ({chosen[model]})" if backend == "auto" else backend + (" (approximate)" if
                                                                                backend == "int8" else "")
             row = [f"{s / cells[backend, s]:,.0f} ({cells['eager', s] / cells[backend, s]:.2f}x)" for s in sizes]

@@ -111,7 +111,9 @@ class BackendReport:
 def _passed_over(trial: Trial, report: BackendReport) -> str:
     if trial.verdict == "verified":
         speedup = report.speedup(trial.backend)
-        return f"{trial.backend} (verified{'' if speedup is None else f', {speedup:.2f}x eager'}: not faster by 5 %)"
+        ran = "" if speedup is None else f", {speedup:.2f}x eager"
+        why = "not faster than eager by 5 %" if report.chosen == "eager" else f"{report.chosen} ran faster"
+        return f"{trial.backend} (verified{ran}: {why})"
     return f"{trial.backend} ({trial.verdict}{f': {trial.reason}' if trial.reason else ''})"
 
 
