@@ -1,5 +1,6 @@
-"""Backends: rows/s of the infer stage per backend at batch 1, 64, 256 and 4,096, for an MLP and a CNN, as ratios
-to eager PyTorch measured in the same run.
+"""Backends: rows/s of the infer stage per backend for an MLP and a CNN, as ratios to eager PyTorch in the same run.
+
+Batches of 1, 64, 256 and 4,096 rows.
 
 Two bundles, built here (torch.manual_seed fixed):
   mlp  the serving benchmark's MLP (bench/latency.py: 57 -> 256 -> 256 -> 10 over 32 standardized floats and two

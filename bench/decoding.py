@@ -4,7 +4,7 @@ Trains the digit-sorting Transformer of tests/seq2seq_model.py (fewer steps are 
 speed), then decodes the same held-out strings one at a time and 64 at a time, with the eager model, with
 its torch.export round trip (how bundles store it), and end to end through a saved bundle's
 `load(...).predict` (strings in, strings out: preprocessing and detokenisation included).
-Run: `.venv/bin/python bench/decoding.py`.
+Run: `.venv/bin/python bench/decoding.py [--md FILE]` (--md: the table in markdown too).
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=128, help="held-out strings decoded per pass (default 128)")
     parser.add_argument("--repeats", type=int, default=3, help="passes; the median is reported (default 3)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1; 2 thrash a shared box)")
+    parser.add_argument("--md", type=Path, help="also write the table, in markdown, to this file")
     args = parser.parse_args(argv)
     trained = train_seq2seq(steps=args.steps, n_test=args.rows)
     torch.set_num_threads(args.threads)
@@ -94,21 +95,34 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         ids, _ = greedy(trained.model, src, bos_id=BOS_ID, eos_id=EOS_ID, max_length=MAX_DIGITS + 1)
     accuracy = sum(a == b for a, b in zip(trained.decode(ids), trained.answers(trained.test), strict=True)) / len(src)
-    print(f"model: sort digit strings, {args.steps} steps in {trained.seconds:.1f} s, greedy exact match "
-          f"{accuracy:.1%}; {len(src)} sequences of up to {MAX_DIGITS + 1} tokens, torch threads {args.threads}")
+    model_line = (f"model: sort digit strings, {args.steps} steps in {trained.seconds:.1f} s, greedy exact match "
+                  f"{accuracy:.1%}; {len(src)} sequences of up to {MAX_DIGITS + 1} tokens, "
+                  f"torch threads {args.threads}")
+    print(model_line)
     models = {"eager": trained.model, "exported": exported(trained, src)}
     decoders: dict[str, Decoder] = {"greedy": greedy, "beam 4": beam_search}
     print(f"{'model':<9} {'decoder':<8} {'batch 1 seq/s':>14} {'batch 64 seq/s':>15} {'speed-up':>9}")
+    rows = []
     for model_name, model in models.items():
         for decoder_name, decoder in decoders.items():
             one, many = (rate(model, decoder, src, b, args.repeats) for b in (1, 64))
-            print(f"{model_name:<9} {decoder_name:<8} {one:>14.0f} {many:>15.0f} {many / one:>8.1f}x")
+            rows.append(row(model_name, decoder_name, one, many))
     predictor = bundled(trained)
     for decoder_name, strategy in (("greedy", "greedy"), ("beam 4", "beam")):
         predictor.heads[0].strategy = strategy  # the same bundle decoded the other way, without saving it again
         one, many = (bundle_rate(predictor, trained.test, b, args.repeats) for b in (1, 64))
-        print(f"{'bundle':<9} {decoder_name:<8} {one:>14.0f} {many:>15.0f} {many / one:>8.1f}x")
+        rows.append(row("bundle", decoder_name, one, many))
+    if args.md:
+        args.md.write_text("\n".join([model_line, "", "| model | decoder | batch 1 seq/s | batch 64 seq/s | speed-up |",
+                                      "|---|---|---|---|---|", *("| " + " | ".join(r) + " |" for r in rows), ""]))
     return 0
+
+
+def row(model: str, decoder: str, one: float, many: float) -> tuple[str, str, str, str, str]:
+    """One line of the table (printed as soon as measured): sequences/s at batch 1 and 64, and their ratio."""
+    cells = (model, decoder, f"{one:.0f}", f"{many:.0f}", f"{many / one:.1f}x")
+    print(f"{model:<9} {decoder:<8} {cells[2]:>14} {cells[3]:>15} {cells[4]:>9}")
+    return cells
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """GPU check: a bundle loaded with device="cuda" predicts what it predicts on the CPU.
 
-Run on a machine with a GPU: `.venv/bin/python bench/gpu_check.py`. Prints a table and exits 0 when every
-check passes, 1 when one fails, and 0 with "skipped" where there is no CUDA device.
+Run on a machine with a GPU: `.venv/bin/python bench/gpu_check.py [--md FILE]`. Prints a table (--md: in
+markdown to FILE too) and exits 0 when every check passes, 1 when one fails, and 0 with "skipped" where there
+is no CUDA device.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -35,6 +37,9 @@ def _check(bundle: Path, table, label_column: str, prob_column: str) -> list[tup
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--md", type=Path, help="also write the table, in markdown, to this file (not when skipped)")
+    args = parser.parse_args()
     if not torch.cuda.is_available():
         print("gpu_check: skipped (no CUDA device on this machine)")
         return 0
@@ -46,6 +51,8 @@ def main() -> int:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+    if args.md:
+        args.md.write_text("\n".join(["| check | value |", "|---|---|", *(f"| {n} | {v} |" for n, v in rows), ""]))
     return 0 if rows[-1][1] == "ok" else 1
 
 

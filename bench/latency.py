@@ -15,8 +15,9 @@ timed in a loop of its own (its code and data hot in the caches); "stages (recor
 preprocess and assemble on records (a few records take the small path: no Arrow table); "in sequence" times the five
 one after the other, as predict and the server run them, which on a small batch costs about twice as much (the
 caches cold for each). The targets of the benchmark bundle follow the table.
-Run: `.venv/bin/python bench/latency.py [--quick] [--json FILE] [--compare FILE]`; --compare prints the
-ratio of each cell to the same cell of an earlier --json run (e.g. of the code before a change).
+Run: `.venv/bin/python bench/latency.py [--quick] [--json FILE] [--compare FILE] [--md FILE]`; --compare prints the
+ratio of each cell to the same cell of an earlier --json run (e.g. of the code before a change); --md also writes
+the table in markdown (scripts/bench collects it into bench/README.md).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ SIZES = (1, 16, 256, 4096)
 FEATS = [f"f{i}" for i in range(32)]
 CATS = {"c0": 5, "c1": 20}
 STAGES = ("validate", "preprocess", "infer", "interpret", "assemble")
+RATIO = " x numpy"  # the suffix of the ratio lines' names
 
 
 # -- the bundles ------------------------------------------------------------------------------------------
@@ -195,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short runs (seconds, not a minute), for a smoke test")
     parser.add_argument("--json", type=Path, help="also write the measurements (seconds) to this file")
     parser.add_argument("--compare", type=Path, help="an earlier --json file: print each cell's ratio to it")
+    parser.add_argument("--md", type=Path, help="also write the table and the targets, in markdown, to this file")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     torch.set_num_threads(1)
@@ -221,8 +224,11 @@ def main(argv: list[str] | None = None) -> int:
                 cell["numpy by hand"] = timed(lambda hand=hand: by_hand(hand), budget)
             results.setdefault(name, {})[str(n)] = cell
     earlier = json.loads(args.compare.read_text()) if args.compare else None
+    goals = targets(results["bench"], earlier)
     print(report(results, earlier))
-    print(targets(results["bench"], earlier))
+    print(goals)
+    if args.md:
+        args.md.write_text(report_md(results, earlier, goals))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     print(f"\nbench/latency.py done in {time.perf_counter() - started:.0f} s (torch threads: 1)")
@@ -255,27 +261,51 @@ def report(results: dict[str, dict[str, dict[str, float]]], earlier: dict | None
     """One table: µs per call per bundle, stage and row count; ratios to numpy by hand (and to an earlier run)."""
     sizes = [str(n) for n in SIZES]
     header = f"{'bundle':<6} {'call':<22}" + "".join(f"{n + ' rows':>13}" for n in sizes)
-    lines = ["µs per call (median); 'x numpy': the cell over numpy by hand" +
-             ("; '(xN)': the earlier run's cell over this one" if earlier else ""), header, "-" * len(header)]
+    lines = [caption(earlier), header, "-" * len(header)]
+    for bundle, calls in cells(results, earlier).items():
+        for name, row in calls:
+            label = f"{name.removesuffix(RATIO)[:13]}{RATIO}" if name.endswith(RATIO) else name
+            lines.append(f"{bundle:<6} {label:<22}" + "".join(f"{cell:>13}" for cell in row))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def report_md(results: dict[str, dict[str, dict[str, float]]], earlier: dict | None, targets_text: str) -> str:
+    """The same table in markdown (the calls' names in full), then the targets as printed."""
+    lines = [caption(earlier), "", "| bundle | call | " + " | ".join(f"{n} rows" for n in SIZES) + " |",
+             "|---|---|" + "---|" * len(SIZES)]
+    for bundle, calls in cells(results, earlier).items():
+        lines += [f"| {bundle} | {name} | " + " | ".join(row) + " |" for name, row in calls]
+    return "\n".join([*lines, "", "```text", targets_text.strip("\n"), "```", ""])
+
+
+
+def caption(earlier: dict | None) -> str:
+    return ("µs per call (median); 'x numpy': the cell over numpy by hand" +
+            ("; '(xN)': the earlier run's cell over this one" if earlier else ""))
+
+
+def cells(results: dict[str, dict[str, dict[str, float]]],
+          earlier: dict | None) -> dict[str, list[tuple[str, list[str]]]]:
+    """Per bundle, its lines: a call (or 'CALL x numpy', a ratio) and its cell per row count ('-' where not run)."""
+    sizes = [str(n) for n in SIZES]
+    found: dict[str, list[tuple[str, list[str]]]] = {}
     for bundle, by_size in results.items():
-        names = list(next(iter(by_size.values())))
-        for name in names:
-            cells = []
+        lines = found.setdefault(bundle, [])
+        for name in next(iter(by_size.values())):
+            row = []
             for n in sizes:
                 value = by_size.get(n, {}).get(name)
                 text = "-" if value is None else f"{value * 1e6:,.0f}"
                 before = (earlier or {}).get(bundle, {}).get(n, {}).get(name)
                 if value is not None and before:
                     text += f" (x{before / value:.1f})"
-                cells.append(f"{text:>13}")
-            lines.append(f"{bundle:<6} {name:<22}" + "".join(cells))
+                row.append(text)
+            lines.append((name, row))
         if bundle == "bench":
             for name in ("stages", "stages (records)", "in sequence", "predict (Arrow table)", "predict (records)"):
-                cells = [f"{by_size[n][name] / by_size[n]['numpy by hand']:>12.1f}x" for n in sizes]
-                lines.append(f"{bundle:<6} {name[:13] + ' x numpy':<22}" + "".join(cells))
-        lines.append("")
-    return "\n".join(lines)
-
+                lines.append((name + RATIO, [f"{by_size[n][name] / by_size[n]['numpy by hand']:.1f}x" for n in sizes]))
+    return found
 
 if __name__ == "__main__":
     sys.exit(main())

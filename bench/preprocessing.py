@@ -5,7 +5,8 @@ The workload is 1,000,000 rows with 32 numeric columns (1% missing) and 4 catego
 ColumnTransformer is fitted once; torchpredict runs the Preprocessor converted from it (from_sklearn), so
 both compute the same matrix, which is checked. Each side gets its native input: scikit-learn a pandas
 DataFrame, torchpredict an Arrow table (a row for torchpredict on the DataFrame, conversion included, is
-printed too). Repetitions alternate; the best time of each counts. Run: `.venv/bin/python bench/preprocessing.py`.
+printed too). Repetitions alternate; the best time of each counts.
+Run: `.venv/bin/python bench/preprocessing.py [--rows N] [--reps N] [--md FILE]` (--md: the table in markdown too).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,6 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--reps", type=int, default=3, help="alternating repetitions per variant (default 3)")
+    parser.add_argument("--md", type=Path, help="also write the table, in markdown, to this file")
     args = parser.parse_args()
 
     frame = workload(args.rows)
@@ -85,12 +88,17 @@ def main() -> None:
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)  # the same matrix, to float32 precision
 
     baseline = min(times[next(iter(variants))])
-    print(f"{args.rows:,} rows x ({N_NUMBERS} numeric + {len(CARDINALITIES)} categorical) -> "
-          f"{expected.shape[1]} model inputs; best of {args.reps}")
+    about = (f"{args.rows:,} rows x ({N_NUMBERS} numeric + {len(CARDINALITIES)} categorical) -> "
+             f"{expected.shape[1]} model inputs; best of {args.reps}")
+    rows = [(name, f"{min(measured):.2f}", f"{args.rows / min(measured):,.0f}", f"{baseline / min(measured):.2f}x")
+            for name, measured in times.items()]
+    print(about)
     print(f"{'variant':<46} {'seconds':>8} {'rows/s':>12} {'vs sklearn':>10}")
-    for name, measured in times.items():
-        seconds = min(measured)
-        print(f"{name:<46} {seconds:>8.2f} {args.rows / seconds:>12,.0f} {baseline / seconds:>9.2f}x")
+    for name, seconds, rate, ratio in rows:
+        print(f"{name:<46} {seconds:>8} {rate:>12} {ratio:>10}")
+    if args.md:
+        args.md.write_text("\n".join([about, "", "| variant | seconds | rows/s | vs sklearn |", "|---|---|---|---|",
+                                      *("| " + " | ".join(r) + " |" for r in rows), ""]))
 
 
 if __name__ == "__main__":
