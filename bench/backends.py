@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from latency import bench_table
+from latency import bench_bundle, bench_table
 
 from torchpredict import load
 from torchpredict.device import cpu_cores
@@ -47,19 +47,9 @@ TARGETS = (("mlp", 64, 1.2), ("cnn", 256, 4.0))  # issue 14: auto >= these times
 
 
 def mlp_bundle(folder: Path) -> tuple[Path, Any]:
-    from latency import CATS, FEATS
-
-    from torchpredict import MulticlassClassification, OneHot, Preprocessor, Standardize, save
-
-    train = bench_table(5_000)
-    preprocessor = Preprocessor([Standardize(FEATS), OneHot(list(CATS))], features=FEATS + list(CATS),
-                                passthrough=["id"]).fit(train)
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(57, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256), torch.nn.ReLU(),
-                                torch.nn.Linear(256, 10)).eval()
-    head = MulticlassClassification(target="pred", labels=list(range(10)))
-    path = save(folder / "mlp.tpk", model, preprocessor=preprocessor, heads=head, examples=train.slice(0, 64))
-    return path, train
+    """bench/latency.py's benchmark bundle (its MLP, preprocessing and data), and rows to predict."""
+    bench_bundle(folder)
+    return folder / "bench.tpk", bench_table(5_000)
 
 
 def cnn_bundle(folder: Path, steps: int) -> tuple[Path, Any]:
