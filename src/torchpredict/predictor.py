@@ -4,9 +4,9 @@ A Predictor is built by `torchpredict.load` from a bundle; it holds the fitted p
 device (or what a backend runs in its place, see inference.backends; for ONNX Runtime alone the device is
 device.HOST_CPU and torch is never imported), how the model is called (one forward pass, or a decoding loop for
 sequence-to-sequence models) and the output heads, and is safe to share between threads (it keeps no per-call
-state). The stages are public methods, and `predict`, `predict_batches`, the file pipeline, `verify` and the save-
-time check all call them (the last through `run_batch` and `read_heads`, for a model not saved yet), so that no
-front door predicts differently from another.
+state). The stages are public methods, and `predict`, `predict_batches`, the file pipeline, `verify` and the
+save-time check all call them (the last through `run_batch` and `read_heads`, for a model not saved yet), so that
+no front door predicts differently from another.
 """
 
 from __future__ import annotations
