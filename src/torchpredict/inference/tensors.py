@@ -21,12 +21,16 @@ RawOutput = Any  # torch.Tensor | tuple[RawOutput, ...] | list[RawOutput] | dict
 
 
 def to_tensors(inputs: Mapping[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    """Numpy model inputs to tensors on the device (one copy at most; none on the CPU when contiguous)."""
+    """Numpy model inputs to tensors on the device (none copied on the CPU when contiguous). To CUDA from page-locked
+    (pinned) memory, copied without blocking: the copy overlaps what the host does next, and the forward pass on
+    the copy's stream waits for it (exercised by bench/gpu_check.py on a machine with a GPU)."""
     import torch
 
     tensors = {}
     for name, array in inputs.items():
         tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if device.type == "cuda":
+            tensor = tensor.pin_memory()
         tensors[name] = tensor.to(device, non_blocking=True) if device.type != "cpu" else tensor
     return tensors
 
