@@ -13,6 +13,8 @@ import argparse
 import importlib.metadata
 import os
 import platform
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,7 +43,7 @@ SCRIPTS = (
     Script("latency", (), ("--quick",), 600),
     Script("backends", (), ("--quick",), 900),
     Script("preprocessing", (), ("--rows", "100000", "--reps", "1"), 900),
-    Script("decoding", (), ("--steps", "40", "--rows", "32", "--repeats", "1"), 900),
+    Script("decoding", (), ("--steps", "40", "--rows", "64", "--repeats", "1"), 900),  # 64: its batch size
     Script("batch", (), ("--reps", "1", "--times", "2"), 3600, needs_peers=True),
     Script("serve", (), ("--quick",), 3600, needs_peers=True),
     Script("gpu_check", (), (), 900),
@@ -75,8 +77,9 @@ def run(script: Script, *, quick: bool) -> tuple[str, bool]:
     """One script's section of the report, and whether it ran (or was skipped) without failing."""
     path = BENCH / f"{script.name}.py"
     title = f"## {script.name}: {_first_line(path)}\n\n"
-    if script.needs_peers and not (PEERS_PY.exists() and (PEERS_DATA / "data.csv").exists()):
-        return f"{title}Skipped: {PEERS_HINT}.\n", True
+    missing = _missing_peers(script.name) if script.needs_peers else []
+    if missing:
+        return f"{title}Skipped: {PEERS_HINT} (missing {', '.join(missing)}).\n", True
     options = script.quick if quick else script.full
     with tempfile.TemporaryDirectory() as tmp:
         md = Path(tmp) / "table.md"
@@ -84,10 +87,16 @@ def run(script: Script, *, quick: bool) -> tuple[str, bool]:
         shown = " ".join(["python", f"bench/{path.name}", *options])
         print(f"$ {shown}", flush=True)
         started = time.perf_counter()
+        # Its own process group, so that a timeout also ends the servers and jobs it started (the harness's).
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   cwd=BENCH.parent, start_new_session=True)
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=script.timeout_s, cwd=BENCH.parent)
+            stdout, stderr = process.communicate(timeout=script.timeout_s)
         except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
             return f"{title}`{shown}` FAILED: no answer within {script.timeout_s} s.\n", False
+        done = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
         seconds = time.perf_counter() - started
         if done.returncode:
             tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-8:])
@@ -134,14 +143,22 @@ def _memory() -> str:
         return "memory unknown"
 
 
+def _missing_peers(name: str) -> list[str]:
+    """What the peers harness lacks for a script (batch: its python and data; serve: also wrk, taskset, bodies)."""
+    needed = [PEERS_PY, PEERS_DATA / "data.csv"] + ([PEERS_DATA / "bodies.jsonl"] if name == "serve" else [])
+    missing = [str(path) for path in needed if not path.exists()]
+    return missing + [tool for tool in (("wrk", "taskset") if name == "serve" else ()) if shutil.which(tool) is None]
+
+
 def _gpu() -> str:
+    """Whether torch here sees CUDA (what the benchmarks can use), and the device's name."""
+    code = "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
     try:
-        done = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                              text=True, timeout=20)
-        names = done.stdout.strip()
-        return f"GPU {names}" if done.returncode == 0 and names else "no GPU"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        name = done.stdout.strip()
+        return f"CUDA on {name}" if done.returncode == 0 and name else "no CUDA device for torch"
     except (OSError, subprocess.TimeoutExpired):
-        return "no GPU"
+        return "no CUDA device for torch"
 
 
 def _version(name: str) -> str:
