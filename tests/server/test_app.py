@@ -682,3 +682,26 @@ def test_a_backend_serves_what_predict_on_it_predicts(wine_bundle: Path, wine: d
         app.close(30)
     with pytest.raises(BackendError, match=r"backend int8 does not reproduce eager PyTorch"):
         create_app(wine_bundle, device="cpu", backend="int8")
+
+
+def test_an_optimized_bundle_is_served_without_torch_in_the_process(wine_bundle: Path, wine: dict, tmp_path: Path):
+    from torchpredict import optimize
+
+    done = optimize(wine_bundle, tmp_path / "wine.tpk", backends=["onnxruntime"], rows=64)
+    if done.report.chosen != "onnxruntime":
+        pytest.skip("onnxruntime was not the fastest here; the stored choice is eager")
+    server = start_server(done.path, tmp_path / "server.log")
+    try:
+        maps = Path(f"/proc/{server.process.pid}/maps").read_text()
+        assert "libtorch" not in maps and "onnxruntime" in maps  # torch's libraries never loaded
+        rows = wine["new"].slice(0, 6).to_pylist()
+        expected = load(done.path, device="cpu").predict(rows)  # the same backend here, torch or not
+        reply = server.post("/v2/models/wine/records", {"rows": rows})
+        assert reply.status == 200
+        predictions = reply.json["predictions"]
+        assert [p["cultivar"] for p in predictions] == expected.column("cultivar").to_pylist()
+        got = np.array([p["cultivar_probability"] for p in predictions], np.float32)
+        assert np.array_equal(got, expected.column("cultivar_probability").to_numpy())
+        assert "wine: backend onnxruntime (stored by torchpredict optimize) on cpu" in server.log.read_text()
+    finally:
+        stop(server)

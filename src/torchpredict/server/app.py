@@ -107,22 +107,22 @@ def _is_bundle(path: Path) -> bool:
 def create_app(models: Any, *, token: str | None = None, max_body_mb: float = 64, timeout_s: float = 30,
                max_batch_size: int = 256, max_delay_ms: float = 0.0, max_queue_rows: int = 65536,
                device: str = "auto", trust_factory: Sequence[str] = (), trust_torch_loader: bool = False,
-               backend: str | None = None, verify_backend: bool = True) -> App:
+               backend: str | None = None, verify_backend: bool = True, threads: int | None = None) -> App:
     """An ASGI app serving models: a bundle path, a folder of bundles, a Predictor, or a list of these (or a
     mapping of names to them, to serve under other names than the bundles' own).
 
     token: a bearer token every request but the health checks must carry (`Authorization: Bearer ...`).
     max_body_mb: the largest request body (413 beyond). timeout_s: the longest a prediction may take, queue
     included (504 beyond). max_batch_size, max_delay_ms, max_queue_rows: the batcher's (503 when the queue is
-    full). device, trust_factory, trust_torch_loader, backend, verify_backend: as for `torchpredict.load`, for
-    the paths.
+    full). device, trust_factory, trust_torch_loader, backend, verify_backend, threads: as for `torchpredict.load`,
+    for the paths.
     """
     if max_body_mb <= 0 or timeout_s <= 0:
         raise InputError(f"max_body_mb and timeout_s must be > 0, got {max_body_mb} and {timeout_s}")
     metrics = Metrics()
     served = []
     loading = {"device": device, "trust_factory": trust_factory, "trust_torch_loader": trust_torch_loader,
-               "backend": backend, "verify_backend": verify_backend}
+               "backend": backend, "verify_backend": verify_backend, "threads": threads}
     for name, predictor in _predictors(models, loading):
         version = str(getattr(predictor.manifest, "model_version", "1"))
         spec, known = _spec(name, version, predictor)

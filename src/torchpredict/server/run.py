@@ -67,8 +67,8 @@ def serve(path: str | Path | Sequence[str | Path], *, host: str = "127.0.0.1", p
                 "access_log": not quiet, "log_level": "warning" if quiet else "info",
                 "timeout_graceful_shutdown": int(timeout_s) + 10, "server_header": False}
     if workers == 1:
+        app = _app({**options, "threads": _worker_threads(threads, workers)})
         _set_threads(threads, workers)
-        app = _app(options)
         _freeze()
         server = _server(uvicorn.Config(app, **settings))
         _say_serving(app, host, port, quiet)
@@ -124,8 +124,8 @@ def worker_app() -> Any:
     options = json.loads(os.environ[CONFIG_VARIABLE])
     workers, threads = options.pop("workers", 1), options.pop("threads", None)
     try:
+        app = _app({**options, "threads": _worker_threads(threads, workers)})
         _set_threads(threads, workers)
-        app = _app(options)
     except TorchPredictError as exc:
         logging.getLogger("uvicorn.error").error("error: %s", one_line(str(exc)))
         sys.exit(STARTUP_FAILURE)
@@ -136,13 +136,21 @@ def worker_app() -> Any:
     return app
 
 
-def _set_threads(threads: int | None, workers: int) -> None:
-    """Torch's intra-op threads in this worker: its share of the cores, less one for its event loop. More threads
-    than cores wait for each other: on 2 cores one worker's one-row batch took 1.55 ms with two torch threads and
-    0.92 ms with one, and two workers of two threads each were several times slower than one thread each."""
-    import torch
+def _worker_threads(threads: int | None, workers: int) -> int:
+    """A worker's intra-op threads: its share of the cores, less one for its event loop. More threads than cores
+    wait for each other: on 2 cores one worker's one-row batch took 1.55 ms with two torch threads and 0.92 ms
+    with one, and two workers of two threads each were several times slower than one thread each."""
+    return threads or max(1, cpu_cores() // workers - 1)
 
-    torch.set_num_threads(threads or max(1, cpu_cores() // workers - 1))
+
+def _set_threads(threads: int | None, workers: int) -> int:
+    """Give torch the worker's threads, where torch is loaded (a model ONNX Runtime runs alone got them when its
+    session was built, and torch is never imported); returns the count."""
+    count = _worker_threads(threads, workers)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(count)
+    return count
 
 
 def _freeze() -> None:
