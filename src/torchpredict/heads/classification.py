@@ -200,8 +200,7 @@ class MulticlassClassification(_Classifier):
         if not self.top_k:
             return {}
         exact = scores.astype(np.float64)  # exact for every input dtype, so ties are the model's own
-        # A stable sort of the negated scores keeps equal scores in label order, so top1 is always the argmax.
-        order = np.argsort(-exact, axis=1, kind="stable")[:, : self.top_k]
+        order = _descending(exact)[:, : self.top_k]
         top = np.ascontiguousarray(np.take_along_axis(probabilities, order, axis=1).T)
         columns = {}
         for i in range(self.top_k):
@@ -327,15 +326,21 @@ def sigmoid(scores: np.ndarray, *, by_torch: bool = False) -> np.ndarray:
 
 
 def softmax(scores: np.ndarray, *, by_torch: bool = False) -> np.ndarray:
-    """Per row, in float32, exp of the scores less their maximum over their sum: by torch's kernel or numpy's, as
-    for sigmoid."""
+    """Over the last axis, in float32, exp of the scores less their maximum over their sum: by torch's kernel or
+    numpy's, as for sigmoid."""
     x = scores.astype(np.float32)
     if by_torch:
         torch = sys.modules["torch"]
-        return torch.softmax(torch.from_numpy(x), dim=1).numpy()
+        return torch.softmax(torch.from_numpy(x), dim=-1).numpy()
     with np.errstate(invalid="ignore", over="ignore"):
-        e = np.exp(x - x.max(axis=1, keepdims=True)) if x.shape[1] else x
-        return e / e.sum(axis=1, keepdims=True)
+        e = np.exp(x - x.max(axis=-1, keepdims=True)) if x.shape[-1] else x
+        return e / e.sum(axis=-1, keepdims=True)
+
+
+def _descending(scores: np.ndarray) -> np.ndarray:
+    """Per row, the indices of the scores from highest to lowest as torch.sort(descending=True, stable=True) orders
+    them: equal scores in label order (so the first is the argmax) and NaN above every number."""
+    return np.lexsort((-scores, ~np.isnan(scores)), axis=1)
 
 
 def _best(scores: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

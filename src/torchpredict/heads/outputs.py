@@ -16,7 +16,7 @@ import numpy as np
 
 from torchpredict.errors import ModelLoadError
 
-__all__ = ["Output", "as_array", "as_tensor", "is_tensor", "select_output"]
+__all__ = ["Output", "as_array", "is_tensor", "select_output"]
 
 Output = str | int | None
 
@@ -59,14 +59,6 @@ def select_output(raw: Any, output: Output, *, head: str = "prediction") -> Any:
         raise ModelLoadError(f"head {head!r} reads {_which(output)}, which is a {type(value).__name__}, "
                              "not a tensor")
     return value
-
-
-def as_tensor(raw: Any) -> Any:
-    """A selected output as a detached CPU tensor, for the sequence heads (which run where torch does)."""
-    import torch
-
-    tensor = raw if isinstance(raw, torch.Tensor) else torch.as_tensor(np.asarray(raw))
-    return tensor.detach().cpu()
 
 
 def _only_output(raw: Any, head: str) -> Any:

@@ -29,8 +29,9 @@ from torchpredict.heads.base import (
     shape_error,
     target_column,
 )
+from torchpredict.heads.classification import softmax
 from torchpredict.heads.labels import Labels, check_labels, encode_labels, take_labels
-from torchpredict.heads.outputs import Output, as_array, as_tensor, select_output
+from torchpredict.heads.outputs import Output, as_array, is_tensor, select_output
 from torchpredict.preprocessing.steps import strings
 from torchpredict.preprocessing.text import (
     BOS_ID,
@@ -217,10 +218,9 @@ class TokenClassification(Head):
     model input `source`, default the only one); positions holding pad, bos or eos get no label. The head reads
     the source ids next to the output in each batch of the infer stage (ModelBatch.inputs).
 
-    >>> import torch
     >>> head = TokenClassification("parity", labels=["even", "odd"])
-    >>> ids = torch.tensor([[4, 5, 2, 0]])                   # two tokens, eos, pad
-    >>> head.interpret(torch.tensor([[[0., 1.], [2., 0.], [0., 3.], [0., 0.]]]), ids=ids)["parity"].to_pylist()
+    >>> ids = np.array([[4, 5, 2, 0]])                       # two tokens, eos, pad
+    >>> head.interpret(np.array([[[0., 1.], [2., 0.], [0., 3.], [0., 0.]]]), ids=ids)["parity"].to_pylist()
     [['odd', 'even']]
     """
 
@@ -285,33 +285,33 @@ class TokenClassification(Head):
         return names + ([f"{self.target}_tokens"] if self.vocabulary is not None else [])
 
     def interpret(self, raw: Any, *, ids: Any) -> dict[str, pa.Array]:  # type: ignore[override]
-        import torch  # one label per token: read with torch, which ran the model (or is there to read them)
-
-        scores, ids = as_tensor(raw), as_tensor(ids).to(torch.long)
+        """ids: the source ids [n, L] the output's positions belong to (a tensor or a numpy array)."""
+        scores, ids = as_array(raw), as_array(ids).astype(np.int64, copy=False)
         if scores.ndim != 3 or scores.shape[:2] != ids.shape or scores.shape[2] != len(self.labels):
             expected = f"[n, {ids.shape[1] if ids.ndim == 2 else 'L'}, {len(self.labels)}] (one score per label for " \
                        "each source position)"
             raise shape_error(self, expected, scores)
-        probabilities = torch.softmax(scores.float(), dim=-1) if self.from_logits else scores.float()
-        chosen, best = probabilities.max(dim=-1)
+        probabilities = softmax(scores, by_torch=is_tensor(raw)) if self.from_logits else scores.astype(np.float32)
+        best = probabilities.argmax(axis=-1)  # the first on a tie, a NaN above every number: as torch.max
+        chosen = np.take_along_axis(probabilities, best[..., None], axis=-1)[..., 0]
         mask = token_mask(ids)
-        offsets = pa.array(np.concatenate([[0], np.cumsum(mask.sum(dim=1).numpy())]).astype(np.int32))
+        offsets = pa.array(np.concatenate([[0], np.cumsum(mask.sum(axis=1))]).astype(np.int32))
         columns = {
-            self.target: pa.ListArray.from_arrays(offsets, take_labels(self.labels, best[mask].numpy())),
-            f"{self.target}_probability": pa.ListArray.from_arrays(offsets, pa.array(chosen[mask].numpy())),
+            self.target: pa.ListArray.from_arrays(offsets, take_labels(self.labels, best[mask])),
+            f"{self.target}_probability": pa.ListArray.from_arrays(offsets, pa.array(chosen[mask])),
         }
         if self.vocabulary is not None:
-            if ids.numel() and int(ids.max()) >= len(self.vocabulary):
+            if ids.size and int(ids.max()) >= len(self.vocabulary):
                 raise ModelLoadError(f"head {self.name!r}: source ids go beyond the vocabulary it was given "
                                      f"({len(self.vocabulary)} tokens); is it the source column's vocabulary?")
-            tokens = pa.array(self.vocabulary.tokens).take(pa.array(ids[mask].numpy()))
+            tokens = pa.array(self.vocabulary.tokens).take(pa.array(ids[mask]))
             columns[f"{self.target}_tokens"] = pa.ListArray.from_arrays(offsets, tokens)
         return columns
 
     def read(self, batch: ModelBatch) -> dict[str, pa.Array]:
         return self.interpret(self.select(batch.raw), ids=self._source_ids(batch.inputs))
 
-    def _source_ids(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def _source_ids(self, inputs: Mapping[str, Any]) -> Any:
         if self.source is None and len(inputs) != 1:
             raise ModelLoadError(f"head {self.name!r} (TokenClassification) reads the source ids next to the output, "
                                  f"but the model has {len(inputs)} inputs ({', '.join(map(repr, inputs))}); pass "

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RawOutput", "flatten_outputs", "to_tensors"]
 
-RawOutput = Any  # torch.Tensor | tuple[RawOutput, ...] | list[RawOutput] | dict[str, RawOutput]
+RawOutput = Any  # torch.Tensor | np.ndarray | tuple[RawOutput, ...] | list[RawOutput] | dict[str, RawOutput]
 
 
 def to_tensors(inputs: Mapping[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
