@@ -19,25 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-
 from torchpredict.device import cpu_cores
-from torchpredict.errors import InputError, PredictionError, SchemaError
-from torchpredict.inference.rebatching import Rebatcher
+from torchpredict.errors import InputError
 from torchpredict.io.formats import STDIO
 from torchpredict.io.readers import DEFAULT_BATCH_ROWS, DEFAULT_BLOCK_BYTES, Chunk, read_chunks
 from torchpredict.jobs.collisions import check_outputs
-from torchpredict.jobs.plan import Piece, Plan, Result
+from torchpredict.jobs.plan import Piece, Plan
 from torchpredict.jobs.sinks import Sink, open_sink, write_json
-from torchpredict.schema.schema import Validated
-from torchpredict.schema.validation import free_name
+from torchpredict.jobs.stages import ModelStage, prepare
 from torchpredict.stats import RunStats
 
 __all__ = ["DEFAULT_PART_ROWS", "predict_file"]
 
 DEFAULT_PART_ROWS = 1_000_000
-_REASONS = "\0reasons"  # in _Model.outputs: why a head refused each row (null: it did not); never a column name
 QUEUE_CHUNKS = (1, 1, 4)  # chunks waiting after reading, after preparing, after the model (small by then)
 Progress = Callable[[int, "int | None"], None]
 
@@ -105,15 +99,6 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 # -- stages -----------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Prepared:
-    piece: Piece
-    validated: Validated  # the rows that passed (the features stay only to show in rows rejected after the model)
-    inputs: dict[str, np.ndarray]  # their model inputs
-    stats: RunStats
-    rejected: pa.Table | None  # the rows validation rejected, with their file when the job reads several
-
-
 def _pieces(plan: Plan, start_row: int, splits: bool) -> Iterator[Piece]:
     """Chunks of every input in order, cut at part boundaries, skipping rows before start_row."""
     sizes = [None if s == STDIO else os.path.getsize(s) for s in plan.sources]
@@ -149,82 +134,6 @@ def _split(chunk: Chunk, offset: int, part_rows: int | None, start_row: int) -> 
         yield chunk.slice(start, stop), part, first + stop == (part + 1) * part_rows
         start = stop
 
-
-def _prepare(predictor: Any, plan: Plan, piece: Piece) -> _Prepared:
-    """Validate one piece (rejecting or raising on bad rows) and preprocess the rows that passed."""
-    try:
-        validated = predictor.validate(piece.chunk.data, keep=plan.keep, first_row=piece.chunk.first_row,
-                                       on_error=plan.on_error)
-    except SchemaError as exc:
-        raise SchemaError(f"{_where(piece.source)}: {exc}") from None
-    stats = RunStats()
-    stats.add(validated)
-    rejected = None if validated.rejected is None else _with_file(validated.rejected, plan, piece.source)
-    inputs = predictor.preprocess(validated, stats) if validated.num_rows else {}
-    return _Prepared(piece, validated, inputs, stats, rejected)
-
-
-def _with_file(rejected: pa.Table, plan: Plan, source: str) -> pa.Table:
-    """Rejected rows with the file they came from first, when the run reads several."""
-    if not plan.many:
-        return rejected
-    return rejected.add_column(0, free_name("file", rejected.column_names),
-                               pa.array([source] * rejected.num_rows, pa.string()))
-
-
-class _Model:
-    """Runs the model on the prepared rows through the re-batcher, in batches of exactly predictor.batch_size
-    laid out as Predictor.predict lays them out over the whole input whatever the chunk sizes (so that the
-    outputs are bit-identical: a matrix kernel may round differently for another batch size), except that no
-    batch spans two output parts (so that a resumed run computes every part as an uninterrupted one does)."""
-
-    def __init__(self, predictor: Any, plan: Plan) -> None:
-        self.predictor, self.plan = predictor, plan
-        self.rebatcher: Rebatcher[_Prepared] = Rebatcher(predictor.batch_size, self._run)
-
-    def feed(self, prepared: _Prepared) -> list[Result]:
-        done = self.rebatcher.add(prepared, prepared.inputs)
-        if prepared.piece.ends_part:
-            done += self.rebatcher.flush()
-        return [self._result(piece, outputs) for piece, outputs in done]
-
-    def finish(self) -> list[Result]:
-        return [self._result(piece, outputs) for piece, outputs in self.rebatcher.flush()]
-
-    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, pa.Array]:
-        """One model batch through the infer and interpret stages, with why a head refused each row."""
-        [batch] = self.predictor.infer(inputs)
-        columns = self.predictor.interpret(batch)
-        reasons = self.predictor.refused(batch)
-        rows = len(next(iter(inputs.values())))
-        return {**columns, _REASONS: pa.nulls(rows, pa.string()) if reasons is None else reasons}
-
-    def _result(self, prepared: _Prepared, outputs: dict[str, pa.Array]) -> Result:
-        """The assemble stage for one piece; rows a head refused join the rows validation rejected."""
-        reasons = outputs.pop(_REASONS, None)
-        try:
-            assembled = self.predictor.assemble(prepared.validated, outputs, reasons,
-                                                first_row=prepared.piece.chunk.first_row, select=self.plan.columns,
-                                                reject=self.plan.on_error == "reject")
-        except PredictionError as exc:
-            raise PredictionError(f"{_where(prepared.piece.source)}: {exc}") from None
-        rejected = prepared.rejected
-        if assembled.refused is not None:
-            prepared.stats.refuse(assembled.refused.num_rows)
-            rejected = self._joined(rejected, _with_file(assembled.refused, self.plan, prepared.piece.source))
-        return Result(prepared.piece, assembled.batch, prepared.stats, rejected,
-                      prepared.validated.table.column_names)
-
-    def _joined(self, rejected: pa.Table | None, refused: pa.Table) -> pa.Table:
-        """Rows rejected by validation and by a head, in input order."""
-        if rejected is None:
-            return refused
-        row = refused.column_names[1 if self.plan.many else 0]
-        return pa.concat_tables([rejected, refused]).sort_by(row)
-
-
-def _where(source: str) -> str:
-    return "stdin" if source == STDIO else f"file '{source}'"
 
 
 # -- threads ----------------------------------------------------------------------------------------
@@ -293,7 +202,7 @@ def _stage(work: Callable[[Any], Any], inbox: queue.Queue, outbox: queue.Queue, 
         _give(outbox, result, stop)
 
 
-def _model_stage(model: _Model, inbox: queue.Queue, outbox: queue.Queue, stop: threading.Event) -> None:
+def _model_stage(model: ModelStage, inbox: queue.Queue, outbox: queue.Queue, stop: threading.Event) -> None:
     while True:
         item = _take(inbox, stop)
         if isinstance(item, _Failed):
@@ -317,9 +226,9 @@ def _run(predictor: Any, plan: Plan, sink: Sink, progress: Progress | None) -> R
     threads = [
         threading.Thread(target=_source, args=(_pieces(plan, sink.start_row, sink.splits), boxes[0], stop,
                                                plan.on_cpu)),
-        threading.Thread(target=_stage, args=(lambda p: _prepare(predictor, plan, p), boxes[0], boxes[1], stop,
+        threading.Thread(target=_stage, args=(lambda p: prepare(predictor, plan, p), boxes[0], boxes[1], stop,
                                               plan.on_cpu)),
-        threading.Thread(target=_model_stage, args=(_Model(predictor, plan), boxes[1], boxes[2], stop)),
+        threading.Thread(target=_model_stage, args=(ModelStage(predictor, plan), boxes[1], boxes[2], stop)),
     ]
     for thread in threads:
         thread.daemon = True  # an interrupted run must not wait for them
