@@ -43,6 +43,7 @@ ALLOWED_PRIVATE = {
 LAYERS: list[tuple[str, ...]] = [
     ("torchpredict", "torchpredict.__main__", "torchpredict.sequences"),  # the faces: names re-exported, no code
     ("torchpredict.cli",),
+    ("torchpredict.ray",),  # the Ray engine: a front door for file jobs, over the bundle loader and the jobs
     ("torchpredict.server",),
     ("torchpredict.packing",),
     ("torchpredict.bundle",),

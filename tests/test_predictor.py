@@ -164,7 +164,8 @@ def test_streaming_with_rejects_counts_rows_across_batches(wine, wine_bundle):
     stats, rejected = RunStats(), []
     batches = list(predictor.predict_batches([rows[:20], rows[20:]], stats=stats, rejects=rejected.append))
     good = [r for i, r in enumerate(rows) if i not in (5, 25)]
-    expected = pa.concat_tables([predictor.predict(good[:19]), predictor.predict(good[19:])])  # same model batches
+    # each item batched alone, a batch holding the rows that passed among its input rows [8k, 8k + 8)
+    expected = pa.concat_tables([predictor.predict(part, rejects=list) for part in (rows[:20], rows[20:])])
     assert pa.Table.from_batches(batches).equals(expected)
     assert [t.column("row").to_pylist() for t in rejected] == [[5], [25]]
     assert (stats.rows_in, stats.rows_predicted, stats.rows_rejected) == (len(rows), len(rows) - 2, 2)
@@ -250,3 +251,13 @@ def test_verify_runs_the_infer_stage_and_checks_the_model_inputs(wine_bundle):
                        model_entry=entry, device=predictor.device, golden=predictor.golden)
     with pytest.raises(SchemaError, match=r"expected shape \[\*, 99\]"):
         broken.verify()
+
+
+def test_a_rejected_row_changes_no_model_batch_but_its_own(wine, wine_bundle):
+    rows = with_bad_rows(wine, {5: ("alcohol", "x")})[:10]
+    predictor = load(wine_bundle, device="cpu", batch_size=4)
+    sizes = []
+    infer = predictor.infer
+    predictor.infer = lambda inputs, **kw: (sizes.append(len(next(iter(inputs.values())))), infer(inputs, **kw))[1]
+    predicted = predictor.predict(rows, rejects=list)
+    assert sizes == [4, 3, 2] and predicted.num_rows == 9  # rows 0-3 | 4, 6, 7 | 8, 9 (not 0-3 | 4, 6-8 | 9)

@@ -11,6 +11,7 @@ __all__ = [
     "BackendWarning",
     "BundleError",
     "DeviceError",
+    "EngineError",
     "InputError",
     "ModelLoadError",
     "OutOfRangeWarning",
@@ -59,6 +60,11 @@ class BackendError(TorchPredictError, RuntimeError):
 
 class DeviceError(TorchPredictError, RuntimeError):
     """A requested device is malformed or not available on this machine."""
+
+
+class EngineError(TorchPredictError, RuntimeError):
+    """A distributed engine cannot run the job: Ray is not installed, the cluster cannot be reached, the actors
+    asked for do not fit its resources, or the job lost rows."""
 
 
 class InputError(TorchPredictError, ValueError):

@@ -25,6 +25,7 @@ from torchpredict.errors import InputError, ModelLoadError, OutOfRangeWarning, P
 from torchpredict.golden import GoldenExamples, Verification
 from torchpredict.inference.batch import ModelBatch, run_batch
 from torchpredict.inference.calls import Call
+from torchpredict.inference.rebatching import batch_breaks
 from torchpredict.messages import first_line
 from torchpredict.model.entry import ModelEntry, check_same_batch
 from torchpredict.preprocessing import Preprocessor
@@ -115,7 +116,7 @@ class Predictor:
         stats = RunStats()
         validated = self.validate(data, keep=keep, on_error=_on_error(rejects))
         inputs = self.preprocess(validated, stats)
-        outputs = [(self.interpret(batch), self.refused(batch)) for batch in self.infer(inputs)]
+        outputs = [(self.interpret(batch), self.refused(batch)) for batch in self._blocks(validated, inputs)]
         batch = self._deliver(self.assemble(validated, *_joined(outputs), reject=rejects is not None),
                               validated, stats, rejects)
         if stats.drift:
@@ -139,12 +140,26 @@ class Predictor:
         for data in batches:
             validated = self.validate(data, keep=keep, first_row=first_row, on_error=_on_error(rejects))
             inputs = self.preprocess(validated, stats)
-            outputs = [(self.interpret(batch), self.refused(batch)) for batch in self.infer(inputs)]
+            outputs = [(self.interpret(batch), self.refused(batch)) for batch in self._blocks(validated, inputs)]
             assembled = self.assemble(validated, *_joined(outputs), first_row=first_row, reject=rejects is not None)
             batch = self._deliver(assembled, validated, stats, rejects)
             first_row += validated.rows_in
             if batch is not None:
                 yield batch
+
+    def _blocks(self, validated: Validated, inputs: dict[str, np.ndarray]) -> Iterator[ModelBatch]:
+        """The infer stage over validated rows, each batch holding the rows that passed among input rows
+        [k * batch_size, (k + 1) * batch_size), as every engine's file jobs batch them (jobs.stages.ModelStage):
+        a rejected row changes no batch but its own."""
+        if validated.rejected is None or not inputs:
+            yield from self.infer(inputs)
+            return
+        start = 0
+        rows = validated.num_rows
+        for stop in (*batch_breaks(validated.passed_rows(0), self.batch_size), rows):
+            if stop > start:
+                yield from self.infer({name: array[start:stop] for name, array in inputs.items()})
+            start = stop
 
     def _deliver(self, assembled: Assembled, validated: Validated, stats: RunStats | None,
                  rejects: Rejects | None) -> pa.RecordBatch | None:
@@ -323,10 +338,7 @@ def _output(column: Callable[[str], pa.Array], kept: list[str], columns: Mapping
 
 def input_rows(validated: Validated, first_row: int) -> np.ndarray:
     """The input row number of each row that passed validation (the rows between the rejected ones)."""
-    rows = np.arange(first_row, first_row + validated.rows_in, dtype=np.int64)
-    if validated.rejected is None:
-        return rows
-    return np.setdiff1d(rows, validated.rejected.column(0).to_numpy(), assume_unique=True)
+    return validated.passed_rows(first_row)
 
 
 def set_aside(table: pa.Table, columns: dict[str, pa.Array], reasons: pa.Array | None, rows: np.ndarray, *,

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from torchpredict.bundle import load
-from torchpredict.inference.rebatching import Rebatcher
+from torchpredict.inference.rebatching import Rebatcher, batch_breaks
 
 
 class FakeModel:
@@ -91,3 +91,16 @@ def test_a_real_bundle_rebatched_from_uneven_sources_predicts_what_predict_gives
         for name, column in outputs.items():
             assert column.equals(expected.column(name).combine_chunks().slice(start, size)), name
         start += size
+
+
+def test_breaks_end_a_batch_short_so_no_batch_holds_rows_of_two_blocks():
+    sizes = []
+    rebatcher = Rebatcher(4, lambda batch: (sizes.append(len(batch["x"])), {"y": batch["x"] * 10})[1])
+    rows = np.array([0, 1, 2, 3, 4, 6, 7, 8, 9])  # row 5 rejected: rows 4, 6, 7 are block 1's
+    assert batch_breaks(rows, 4) == [4, 7]
+    done = rebatcher.add("a", {"x": rows}, batch_breaks(rows, 4))
+    done += rebatcher.add("b", {"x": np.array([12, 13])}, batch_breaks(np.array([12, 13]), 4, before=9))
+    done += rebatcher.flush()
+    assert sizes == [4, 3, 2, 2]  # not [4, 4, 3]: the rejected row changes no batch but its own
+    assert [key for key, _ in done] == ["a", "b"] and done[0][1]["y"].tolist() == (rows * 10).tolist()
+    assert batch_breaks(np.array([8, 9]), 4, before=7) == [0] and batch_breaks(np.array([]), 4) == []

@@ -100,8 +100,8 @@ def _add_predict(sub: Any, common: argparse.ArgumentParser) -> None:
                        description="Predict for every row of INPUT and write the predictions, streaming in bounded "
                        "memory with reading, the model and writing overlapped.")
     p.add_argument("bundle", help="bundle folder or .zip")
-    p.add_argument("input", help="input file, folder of files, glob ('data/*.csv') or '-' for stdin; "
-                   ".gz/.zst/.bz2/.lz4 files are decompressed on the fly")
+    p.add_argument("input", nargs="+", help="input files, folders of files, globs ('data/*.csv') or '-' for "
+                   "stdin; .gz/.zst/.bz2/.lz4 files are decompressed on the fly")
     p.add_argument("-o", "--output", default="-", help="output file; a folder (ending in '/') for parts committed "
                    "one by one; '-' or absent: stdout")
     p.add_argument("--format", help="input format (csv, tsv, parquet, jsonl, npy) when the extension does not say "
@@ -123,6 +123,18 @@ def _add_predict(sub: Any, common: argparse.ArgumentParser) -> None:
                    "minus one, leaving one for reading and writing)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    ray = p.add_argument_group("the Ray engine (--engine ray; needs pip install 'torchpredict[ray]')")
+    ray.add_argument("--engine", choices=("local", "ray"), default="local", help="local: this process (default); "
+                     "ray: a pool of Ray Data actors, writing a folder of parts (-o OUT_DIR) whose names sort in "
+                     "input order")
+    ray.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT", help="the Ray cluster to join "
+                     "(default: start a local Ray runtime on this machine's cores)")
+    ray.add_argument("--actors", type=int, default=None, help="actors, each loading the bundle once (default: "
+                     "one per GPU-per-actor share, else one per CPU left after reading)")
+    ray.add_argument("--cpus-per-actor", type=float, default=None, help="CPUs each actor asks for (default: "
+                     "what leaves the read tasks a CPU, at most 1)")
+    ray.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs each actor asks for (default 0; "
+                     "the actors then predict on cuda)")
     _add_backend(p)
     _add_trust(p)
     p.set_defaults(run=_run_predict)
@@ -322,9 +334,26 @@ def _check_predict(args: argparse.Namespace) -> None:
     _known_format("--output-format", args.output_format)
     if args.columns is not None and not args.columns:
         raise InputError("--columns must name at least one prediction column")
-    if args.resume and not (args.output.endswith(("/", os.sep)) or Path(args.output).is_dir()):  # as open_sink
+    if args.engine == "ray":
+        _check_ray_predict(args)
+    elif args.resume and not (args.output.endswith(("/", os.sep)) or Path(args.output).is_dir()):  # as open_sink
         raise InputError("--resume needs a folder output (-o out/), whose parts are committed one by one")
+    else:
+        for flag, value in (("--ray-address", args.ray_address), ("--actors", args.actors),
+                            ("--cpus-per-actor", args.cpus_per_actor), ("--gpus-per-actor", args.gpus_per_actor)):
+            if value:
+                raise InputError(f"{flag} is for the Ray engine: add --engine ray")
     _check_device(args.device)
+
+
+def _check_ray_predict(args: argparse.Namespace) -> None:
+    if args.output == "-":
+        raise InputError("--engine ray writes a folder of parts: pass -o OUT_DIR")
+    for flag, value, why in (("--resume", args.resume, "a failed Ray job leaves no parts to resume from"),
+                             ("--part-rows", args.part_rows, "its parts are one per piece of each input file"),
+                             ("--threads", args.threads, "each actor's threads follow --cpus-per-actor")):
+        if value:
+            raise InputError(f"{flag} is for the local engine: {why}")
 
 
 def _json_object(text: str) -> dict:
@@ -345,6 +374,8 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     _check_predict(args)
     backend = _backend_options(args)
+    if args.engine == "ray":
+        return _run_ray_predict(args, backend)
     reuse_freed_memory()  # this process is the command's own
     with _quiet_torch(args.bundle, args.device, args.backend):
         predictor = load(args.bundle, device=args.device, batch_size=args.batch_size,
@@ -358,12 +389,43 @@ def _run_predict(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with _progress_bar(quiet=args.quiet) as progress, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # drift is reported in the summary
-        stats = predict_file(predictor, args.input, args.output, format=args.format,
+        stats = predict_file(predictor, _inputs(args), args.output, format=args.format,
                              output_format=args.output_format, keep=args.keep, columns=args.columns,
                              rejects=args.rejects, report=args.report, resume=args.resume, threads=args.threads,
                              progress=progress, **options)
     if not args.quiet:
         for line in _summary(stats, time.perf_counter() - started, args):
+            _say(line)
+    return EXIT_OK
+
+
+def _inputs(args: argparse.Namespace) -> str | list[str]:
+    return args.input[0] if len(args.input) == 1 else args.input
+
+
+def _run_ray_predict(args: argparse.Namespace, backend: dict[str, Any]) -> int:
+    """--engine ray: the job on a Ray cluster (torchpredict.ray.engine.predict_files); Ray draws the progress."""
+    from torchpredict.ray.engine import import_ray, predict_files
+
+    import_ray()
+    if args.quiet:
+        from ray.data import DataContext
+
+        DataContext.get_current().enable_progress_bars = False
+    with _quiet_torch(args.bundle, "cpu", backend["backend"]), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # drift is reported in the summary
+        run = predict_files(_inputs(args), args.bundle, args.output, format=args.format,
+                            output_format=args.output_format, keep=args.keep, columns=args.columns,
+                            rejects=args.rejects, report=args.report, batch_size=args.batch_size,
+                            actors=args.actors, cpus_per_actor=args.cpus_per_actor,
+                            gpus_per_actor=args.gpus_per_actor, device=None if args.device == "auto" else args.device,
+                            address=args.ray_address, trust_factory=args.trust_factory,
+                            trust_torch_loader=args.trust_torch_loader, **backend)
+    if not args.quiet:
+        lines = _summary(run.stats, run.seconds, args)
+        lines[0] += f" ({len(run.parts):,} part(s))"
+        lines.insert(1, f"ray: {run.sizing.describe()}; start-up {run.startup_seconds:.2f} s")
+        for line in lines:
             _say(line)
     return EXIT_OK
 

@@ -4,20 +4,21 @@ The file pipeline feeds it the chunks of its files; the server's dynamic batcher
 requests. A model batch is cut the same way whatever the sources' sizes, and each source gets exactly its own
 rows' outputs in order, so batched equals one-at-a-time by construction (a matrix kernel may round
 differently for another batch size, so the cut matters for bit-identical outputs). No threads and no I/O:
-the caller decides when a short batch may run (`flush`: at the end, or where batches must not span).
+the caller decides when a short batch may run (`flush`: at the end, or where batches must not span; `breaks`:
+within a source, see batch_breaks).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["Rebatcher"]
+__all__ = ["Rebatcher", "batch_breaks"]
 
 K = TypeVar("K")
 Inputs = Mapping[str, np.ndarray]  # model inputs, one row per entry of the first axis
@@ -40,7 +41,9 @@ class Rebatcher(Generic[K]):
     (key, outputs); a source without rows gets {} once the sources before it are done.
 
     >>> rebatcher = Rebatcher(2, lambda batch: {"y": batch["x"] * 10})
-    >>> rebatcher.add("a", {"x": np.array([1, 2, 3])})
+    >>> rebatcher.add("a", {"x": np.array([1, 2, 3])})   # a batch of 1, 2 ran; 3 waits for a second row
+    []
+    >>> rebatcher.flush()
     [('a', {'y': array([10, 20, 30])})]
     """
 
@@ -52,15 +55,25 @@ class Rebatcher(Generic[K]):
         self._inputs: deque[dict[str, np.ndarray]] = deque()  # rows not run yet, in order
         self.queued = 0  # rows in self._inputs
 
-    def add(self, key: K, inputs: Inputs) -> list[tuple[K, Outputs]]:
-        """Queue a source's rows and run every full batch."""
+    def add(self, key: K, inputs: Inputs, breaks: Sequence[int] = ()) -> list[tuple[K, Outputs]]:
+        """Queue a source's rows and run every full batch.
+
+        breaks: ascending positions among the source's rows before which the batch being filled ends, short
+        (0: before its first row), so that no batch holds rows from both sides of one.
+        """
         rows = _rows(inputs)
         self._sources.append(_Source(key, rows))
-        if rows:
-            self._inputs.append(dict(inputs))
-            self.queued += rows
-        while self.queued >= self.batch_size:
-            self._run(self.batch_size)
+        start = 0
+        for stop in (*breaks, rows):
+            if stop > start:
+                whole = start == 0 and stop == rows
+                self._inputs.append(dict(inputs) if whole else {name: a[start:stop] for name, a in inputs.items()})
+                self.queued += stop - start
+                while self.queued >= self.batch_size:
+                    self._run(self.batch_size)
+            if stop < rows and self.queued:
+                self._run(self.queued)
+            start = stop
         return self._done()
 
     def flush(self) -> list[tuple[K, Outputs]]:
@@ -110,6 +123,24 @@ class Rebatcher(Generic[K]):
             source = self._sources.popleft()
             done.append((source.key, {name: _join(pieces) for name, pieces in source.pieces.items()}))
         return done
+
+
+def batch_breaks(rows: np.ndarray, batch_size: int, before: int | None = None) -> list[int]:
+    """Where model batches must break among rows numbered `rows` (ascending input row numbers, the rejected ones
+    missing) so that each batch holds only rows of one block [k * batch_size, (k + 1) * batch_size): a row's
+    batch then depends on the input rows alone, not on how they were cut into chunks, pieces or engines, nor on
+    rows rejected outside its block. before: the row number of the row queued just before these (None: none).
+
+    >>> batch_breaks(np.array([0, 1, 3, 4, 5, 9]), 4)
+    [3, 5]
+    """
+    if not len(rows):
+        return []
+    blocks = rows // batch_size
+    breaks = (np.flatnonzero(blocks[1:] != blocks[:-1]) + 1).tolist()
+    if before is not None and before // batch_size != blocks[0]:
+        breaks.insert(0, 0)
+    return breaks
 
 
 def _rows(inputs: Inputs) -> int:

@@ -18,7 +18,7 @@ from torchpredict.io.readers import Chunk
 from torchpredict.messages import counted, quoted
 from torchpredict.stats import RunStats
 
-__all__ = ["Piece", "Plan", "Result"]
+__all__ = ["Piece", "Plan", "Result", "check_columns"]
 
 _PARSE_TYPES = {"float32": pa.float64(), "float64": pa.float64(), "int32": pa.int64(), "int64": pa.int64(),
                 "bool": pa.bool_(), "string": pa.string()}
@@ -52,11 +52,7 @@ class Plan:
             detect_format(source, format)
         if STDIO in sources and len(sources) > 1:
             raise InputError("stdin ('-') cannot be read together with other inputs")
-        if columns is not None:
-            unknown = [c for c in columns if c not in predictor.prediction_columns]
-            if unknown:
-                raise InputError(f"{counted('unknown prediction column', unknown)}; the bundle "
-                                 f"writes {quoted(predictor.prediction_columns)}")
+        check_columns(predictor, columns)
         features = predictor.schema.features
         types = {c.name: _PARSE_TYPES[c.dtype] for c in features if not c.shape}
         types.update({c.name: pa.string() for c in predictor.schema.passthrough if c.dtype == "string"})
@@ -93,3 +89,13 @@ class Result:
     rejected: pa.Table | None
     reject_names: list[str]
 
+
+
+def check_columns(predictor: Any, columns: Sequence[str] | None) -> None:
+    """The prediction columns asked for are ones the bundle writes (None: all)."""
+    if columns is None:
+        return
+    unknown = [c for c in columns if c not in predictor.prediction_columns]
+    if unknown:
+        raise InputError(f"{counted('unknown prediction column', unknown)}; the bundle "
+                         f"writes {quoted(predictor.prediction_columns)}")

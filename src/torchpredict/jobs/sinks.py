@@ -26,7 +26,7 @@ from torchpredict.schema.drift import DriftReport
 from torchpredict.schema.validation import free_name
 from torchpredict.stats import RunStats
 
-__all__ = ["STATE_DIR", "Sink", "open_sink", "write_json"]
+__all__ = ["STATE_DIR", "RejectsFile", "Sink", "add_counts", "open_sink", "write_json"]
 
 STATE_DIR = ".torchpredict"  # in a folder output: the job's signature and one marker per committed part
 
@@ -78,7 +78,7 @@ def open_sink(predictor: Any, plan: Plan, output: str, output_format: str | None
 # -- one file ------------------------------------------------------------------------------------------
 
 
-class _Rejects:
+class RejectsFile:
     """The rejected rows of a run, into one file written under a temporary name (empty when none)."""
 
     def __init__(self, path: Path | None, many: bool) -> None:
@@ -131,12 +131,12 @@ class _OneFile(Sink):
     def __init__(self, output: str, fmt: str, rejects: Path | None, many: bool) -> None:
         self.output, self.format = output, fmt
         self.stats = RunStats()
-        self.rejects = _Rejects(rejects, many)
+        self.rejects = RejectsFile(rejects, many)
         self._writer: TableWriter | None = None
         self._empty: pa.RecordBatch | None = None
 
     def write(self, result: Result) -> None:
-        _count(self.stats, result.stats)
+        add_counts(self.stats, result.stats)
         self.rejects.write(result.rejected, result.reject_names)
         batch = result.batch
         if batch is None:
@@ -164,7 +164,8 @@ class _OneFile(Sink):
         self.rejects.abort()
 
 
-def _count(total: RunStats, part: RunStats) -> None:
+def add_counts(total: RunStats, part: RunStats) -> None:
+    """Add what part of a run saw to what the whole saw."""
     total.rows_in += part.rows_in
     total.rows_predicted += part.rows_predicted
     total.rows_rejected += part.rows_rejected
@@ -243,7 +244,7 @@ class _Parts(Sink):
             self._commit()
             self._part = _Part(piece.part)
         part = self._part
-        _count(part.stats, result.stats)
+        add_counts(part.stats, result.stats)
         part.reject_names = result.reject_names
         if self.rejects is not None and result.rejected is not None and result.rejected.num_rows:
             if part.rejects is None:
@@ -279,7 +280,7 @@ class _Parts(Sink):
         self._commit()
         stats = RunStats()
         for entry in self.markers:
-            _count(stats, _marked(entry))
+            add_counts(stats, _marked(entry))
         if self.rejects is not None:
             self._gather_rejects()
         return stats

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from torchpredict.errors import PredictionError, SchemaError
-from torchpredict.inference.rebatching import Rebatcher
+from torchpredict.inference.rebatching import Rebatcher, batch_breaks
 from torchpredict.io.formats import STDIO
 from torchpredict.jobs.plan import Piece, Plan, Result
 from torchpredict.schema.schema import Validated
@@ -56,24 +56,31 @@ def with_file(rejected: pa.Table, plan: Plan, source: str) -> pa.Table:
 
 
 class ModelStage:
-    """Runs the model on the prepared rows through the re-batcher, in batches of exactly predictor.batch_size
-    counted from the first row of each file, as Predictor.predict lays them out over that file whatever the
-    chunk sizes (so that the outputs are bit-identical: a matrix kernel may round differently for another batch
-    size). No batch spans two files, so that a file's predictions do not depend on the files read with it nor on
-    the engine (the Ray engine's actors each see pieces of one file), nor two output parts, so that a resumed run
-    computes every part as an uninterrupted one does."""
+    """Runs the model on the prepared rows through the re-batcher, each batch holding the rows that passed
+    validation among input rows [k * batch_size, (k + 1) * batch_size) of one file, as Predictor.predict lays
+    them out over that file whatever the chunk sizes (so that the outputs are bit-identical: a matrix kernel may
+    round differently for another batch size). So a file's predictions depend neither on the files read with it,
+    nor on where its chunks or the Ray engine's pieces (whole blocks each) end, nor on rows rejected in other
+    blocks. No batch spans two output parts either, so that a resumed run computes every part as an uninterrupted
+    one does."""
 
     def __init__(self, predictor: Any, plan: Plan) -> None:
         self.predictor, self.plan = predictor, plan
         self.rebatcher: Rebatcher[Prepared] = Rebatcher(predictor.batch_size, self._run)
         self._source: str | None = None
+        self._last_row: int | None = None  # the input row number of the last row queued
 
     def feed(self, prepared: Prepared) -> list[Result]:
         done = []
         if self._source is not None and prepared.piece.source != self._source:
             done = self.rebatcher.flush()
+            self._last_row = None
         self._source = prepared.piece.source
-        done += self.rebatcher.add(prepared, prepared.inputs)
+        rows = prepared.validated.passed_rows(prepared.piece.chunk.first_row)
+        done += self.rebatcher.add(prepared, prepared.inputs, batch_breaks(rows, self.rebatcher.batch_size,
+                                                                           self._last_row))
+        if len(rows):
+            self._last_row = int(rows[-1])
         if prepared.piece.ends_part:
             done += self.rebatcher.flush()
         return [self._result(piece, outputs) for piece, outputs in done]

@@ -101,6 +101,14 @@ class Validated:
         """Input rows: passed plus rejected."""
         return self.num_rows + (0 if self.rejected is None else self.rejected.num_rows)
 
+    def passed_rows(self, first_row: int) -> np.ndarray:
+        """The input row number of each row that passed (the rows between the rejected ones); first_row: the
+        number of the input's first row, as given to Schema.validate."""
+        rows = np.arange(first_row, first_row + self.rows_in, dtype=np.int64)
+        if self.rejected is None:
+            return rows
+        return np.setdiff1d(rows, self.rejected.column(0).to_numpy(), assume_unique=True)
+
     def __repr__(self) -> str:
         return f"Validated(rows={self.num_rows}, rejected={0 if self.rejected is None else self.rejected.num_rows})"
 
