@@ -18,6 +18,7 @@ from torchpredict.bundle import load
 from torchpredict.errors import EngineError, InputError, SchemaError
 from torchpredict.io.readers import read_table
 from torchpredict.io.writers import write_table
+from torchpredict.ray.engine import loopback_only
 
 WINE = Path(__file__).parents[1] / "data" / "wine-v1"
 BUNDLE = WINE / "wine.tpk"
@@ -25,8 +26,9 @@ BUNDLE = WINE / "wine.tpk"
 
 @pytest.fixture(scope="module", autouse=True)
 def runtime():
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level=logging.WARNING,
-             log_to_driver=False)
+    with loopback_only():
+        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level=logging.WARNING,
+                 log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray").setLevel(logging.WARNING)  # Ray Data's per-operator metrics at INFO/DEBUG
     yield ray
@@ -203,3 +205,49 @@ def test_without_ray_installed_the_engine_says_how_to_install_it(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip() == ("error: the Ray engine needs Ray Data, which is not installed: "
                                    "pip install 'torchpredict[ray]'")
+
+
+@pytest.mark.parametrize(("resources", "asked", "sized"), [
+    ({"CPU": 2}, {}, (1, 1.0, 1.0)),  # one whole-CPU actor and a CPU for reading
+    ({"CPU": 2}, {"actors": 2}, (2, 0.5, 1.0)),  # two actors share the CPU left
+    ({"CPU": 1}, {}, (1, 0.5, 0.5)),  # one CPU: half for the actor, half for reading
+    ({"CPU": 16}, {}, (15, 1.0, 1.0)),
+    ({"CPU": 16}, {"cpus_per_actor": 4}, (3, 4.0, 1.0)),
+    ({"CPU": 16, "GPU": 4}, {"gpus_per_actor": 1}, (4, 1.0, 1.0)),
+    ({"CPU": 16, "GPU": 4}, {"gpus_per_actor": 0.5}, (8, 1.0, 1.0)),
+])
+def test_actors_are_sized_to_leave_the_read_tasks_a_cpu(resources, asked, sized):
+    sizing = tpray.size_actors(resources, **asked)
+    assert (sizing.actors, sizing.cpus_per_actor, sizing.read_cpus) == sized
+    assert sizing.actors * sizing.cpus_per_actor + sizing.read_cpus <= resources["CPU"]
+    assert sizing.threads == max(1, int(sizing.cpus_per_actor))
+
+
+@pytest.mark.parametrize(("resources", "asked", "message"), [
+    ({"CPU": 2}, {"actors": 2, "cpus_per_actor": 1}, r"2 actors x 1 CPU leave 0 of the cluster's 2 CPU\(s\) for "
+     r"reading, which needs 1: the job would wait forever for a CPU; ask for at most 0.5 CPU per actor"),
+    ({"CPU": 2}, {"actors": 300}, r"300 actors do not fit the cluster's 2 CPU\(s\) with 1 left for reading"),
+    ({"CPU": 4, "GPU": 1}, {"gpus_per_actor": 2}, r"2 GPU per actor asked for; the Ray cluster has 1 GPU\(s\)"),
+    ({"CPU": 4, "GPU": 2}, {"gpus_per_actor": 1, "actors": 3}, r"3 actors x 1 GPU do not fit the cluster's 2 GPU"),
+    ({}, {}, "the Ray cluster has no CPU to run the job on"),
+    ({"CPU": 2}, {"actors": 0}, "actors must be > 0, got 0"),
+    ({"CPU": 2}, {"gpus_per_actor": -1}, "gpus_per_actor must be >= 0, got -1"),
+])
+def test_sizes_that_would_hang_or_cannot_fit_are_refused_with_what_would(resources, asked, message):
+    with pytest.raises(EngineError, match=message):
+        tpray.size_actors(resources, **asked)
+
+
+def test_the_cli_starts_a_local_runtime_of_its_own_without_an_address(wines, tmp_path):
+    names = _inputs(wines, tmp_path / "in")
+    done = run_cli("predict", BUNDLE, *names[:2], "-o", tmp_path / "out", "--engine", "ray", "--keep", "id",
+                   "--quiet", "--rejects", tmp_path / "rejects.csv")
+    assert done.returncode == 0, done.stderr
+    assert "predicted" not in done.stderr  # --quiet: no summary (and no progress bars)
+    parts = sorted((tmp_path / "out").glob("part-*.parquet"))
+    assert sum(read_table(p).num_rows for p in parts) == 1514
+    local = run_cli("predict", BUNDLE, *names[:2], "-o", tmp_path / "local.csv", "--keep", "id", "--quiet",
+                    "--rejects", tmp_path / "local-rejects.csv")
+    assert local.returncode == 0, local.stderr
+    header = (tmp_path / "local-rejects.csv").read_text()
+    assert (tmp_path / "rejects.csv").read_text() == header and header.startswith('"file","row","reason","alcohol"')

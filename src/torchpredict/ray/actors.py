@@ -35,7 +35,7 @@ __all__ = ["SUMMARY_SCHEMA", "PieceActor", "TableActor", "part_name"]
 
 SUMMARY_SCHEMA = pa.schema([("file", pa.int32()), ("first_row", pa.int64()), ("rows", pa.int64()),
                             ("part", pa.string()), ("written", pa.int64()), ("stats", pa.binary()),
-                            ("rejected", pa.binary())])
+                            ("rejected", pa.binary()), ("names", pa.list_(pa.string()))])
 
 
 def part_name(file: int, first_row: int, fmt: str) -> str:
@@ -106,7 +106,8 @@ class PieceActor:
             written = writer.rows
         return pa.Table.from_pydict({"file": [file], "first_row": [first_row], "rows": [rows], "part": [name],
                                      "written": [written], "stats": [pickle.dumps(stats)],
-                                     "rejected": [_ipc(pa.concat_tables(rejected)) if rejected else b""]},
+                                     "rejected": [_ipc(pa.concat_tables(rejected)) if rejected else b""],
+                                     "names": [results[0].reject_names if results else []]},
                                     schema=SUMMARY_SCHEMA)
 
     def __del__(self) -> None:

@@ -126,27 +126,62 @@ def _floor(value: float) -> float:
 
 @contextlib.contextmanager
 def ray_runtime(address: str | None) -> Iterator[Any]:
-    """Ray connected: the runtime already initialised in this process, the cluster at address ("auto": the one
-    RAY_ADDRESS or this machine runs), or a local runtime on this machine's cores, listening on 127.0.0.1 and
-    shut down afterwards."""
+    """Ray connected for one job (see connect), and shut down afterwards if the job started or joined it."""
     ray = import_ray()
     if ray.is_initialized():
         yield ray
         return
-    options: dict[str, Any] = {"logging_level": logging.WARNING, "include_dashboard": False}
-    if address is None:
-        options.update(num_cpus=cpu_cores(), _node_ip_address="127.0.0.1")
-    else:
-        options["address"] = address
-    try:
-        ray.init(**options)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = "start a local Ray runtime" if address is None else f"connect to the Ray cluster at '{address}'"
-        raise EngineError(f"cannot {where}: {first_line(exc)}") from None
+    connect(address)
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+def connect(address: str | None) -> None:
+    """Initialise Ray, unless this process already did: join the cluster at address ("auto": the one RAY_ADDRESS
+    or this machine runs; "HOST:PORT"), or start a local runtime on this machine's cores (address None). A
+    local runtime, or a cluster at a loopback address, is listened for on 127.0.0.1 only (loopback_only)."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return
+    options: dict[str, Any] = {"logging_level": logging.WARNING, "include_dashboard": False}
+    if address is None:
+        options["num_cpus"] = cpu_cores()
+    else:
+        options["address"] = address
+    local = address is None or address.rsplit(":", 1)[0] in ("127.0.0.1", "localhost")
+    if local:  # a cluster on this machine's loopback address: this driver listens there too
+        options["_node_ip_address"] = "127.0.0.1"
+    try:
+        with loopback_only() if local else contextlib.nullcontext():
+            ray.init(**options)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = "start a local Ray runtime" if address is None else f"connect to the Ray cluster at '{address}'"
+        raise EngineError(f"cannot {where}: {first_line(exc)}") from None
+
+
+_ONE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's processes take the loopback address as the node's
+
+
+@contextlib.contextmanager
+def loopback_only() -> Iterator[None]:
+    """Ray processes started meanwhile listen on 127.0.0.1 only. `_node_ip_address="127.0.0.1"` alone still
+    has the GCS, raylet and workers listen on every interface (measured with ss); Ray's one-machine mode (its
+    default on macOS and Windows, chosen by this variable, read by the processes it starts and, already
+    imported, by this one) binds them to the loopback address."""
+    from ray._private import ray_constants
+
+    before, flag = os.environ.get(_ONE_MACHINE), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_ONE_MACHINE], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = flag
+        if before is None:
+            os.environ.pop(_ONE_MACHINE, None)
+        else:
+            os.environ[_ONE_MACHINE] = before
 
 
 def _cause(exc: BaseException) -> BaseException | None:
@@ -360,8 +395,7 @@ def _gathered(plan: Plan, summaries: Iterator[dict[str, Any]], staging: Path,
                 raise EngineError(f"file '{plan.sources[file]}': the part of rows {first_row:,}+ holds "
                                   f"{piece['written']:,} rows for {part_stats.rows_predicted:,} predicted")
             add_counts(stats, part_stats)
-            rejected = rejected_of(piece["rejected"])
-            writer.write(rejected, [] if rejected is None else _input_names(rejected, plan))
+            writer.write(rejected_of(piece["rejected"]), piece["names"])
         missing = [plan.sources[f] for f in ends if not any(k[0] == f for k in pieces)]
         if missing:
             raise EngineError(f"file '{missing[0]}' came back from no actor; the job is incomplete")
@@ -372,22 +406,18 @@ def _gathered(plan: Plan, summaries: Iterator[dict[str, Any]], staging: Path,
     return stats, [pieces[k]["part"] for k in sorted(pieces) if pieces[k]["part"]]
 
 
-def _input_names(rejected: Any, plan: Plan) -> list[str]:
-    """The input columns of rejected rows (after (file,) row and reason)."""
-    return rejected.column_names[3 if plan.many else 2:]
-
-
 def predict(data: Any, bundle: str | Path, *, keep: Sequence[str] = (), columns: Sequence[str] | None = None,
             format: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE, actors: int | None = None,
             cpus_per_actor: float | None = None, gpus_per_actor: float = 0.0, device: str | None = None,
             backend: str | None = None, preserve_order: bool = False, piece_rows: int | None = None,
-            **load_options: Any) -> Any:
+            address: str | None = None, **load_options: Any) -> Any:
     """A Ray Dataset of predictions (kept columns, then prediction columns), computed when it is consumed.
 
     data: input files, folders or globs (read as the local engine reads them, row numbers in errors counting
     rows in their file) or a ray.data.Dataset (each batch predicted with Predictor.predict). A bad row fails the
     job with the SchemaError the local engine raises; for rejects, counts and the drift report use
-    predict_files (CLI --engine ray). Ray must be initialised (ray.init) before the Dataset runs.
+    predict_files (CLI --engine ray). Ray is initialised as connect(address) does unless it is already, and
+    stays up for the Dataset to run.
     preserve_order: give rows in input order (Ray's execution_options.preserve_order; costs throughput). The
     other options are predict_files'.
 
@@ -395,8 +425,7 @@ def predict(data: Any, bundle: str | Path, *, keep: Sequence[str] = (), columns:
     >>> ds.write_parquet("s3://bucket/predictions/")                                        # doctest: +SKIP
     """
     ray = import_ray()
-    if not ray.is_initialized():
-        ray.init(logging_level=logging.WARNING, include_dashboard=False)
+    connect(address)
     predictor = _load_here(bundle, batch_size, load_options)
     sizing = size_actors(ray.cluster_resources(), actors=actors, cpus_per_actor=cpus_per_actor,
                          gpus_per_actor=gpus_per_actor)
