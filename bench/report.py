@@ -46,9 +46,10 @@ SCRIPTS = (
     Script("decoding", (), ("--steps", "40", "--rows", "64", "--repeats", "1"), 900),  # 64: its batch size
     Script("batch", (), ("--reps", "1", "--times", "2"), 3600, needs_peers=True),
     Script("serve", (), ("--quick",), 3600, needs_peers=True),
+    Script("ray", (), ("--quick",), 1800),
     Script("gpu_check", (), (), 900),
 )
-VERSIONS = ("torch", "numpy", "pyarrow", "onnxruntime", "uvicorn", "torchpredict")
+VERSIONS = ("torch", "numpy", "pyarrow", "onnxruntime", "uvicorn", "ray", "torchpredict")
 
 
 def main(argv: list[str] | None = None) -> int:
