@@ -205,3 +205,13 @@ def test_the_cli_verify_exits_2_with_one_line_for_an_edited_setting(bundles, tmp
                         r"0 .*; prediction column 'cultivar' differs from the recorded one at row \d+ \(expected "
                         r"'class_\d', got 'class_\d'\); a setting it depends on was changed", one_line(result))
     assert result.stdout == b""
+
+
+def test_a_schema_json_that_differs_from_the_schema_predicting_uses_fails_load(tmp_path):
+    """schema.json is the copy `inspect` shows; an edit of it resealed (found by tests/fuzz) loaded while inspect
+    showed inputs the model does not take."""
+    bundle = copy_bundle(Path(__file__).parent / "data" / "wine-v1" / "wine.tpk", tmp_path / "wine.tpk")
+    edit_json(bundle, "schema.json", lambda schema: schema["columns"].pop(0) and None)
+    with pytest.raises(BundleError, match=r"schema.json differs from the schema preprocessing.json holds, which is "
+                                          r"the one predicting uses: the bundle was edited after it was saved"):
+        load(bundle, device="cpu")

@@ -180,3 +180,20 @@ def test_a_long_line_nested_a_few_levels_still_reads_with_arrow(tmp_path):
     path.write_text('{"a": [' + ", ".join(["[1, 2]"] * 2_000) + ']}\n{"a": [[3]]}\n')
     chunks = list(read_chunks(path))
     assert isinstance(chunks[0].data, pa.Table) and chunks[0].data.num_rows == 2
+
+
+def test_a_jsonl_line_that_is_not_an_object_is_refused_naming_it(tmp_path):
+    """A first line `null` crashed pyarrow 26's JSON reader (SIGSEGV): lines that are not objects never reach it."""
+    for text, message in (("null\n{}\n", r"line 1 is null, not an object; each line of a JSONL file is one row"),
+                          ('  null\n{"a": 1}\n', "line 1 is null, not an object"),
+                          ('{"a": 1}\n[1, 2]\n', r"line 2 is a list of 2, not an object")):
+        path = tmp_path / "in.jsonl"
+        path.write_text(text)
+        with pytest.raises(InputError, match=message):
+            list(read_chunks(path))
+
+
+def test_an_empty_npy_file_is_an_input_error(tmp_path):
+    (tmp_path / "empty.npy").write_bytes(b"")
+    with pytest.raises(InputError, match=r"file '.*empty.npy': cannot read it as npy: No data left in file"):
+        list(read_chunks(tmp_path / "empty.npy"))

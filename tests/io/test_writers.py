@@ -76,3 +76,9 @@ def test_compressed_text_output_by_extension(tmp_path):
     assert gzip.decompress((tmp_path / "t.csv.gz").read_bytes()).startswith(b'"id","zip","x"')
     with pytest.raises(InputError, match="cannot be compressed by extension"):
         write_table(TABLE, tmp_path / "t.parquet.gz")
+
+
+def test_a_csv_column_of_lists_is_written_as_json_text(tmp_path):
+    """A kept input column of lists (JSONL input): CSV has no such cells, and Arrow's CSV writer refuses them."""
+    write_table(pa.table({"a": [[1, 2], None, []], "b": [1.5, 2.0, 3.0]}), tmp_path / "out.csv")
+    assert (tmp_path / "out.csv").read_text() == '"a","b"\n"[1, 2]",1.5\n,2\n"[]",3\n'

@@ -9,18 +9,13 @@ One server per module serves a folder of the three bundles behind a token; the S
 from __future__ import annotations
 
 import gzip
-import http.client
 import os
 import re
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +26,7 @@ import torch
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
+from live_server import AUTH, TRUST, Reply, Server, start_server, stop
 from seq2seq_model import MAX_DIGITS, digit_strings
 from seq2seq_model import Seq2Seq as Transformer
 from torchpredict.bundle import load, save
@@ -39,107 +35,13 @@ from torchpredict.heads.sequences import Seq2Seq
 from torchpredict.preprocessing import Preprocessor, TextEncode
 from torchpredict.schema.schema import KEEP_HINT
 
-TESTS = Path(__file__).resolve().parents[1]
-TOKEN = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
 
 def auth() -> dict[str, str]:
     """A fresh headers dict per tritonclient call: infer() adds Inference-Header-Content-Length to the dict it is
     given, which would then go with the next call."""
     return dict(AUTH)
 
-TRUST = "seq2seq_model"  # the seq2seq bundle stores weights + the tests' own factory
 MAX_QUEUE_ROWS = 1000
-STARTUP_S = 120
-
-
-# -- the server ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def json(self) -> dict:
-        return orjson.loads(self.body)
-
-
-@dataclass
-class Server:
-    port: int
-    process: subprocess.Popen
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None, *,
-                auth: bool = True, timeout: float = 60) -> Reply:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            connection.request(method, path, body=body, headers={**(AUTH if auth else {}), **(headers or {})})
-            response = connection.getresponse()
-            return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
-        finally:
-            connection.close()
-
-    def post(self, path: str, document: object, **options) -> Reply:
-        return self.request("POST", path, orjson.dumps(document), **options)
-
-    def metric(self, name: str, **labels: str) -> float:
-        """One sample of GET /metrics (0 when absent)."""
-        text = self.request("GET", "/metrics").body.decode()
-        for line in text.splitlines():
-            sample, _, value = line.rpartition(" ")
-            metric, _, rest = sample.partition("{")
-            if metric == name and dict(re.findall(r'(\w+)="([^"]*)"', rest)) == labels:
-                return float(value)
-        return 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(folder: Path, log: Path, *options: str) -> Server:
-    """`python -m torchpredict serve folder` on a free port, once it answers ready."""
-    port = free_port()
-    env = {**os.environ, "TORCHPREDICT_TOKEN": TOKEN,
-           "PYTHONPATH": os.pathsep.join([str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "torchpredict", "serve", str(folder), "--port", str(port),
-                                    "--device", "cpu", "--threads", "1", "--trust-factory", TRUST, *options],
-                                   stdout=out, stderr=subprocess.STDOUT, env=env)
-    server = Server(port, process, log)
-    deadline = time.monotonic() + STARTUP_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if server.request("GET", "/v2/health/ready", auth=False, timeout=5).status == 200:
-                return server
-        except OSError:
-            pass
-        time.sleep(0.1)
-    stop(server)
-    pytest.fail(f"the server was not ready after {STARTUP_S} s:\n{log.read_text()}")
-
-
-def stop(server: Server) -> None:
-    if server.process.poll() is None:
-        os.kill(server.process.pid, signal.SIGTERM)
-        try:
-            server.process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.kill(server.process.pid, signal.SIGKILL)
-            server.process.wait()
 
 
 @pytest.fixture(scope="module")

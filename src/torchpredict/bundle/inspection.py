@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from torchpredict.messages import counted, one_line, shown
+from torchpredict.errors import BundleError
+from torchpredict.messages import counted, described, one_line, shown
 
 if TYPE_CHECKING:
     from torchpredict.bundle.manifest import Manifest
@@ -19,39 +20,66 @@ if TYPE_CHECKING:
 __all__ = ["describe"]
 
 
-def describe(manifest: Manifest, schema: dict, preprocessing: dict) -> str:
-    """The text `torchpredict inspect` prints, from the manifest and the parsed schema.json and preprocessing.json."""
+def describe(manifest: Manifest, schema: Any, preprocessing: Any) -> str:
+    """The text `torchpredict inspect` prints, from the manifest and the parsed schema.json and preprocessing.json.
+
+    Their content is the bundle's, so any JSON: a part of the wrong kind is a BundleError naming it, and a value
+    is shown as it is, in short, whatever its type."""
     lines = [f"bundle {manifest.name!r} (model version {manifest.model_version}, format "
              f"{manifest.format_version}, created {manifest.created_at})",
-             f"  written by torchpredict {manifest.producer.get('torchpredict', '?')}, "
-             f"torch {manifest.producer.get('torch', '?')}, python {manifest.producer.get('python', '?')}",
-             f"  model: {manifest.model.get('format')} ({manifest.model.get('file')})", "  inputs:"]
-    for column in schema.get("columns", []):
-        nullable = ", nullable" if column.get("nullable") else ""
-        lines.append(f"    {column['name']}: {column['dtype']}{nullable} [{column.get('role', 'feature')}]"
-                     f"{_stats_text(column.get('stats'))}")
-    steps = preprocessing.get("steps") or []
+             f"  written by torchpredict {_short(manifest.producer.get('torchpredict', '?'))}, "
+             f"torch {_short(manifest.producer.get('torch', '?'))}, "
+             f"python {_short(manifest.producer.get('python', '?'))}",
+             f"  model: {_short(manifest.model.get('format'))} ({_short(manifest.model.get('file'))})", "  inputs:"]
+    for i, column in enumerate(_list(_object(schema, "schema.json").get("columns", []), "schema.json: columns")):
+        column = _object(column, f"schema.json: column {i}")
+        nullable = ", nullable" if column.get("nullable") is True else ""
+        lines.append(f"    {_name(column.get('name'))}: {_name(column.get('dtype'))}{nullable} "
+                     f"[{_name(column.get('role', 'feature'))}]{_stats_text(column.get('stats'))}")
+    steps = _list(_object(preprocessing, "preprocessing.json").get("steps") or [], "preprocessing.json: steps")
     lines.append("  preprocessing:" if steps else "  preprocessing: none")
-    lines += [f"    {_step_text(step)}" for step in steps]
+    lines += [f"    {_step_text(_object(step, f'preprocessing.json: step {i}'))}" for i, step in enumerate(steps)]
     lines.append("  outputs:")
-    lines += [f"    {_head_text(head)}" for head in manifest.heads]
-    lines.append(f"  golden examples: {manifest.examples.get('rows')} rows")
+    lines += [f"    {_head_text(_object(head, f'manifest.json: head {i}'))}"
+              for i, head in enumerate(_list(manifest.heads, "manifest.json: heads"))]
+    examples = manifest.examples if isinstance(manifest.examples, dict) else {}
+    lines.append(f"  golden examples: {_short(examples.get('rows'))} rows")
     return "\n".join(lines)
+
+
+def _object(value: Any, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise BundleError(f"{what} must be an object, got {described(value)}")
+    return value
+
+
+def _list(value: Any, what: str) -> list:
+    if not isinstance(value, list):
+        raise BundleError(f"{what} must be a list, got {described(value)}")
+    return value
+
+
+def _name(value: Any) -> str:
+    return value if isinstance(value, str) else _short(value)
 
 
 def _step_text(step: dict) -> str:
     """"standardize column(s) 'a', 'b': mean_ [1.5, 2], scale_ [0.5, 1]": its learned state in short form
     (its parameters when it learns nothing, like Clip's bounds)."""
     columns = step.get("columns") or []
-    settings = step.get("state") or {k: v for k, v in (step.get("params") or {}).items() if v is not None}
+    state, params = step.get("state"), step.get("params")
+    settings = state if isinstance(state, dict) and state else {
+        k: v for k, v in (params if isinstance(params, dict) else {}).items() if v is not None}
     learned = ", ".join(f"{key} {_short(value)}" for key, value in settings.items())
-    return one_line(f"{step.get('type')} {counted('column', columns)}" + (f": {learned}" if learned else ""))
+    columns = counted("column", columns) if isinstance(columns, list) else f"columns {_short(columns)}"
+    return one_line(f"{_name(step.get('type'))} {columns}" + (f": {learned}" if learned else ""))
 
 
 def _head_text(head: dict) -> str:
     """"regression: target 'price', scaled: mean 2.5e+05, std 8.1e+04 (...)", or "...: labels ['a', 'b']"."""
-    params, state = head.get("params", {}), head.get("state", {})
-    text = f"{head.get('type')}: target {_short(params.get('target'))}"
+    params, state = head.get("params"), head.get("state")
+    params, state = (params if isinstance(params, dict) else {}), (state if isinstance(state, dict) else {})
+    text = f"{_name(head.get('type'))}: target {_short(params.get('target'))}"
     labels = params.get("labels") or state.get("labels_")
     if labels:
         text += f", labels {_short(labels, limit=20)}"
@@ -82,11 +110,12 @@ def _short(value: Any, limit: int = 3, depth: int = 2) -> str:
     return shown(value, limit=30)
 
 
-def _stats_text(stats: dict | None) -> str:
-    if not stats:
+def _stats_text(stats: Any) -> str:
+    if not stats or not isinstance(stats, dict):
         return ""
     if stats.get("categories") is not None:
-        return f" categories {len(stats['categories'])}"
+        categories = stats["categories"]
+        return f" categories {len(categories) if isinstance(categories, list) else _short(categories)}"
     if stats.get("min") is None:
         return ""
-    return f" range [{stats['min']:.4g}, {stats['max']:.4g}] mean {stats['mean']:.4g}"
+    return f" range [{_short(stats.get('min'))}, {_short(stats.get('max'))}] mean {_short(stats.get('mean'))}"

@@ -14,6 +14,7 @@ import pyarrow as pa
 from torchpredict.bundle.backends import choose_backend, run_stored_onnx
 from torchpredict.bundle.manifest import (
     PREPROCESSING_FILE,
+    SCHEMA_FILE,
     Manifest,
     check_hashes,
     load_json,
@@ -134,12 +135,26 @@ def _require_files(manifest: Manifest, origin: str, names: Sequence[str]) -> Non
 
 def _read_parts(root: Path, manifest: Manifest, origin: str) -> tuple[Preprocessor, list, GoldenExamples]:
     """The JSON parts of a bundle; anything malformed becomes a BundleError naming the bundle, file and field."""
-    preprocessor = _part(origin, PREPROCESSING_FILE,
-                         lambda: Preprocessor.from_dict(load_json(root, PREPROCESSING_FILE, origin)))
+    document = load_json(root, PREPROCESSING_FILE, origin)
+    preprocessor = _part(origin, PREPROCESSING_FILE, lambda: Preprocessor.from_dict(document))
+    _check_schema_copy(root, manifest, origin, document)
     heads = [_part(origin, f"manifest.json heads[{i}] ({head['type']}):", partial(head_from_dict, head))
              for i, head in enumerate(manifest.heads)]
     golden = _part(origin, "", lambda: GoldenExamples.read(root, manifest.examples))
     return preprocessor, heads, golden
+
+
+def _check_schema_copy(root: Path, manifest: Manifest, origin: str, preprocessing: Any) -> None:
+    """schema.json is a copy of the schema preprocessing.json holds (what predicting uses), for readers such as
+    `inspect`; a copy that differs (an edit resealed, a writer's bug) would show inputs the model does not take."""
+    state = preprocessing.get("state") if isinstance(preprocessing, dict) else None
+    held = state.get("schema") if isinstance(state, dict) else None
+    if SCHEMA_FILE not in manifest.files or held is None:
+        return
+    if load_json(root, SCHEMA_FILE, origin) != held:
+        raise BundleError(f"bundle '{origin}': schema.json differs from the schema preprocessing.json holds, which "
+                          "is the one predicting uses: the bundle was edited after it was saved; save it again "
+                          "from its model")
 
 
 def _part(origin: str, where: str, read: Callable[[], T]) -> T:

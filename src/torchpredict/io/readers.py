@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from torchpredict.errors import InputError, SchemaError, TorchPredictError
 from torchpredict.io.formats import STDIO, detect_format
-from torchpredict.messages import first_line
+from torchpredict.messages import described, first_line
 
 __all__ = ["DEFAULT_BATCH_ROWS", "DEFAULT_BLOCK_BYTES", "MAX_LINE_BYTES", "Chunk", "read_chunks",
            "read_table"]
@@ -92,7 +92,7 @@ def read_chunks(path: str | Path, *, format: str | None = None,
                 yield from _parquet_chunks(source, batch_rows, threads)
             else:
                 yield from _npy_chunks(source, names, batch_rows)
-        except (pa.ArrowInvalid, UnicodeDecodeError, OSError, ValueError) as exc:
+        except (pa.ArrowInvalid, UnicodeDecodeError, OSError, ValueError, EOFError) as exc:  # EOFError: an empty .npy
             if isinstance(exc, TorchPredictError):
                 raise
             raise InputError(f"file '{source.name}': cannot read it as {fmt}: {first_line(exc)}") from None
@@ -323,6 +323,8 @@ def _jsonl_chunks(source: _Input, types: dict[str, pa.DataType], block_bytes: in
         try:
             if _may_nest_deeply(block, newlines):  # Arrow's parser recurses per level: 30,000 crash the process
                 raise pa.ArrowInvalid("nested deeply")
+            if not _objects_only(block, newlines):  # a first line of `null` crashes pyarrow 26's reader (SIGSEGV)
+                raise pa.ArrowInvalid("a line that is not a JSON object")
             table = pajson.read_json(pa.BufferReader(block), read_options=options)
             data: pa.Table | list[dict] = _strings_where_wanted(table, types)
             rows = table.num_rows
@@ -336,6 +338,24 @@ def _jsonl_chunks(source: _Input, types: dict[str, pa.DataType], block_bytes: in
             yield Chunk(data, rows, first_row, source.done())
         first_row += rows
         line += len(newlines)
+
+
+def _objects_only(block: memoryview, newlines: np.ndarray) -> bool:
+    """Whether every line of the block is blank or starts (after blanks) with '{': what Arrow's JSON reader may be
+    given. Decided from each line's first byte, and only lines starting otherwise are looked at in full."""
+    data = np.frombuffer(block, dtype=np.uint8)
+    starts = np.concatenate(([0], newlines + 1))
+    starts = starts[starts < len(data)]
+    odd = starts[data[starts] != ord("{")]
+    if not len(odd):
+        return True
+    ends = np.concatenate((newlines, [len(data)]))
+    for start in odd.tolist():
+        stop = int(ends[np.searchsorted(ends, start)])
+        line = bytes(block[start:stop]).strip()
+        if line and not line.startswith(b"{"):
+            return False
+    return True
 
 
 def _may_nest_deeply(block: memoryview, newlines: np.ndarray) -> bool:
@@ -376,13 +396,17 @@ def _records(block: bytes, name: str, first_line: int) -> list[dict]:
         if not text.strip():
             continue
         try:
-            records.append(_JSON.decode(text))
+            record = _JSON.decode(text)
         except json.JSONDecodeError as exc:
             raise InputError(f"file '{name}': line {number} is not valid JSON ({exc.msg})") from None
         except RecursionError:
             raise InputError(f"file '{name}': line {number} nests arrays or objects too deeply to read") from None
         except _DuplicateKeys as exc:
             raise SchemaError(f"file '{name}': duplicate key(s) {exc} in the object on line {number}") from None
+        if not isinstance(record, dict):
+            raise InputError(f"file '{name}': line {number} is {described(record)}, not an object; each line of a "
+                             "JSONL file is one row, as an object of column values")
+        records.append(record)
     return records
 
 

@@ -116,6 +116,10 @@ def _open_sink(fmt: str, target: Any, schema: pa.Schema) -> Any:
     if fmt == "npy":
         return _NpySink(target, schema)
     options = pacsv.WriteOptions(delimiter="\t" if fmt == "tsv" else ",")
+    nested = [i for i, f in enumerate(schema) if pa.types.is_nested(f.type)]
+    if nested:  # a kept column of lists or objects: CSV has no such cells, so each is its JSON text
+        text = pa.schema([pa.field(f.name, pa.string()) if i in nested else f for i, f in enumerate(schema)])
+        return _NestedAsJson(pacsv.CSVWriter(target, text, write_options=options), target, nested)
     return _ArrowSink(pacsv.CSVWriter(target, schema, write_options=options), closes=target)
 
 
@@ -133,6 +137,20 @@ class _ArrowSink:
         self._writer.close()
         if isinstance(self._closes, pa.NativeFile) and not self._closes.closed:
             self._closes.close()
+
+
+class _NestedAsJson(_ArrowSink):
+    """A CSV writer whose nested columns (lists, structs) are written as their JSON text."""
+
+    def __init__(self, writer: Any, closes: Any, nested: list[int]) -> None:
+        super().__init__(writer, closes)
+        self._nested = nested
+
+    def write(self, data: pa.Table | pa.RecordBatch) -> None:
+        columns = list(data.columns)
+        for i in self._nested:  # a missing value stays an empty cell, as in every other CSV column
+            columns[i] = pc.if_else(pc.is_valid(columns[i]), _json_values(columns[i]), pa.scalar(None, pa.string()))
+        super().write(type(data).from_arrays(columns, names=data.schema.names))
 
 
 class _JsonlSink:

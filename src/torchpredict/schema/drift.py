@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from torchpredict.schema.columns import Column
-from torchpredict.schema.validation import Leaves, as_mask, missing
+from torchpredict.schema.validation import Leaves, as_mask, cast_accepted, missing
 
 __all__ = ["ColumnDrift", "DriftReport", "column_drift", "count_drift"]
 
@@ -219,7 +219,7 @@ def column_drift(column: Column, found: Leaves, n_rows: int) -> ColumnDrift:
     if column.dtype == "string" and stats.categories is not None:
         _count_unseen(drift, found, stats.categories, not column.shape)
     elif stats.min is not None and stats.max is not None:
-        x = pc.fill_null(values.cast(pa.float64(), safe=False), np.nan).to_numpy()
+        x = pc.fill_null(cast_accepted(values, pa.float64()), np.nan).to_numpy()
         with np.errstate(invalid="ignore"):
             drift.out_of_range = _row_count((x < stats.min) | (x > stats.max), rows, not column.shape)
     if column.nullable and stats.missing_rate == 0:

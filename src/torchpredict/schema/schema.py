@@ -28,6 +28,7 @@ from torchpredict.schema.tables import as_table
 from torchpredict.schema.validation import (
     RowProblems,
     RowReport,
+    cast_accepted,
     check_column,
     check_nulls,
     decoded,
@@ -231,7 +232,7 @@ class Schema:
         """The accepted rows, features cast to their dtypes, then passthrough and kept columns as they are."""
         if not accepted.all():
             table = table.filter(pa.array(accepted))
-        arrays = [decoded(table.column(c.name)).cast(target_type(c), safe=False) for c in self.features]
+        arrays = [cast_accepted(decoded(table.column(c.name)), target_type(c)) for c in self.features]
         arrays += [table.column(n) for n in names[len(arrays):]]
         return pa.Table.from_arrays(arrays, names=names)
 
@@ -387,3 +388,4 @@ def _feature_column(col: pa.ChunkedArray, name: str, nullable: bool, free_text: 
 
 def _passthrough_column(col: pa.ChunkedArray, name: str) -> Column:
     return Column(name, show_type(col.type), (), col.null_count > 0, "passthrough", None)
+

@@ -22,8 +22,8 @@ from torchpredict.messages import shown
 from torchpredict.schema.columns import DTYPES, Column
 from torchpredict.schema.tables import as_table, is_record, kind_group, past_int64, value_kind
 
-__all__ = ["DTYPES", "Leaves", "RowProblems", "RowReport", "check_column", "forward_reports", "free_name", "leaves",
-           "read_input"]
+__all__ = ["DTYPES", "Leaves", "RowProblems", "RowReport", "cast_accepted", "check_column", "forward_reports",
+           "free_name", "leaves", "read_input"]
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -310,6 +310,17 @@ def _positions(n: int) -> np.ndarray:
     positions = np.arange(n)
     positions.flags.writeable = False
     return positions
+
+
+def cast_accepted(values: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
+    """Values of the rows that passed validation as `target`. A column of a kind that cannot become it (a list
+    where a number goes) holds only nulls once its bad rows are rejected: those nulls, typed."""
+    try:
+        return values.cast(target, safe=False)
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+        if values.null_count != len(values):
+            raise
+        return pa.chunked_array([pa.nulls(len(values), target)])
 
 
 def check_column(column: Column, col: pa.ChunkedArray, problems: RowProblems) -> Leaves:

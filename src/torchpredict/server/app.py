@@ -12,6 +12,7 @@ which joins concurrent requests into model batches; this module only reads reque
     POST /v2/models/{name}[/versions/{v}]/records      rows as JSON objects (also .../predict)
     POST /v2/repository/index                          the served models
     GET  /metrics                                      Prometheus metrics
+    GET  /openapi.json                                 the OpenAPI 3.0 document of these routes (server.openapi)
 
 Errors are JSON `{"error": "..."}`: 400 for a bad request (the torchpredict message, naming the input and what
 was wrong), 401 without the bearer token, 404 for an unknown model, version or route, 405 for a wrong method,
@@ -47,6 +48,7 @@ from torchpredict.schema.schema import KEEP_HINT
 from torchpredict.server import oip
 from torchpredict.server.batcher import Batcher, Overloaded, Request
 from torchpredict.server.metrics import Metrics
+from torchpredict.server.openapi import openapi_document
 from torchpredict.server.records import encode_records, parse_records
 from torchpredict.version import __version__
 
@@ -318,6 +320,9 @@ class App:
                 self.metrics.queue_rows.labels(model.name, model.version).set(model.batcher.queued_rows)
             body, content_type = await asyncio.to_thread(self.metrics.exposition)
             return 200, body, [(b"content-type", content_type.encode())]
+        if endpoint == "openapi":
+            served = {name: list(by_version) for name, by_version in self.models.items()}
+            return 200, orjson.dumps(openapi_document(served, token=self.token is not None)), []
         if endpoint == "repository":
             await self.body(headers, receive)
             index = [{"name": m.name, "version": m.version, "state": "READY"} for m in self.served()]
@@ -477,6 +482,8 @@ def _route(parts: list[str], names: Collection[str] = ()) -> tuple[str, tuple[st
     get, post = ("GET",), ("POST",)
     if parts == ["metrics"]:
         return "metrics", get, []
+    if parts == ["openapi.json"]:
+        return "openapi", get, []
     if not parts or parts[0] != "v2":
         return "unknown", get, []
     rest = parts[1:]

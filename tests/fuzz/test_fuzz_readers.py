@@ -1,0 +1,125 @@
+"""Fuzzing the file readers through a whole file job: random bytes, and CSV / JSONL text built to be hostile
+(quoting, embedded newlines, encodings, a byte-order mark, huge fields, ragged rows, many columns, odd JSON).
+Every input is predicted row by row or refused with a torchpredict error of one short line; with a rejects file,
+every input row is predicted or rejected (the counts add up, and the files hold them)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow.csv as pacsv
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fuzzing import FUZZ, corpus
+from torchpredict.bundle import load
+from torchpredict.errors import TorchPredictError
+
+WINE = Path(__file__).parents[1] / "data" / "wine-v1"
+NAMES = [name.strip('"') for name in (WINE / "new_wines.csv").read_text().splitlines()[0].split(",")]
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return load(WINE / "wine.tpk", device="cpu", batch_size=16)
+
+
+def predicted_or_refused(predictor, path: Path, fmt: str | None) -> str:
+    """Run the file job with a rejects file; 'refused' when a torchpredict error of one short line said why, else
+    'predicted' after checking that every input row is predicted or rejected."""
+    out, rejects = path.with_name("out.csv"), path.with_name("rejects.csv")
+    for stale in (out, rejects):
+        stale.unlink(missing_ok=True)
+    try:
+        stats = predictor.predict_file(path, out, format=fmt, rejects=rejects, keep=["id"] if b"id" in
+                                       path.read_bytes()[:200] else [])
+    except TorchPredictError as exc:
+        message = str(exc)
+        assert message and len(message) < 1000 and "Traceback" not in message, message
+        return "refused"
+    assert stats.rows_in == stats.rows_predicted + stats.rows_rejected
+    assert pacsv.read_csv(out).num_rows == stats.rows_predicted
+    written = pacsv.read_csv(rejects, read_options=pacsv.ReadOptions(block_size=1 << 26)).num_rows
+    assert written == stats.rows_rejected
+    return "predicted"
+
+
+def _cell() -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True).map(repr),
+        st.integers(-10**30, 10**30).map(str),
+        st.sampled_from(["", "nan", "NaN", "inf", "-inf", "null", "NULL", "1e309", "-0", "0x1F", "1,5", " 7 ",
+                         '"quoted,comma"', '"multi\nline"', '"a""b"', '"unterminated', "é", "\u2028", "\x00"]),
+        st.text(max_size=12),
+        st.integers(1, 200_000).map(lambda n: "9" * n),  # a huge field
+    )
+
+
+@st.composite
+def csv_texts(draw: st.DrawFn) -> bytes:
+    many = draw(st.booleans()) and draw(st.integers(100, 3000))
+    header = [f"c{i}" for i in range(many)] if many else draw(
+        st.lists(st.one_of(st.sampled_from(NAMES), st.text(max_size=8)), max_size=20))
+    width = len(header)
+    rows = draw(st.lists(st.lists(_cell(), min_size=max(0, width - 2), max_size=width + 2), max_size=20))
+    newline = draw(st.sampled_from(["\n", "\r\n", "\r"]))
+    text = newline.join([",".join(header), *(",".join(row) for row in rows)])
+    encoding = draw(st.sampled_from(["utf-8", "utf-8", "utf-8-sig", "latin-1", "utf-16"]))
+    return text.encode(encoding, errors="replace")
+
+
+_json = st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                                                 max_size=4), max_leaves=12)
+
+
+@st.composite
+def jsonl_texts(draw: st.DrawFn) -> bytes:
+    lines = []
+    for _ in range(draw(st.integers(0, 15))):
+        kind = draw(st.sampled_from(["row", "row", "json", "garbage"]))
+        if kind == "row":
+            names = draw(st.lists(st.sampled_from(NAMES), max_size=len(NAMES), unique=True))
+            row = {name: draw(st.one_of(st.floats(), st.integers(), st.text(max_size=5), st.none(), _json))
+                   for name in names}
+            lines.append(json.dumps(row))
+        elif kind == "json":
+            lines.append(json.dumps(draw(_json)))
+        else:
+            lines.append(draw(st.text(max_size=20)))
+    return "\n".join(lines).encode("utf-8", errors="replace")
+
+
+@FUZZ
+@given(data=st.binary(max_size=3000), fmt=st.sampled_from(["csv", "tsv", "jsonl", "parquet", "npy"]),
+       gzipped=st.booleans())
+def test_random_bytes_are_predicted_or_refused(predictor, tmp_path_factory, data: bytes, fmt: str, gzipped: bool):
+    path = tmp_path_factory.mktemp("bytes") / f"in.{fmt}"
+    path.write_bytes(gzip.compress(data) if gzipped and fmt in ("csv", "tsv", "jsonl") else data)
+    predicted_or_refused(predictor, path, None)
+
+
+@FUZZ
+@given(data=csv_texts())
+def test_hostile_csv_is_predicted_or_refused(predictor, tmp_path_factory, data: bytes):
+    path = tmp_path_factory.mktemp("csv") / "in.csv"
+    path.write_bytes(data)
+    predicted_or_refused(predictor, path, None)
+
+
+@FUZZ
+@given(data=jsonl_texts())
+def test_hostile_jsonl_is_predicted_or_refused(predictor, tmp_path_factory, data: bytes):
+    path = tmp_path_factory.mktemp("jsonl") / "in.jsonl"
+    path.write_bytes(data)
+    predicted_or_refused(predictor, path, None)
+
+
+@pytest.mark.parametrize("path", corpus("readers"), ids=lambda p: p.name)
+def test_the_kept_inputs_are_predicted_or_refused(predictor, tmp_path, path: Path):
+    copy = tmp_path / path.name
+    copy.write_bytes(path.read_bytes())
+    predicted_or_refused(predictor, copy, None)
