@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import pickle
 import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -54,21 +55,29 @@ def _loaded(bundle: list[Any], options: Mapping[str, Any]) -> tuple[Any, str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         predictor = load(path, **options)
-    import sys
-
     torch = sys.modules.get("torch")
     if torch is not None and threads:
         torch.set_num_threads(threads)
     return predictor, folder
 
 
-class PieceActor:
+class _BundleActor:
+    """An actor holding the Predictor of the bundle it was given, and the folder its bytes were written to."""
+
+    def __init__(self, bundle: list[Any], options: Mapping[str, Any]) -> None:
+        self.predictor, self._folder = _loaded(bundle, options)
+
+    def __del__(self) -> None:
+        shutil.rmtree(getattr(self, "_folder", ""), ignore_errors=True)
+
+
+class PieceActor(_BundleActor):
     """Predicts pieces (reading.PIECE_SCHEMA rows). output: None to return the predictions; else
     {"folder": where parts go, "format": their format} to write them and return SUMMARY_SCHEMA rows."""
 
     def __init__(self, bundle: list[Any], plan: Plan, options: Mapping[str, Any],
                  output: Mapping[str, str] | None = None) -> None:
-        self.predictor, self._folder = _loaded(bundle, options)
+        super().__init__(bundle, options)
         self.plan, self.output = plan, output
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -110,17 +119,14 @@ class PieceActor:
                                      "names": [results[0].reject_names if results else []]},
                                     schema=SUMMARY_SCHEMA)
 
-    def __del__(self) -> None:
-        shutil.rmtree(getattr(self, "_folder", ""), ignore_errors=True)
 
-
-class TableActor:
+class TableActor(_BundleActor):
     """Predicts the Arrow batches of a caller's Dataset with Predictor.predict (a bad row raises, naming its row
     within the batch)."""
 
     def __init__(self, bundle: list[Any], options: Mapping[str, Any], keep: tuple[str, ...],
                  columns: tuple[str, ...] | None) -> None:
-        self.predictor, self._folder = _loaded(bundle, options)
+        super().__init__(bundle, options)
         self.keep, self.columns = keep, columns
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -131,9 +137,6 @@ class TableActor:
             table = table.select([*[c for c in table.column_names if c not in self.predictor.prediction_columns],
                                   *self.columns])
         return table
-
-    def __del__(self) -> None:
-        shutil.rmtree(getattr(self, "_folder", ""), ignore_errors=True)
 
 
 def _ipc(table: pa.Table) -> bytes:
