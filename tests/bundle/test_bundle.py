@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -14,9 +15,10 @@ import pytest
 import torch
 
 from conftest import training_time_predictions
-from torchpredict.bundle import load, save
+from torchpredict.bundle import load, loading, save
 from torchpredict.bundle.manifest import read_manifest, relative_files
 from torchpredict.errors import BundleError
+from torchpredict.io import archive
 
 
 def _copy(bundle: Path, tmp_path: Path) -> Path:
@@ -286,3 +288,60 @@ def test_a_weights_bundle_says_at_save_what_loading_will_trust(diabetes, tmp_pat
     with pytest.raises(ModelLoadError, match="bundle's factory 'models_for_tests:make_mlp' is not trusted"):
         load(path, device="cpu")
     assert load(path, device="cpu", trust_factory=["models_for_tests"], verify=True).verify().passed
+
+
+@pytest.fixture(scope="module")
+def two_versions(wine, tmp_path_factory) -> tuple[Path, Path]:
+    """The wine bundle and a next version of it (other weights, same everything else)."""
+    folder = tmp_path_factory.mktemp("versions")
+    first = save(folder / "v1.tpk", wine["model"], preprocessor=wine["preprocessor"], heads=wine["head"],
+                 examples=wine["train"])
+    model = copy.deepcopy(wine["model"])
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(0.5)
+    second = save(folder / "v2.tpk", model, preprocessor=wine["preprocessor"], heads=wine["head"],
+                  examples=wine["train"], model_version="2")
+    return first, second
+
+
+def _replace(bundle: Path, by: Path) -> None:
+    """What a deploy does: the next version's files copied over the bundle's, in place."""
+    for rel in relative_files(by):
+        shutil.copyfile(by / rel, bundle / rel)
+
+
+def test_a_bundle_replaced_after_it_was_opened_loads_as_the_version_opened(two_versions, wine, tmp_path,
+                                                                          monkeypatch):
+    first, second = two_versions
+    bundle = _copy(first, tmp_path)
+    real_check = loading.check_hashes
+
+    def check_then_replace(*args, **kwargs):  # the deploy lands between the hash check and the model's read
+        real_check(*args, **kwargs)
+        _replace(bundle, second)
+
+    monkeypatch.setattr(loading, "check_hashes", check_then_replace)
+    predictor = load(bundle, device="cpu")
+    assert predictor.manifest.model_version == "1"
+    expected = load(first, device="cpu").predict(wine["new"])
+    assert predictor.predict(wine["new"]).equals(expected)
+    assert not load(second, device="cpu").predict(wine["new"]).equals(expected)  # the versions differ
+
+
+def test_a_bundle_replaced_while_it_is_opened_is_refused_never_half_read(two_versions, tmp_path, monkeypatch):
+    first, second = two_versions
+    bundle = _copy(first, tmp_path)
+    real_copy, copied = archive.shutil.copyfile, []
+
+    def copy_then_replace(source, target, **kwargs):  # the deploy lands after the first listed file is read
+        copied.append(real_copy(source, target, **kwargs))
+        if len(copied) == 1:
+            _replace(bundle, second)
+        return copied[-1]
+
+    monkeypatch.setattr(archive.shutil, "copyfile", copy_then_replace)
+    with pytest.raises(BundleError, match=r"sha256 mismatch .* the file was changed or corrupted"):
+        load(bundle, device="cpu")
+    monkeypatch.undo()
+    assert load(bundle, device="cpu").manifest.model_version == "2"  # once written, the next version loads

@@ -215,3 +215,27 @@ def test_a_failing_json_write_leaves_the_old_file_whole_and_no_temporary_file(tm
     monkeypatch.undo()
     write_json(path, {"version": 4})
     assert json.loads(path.read_text()) == {"version": 4}
+
+
+def test_a_folder_bundle_is_read_from_a_private_copy_of_its_listed_files(tmp_path):
+    folder = copy_bundle(WINE, tmp_path / "wine.tpk")
+    (folder / "unlisted.bin").write_bytes(b"x" * 100)
+    with opened(folder) as root:
+        assert root != folder and relative_files(root) == relative_files(WINE)
+        before = {rel: (root / rel).read_bytes() for rel in relative_files(root)}
+        for rel in relative_files(WINE):  # the folder rewritten in place while it is open
+            (folder / rel).write_bytes(b"the next version")
+        assert {rel: (root / rel).read_bytes() for rel in relative_files(root)} == before
+    assert not root.exists()
+    with opened(WINE, members=["schema.json"]) as root:
+        assert relative_files(root) == ["manifest.json", "schema.json"]
+
+
+def test_a_folder_snapshot_leaves_out_missing_and_unsafe_names_for_the_checks_to_name(tmp_path):
+    folder = copy_bundle(WINE, tmp_path / "wine.tpk")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"].update({"../outside.json": "0" * 64, "gone.json": "0" * 64})
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "outside.json").write_text("{}")
+    with opened(folder) as root:
+        assert relative_files(root) == relative_files(WINE)

@@ -5,11 +5,19 @@ reading its manifest first, then extracting only the members the manifest lists,
 is written (a safe relative path, its declared size against a total and a compression-ratio limit) and
 cut off should it yield more bytes than it declared. JSON files are refused past a size and a nesting
 depth, so a hostile file costs an error, never the machine.
+
+A bundle folder is read the same way: its manifest and listed files are first copied into a private temporary
+folder, and everything (hash checks, the parts, the model) is read from that copy. A bundle replaced or rewritten
+in place while it loads (a deploy copying the next version over it, a server worker starting meanwhile) thus
+either loads whole, as one version, or fails its hash check; it is never read half old, half new, and no file
+is read twice (so none can change between its check and its use, e.g. between torch_loader's check of
+model.pt2 and torch's reading of it).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import zipfile
 import zlib
@@ -42,15 +50,16 @@ def opened(path: Path, members: Collection[str] | None = None) -> Iterator[Path]
 
     members: extract only these of the listed files (`inspect` needs the JSON, not the weights).
     """
-    if path.is_dir():
-        yield path
-        return
-    if not path.exists():
-        raise BundleError(f"bundle '{path}' does not exist")
-    if not zipfile.is_zipfile(path):
-        raise BundleError(f"bundle '{path}' is neither a bundle folder nor a .zip of one")
+    if not path.is_dir():
+        if not path.exists():
+            raise BundleError(f"bundle '{path}' does not exist")
+        if not zipfile.is_zipfile(path):
+            raise BundleError(f"bundle '{path}' is neither a bundle folder nor a .zip of one")
     with tempfile.TemporaryDirectory(prefix="tp-bundle-") as tmp:
-        _extract(path, Path(tmp), members)
+        if path.is_dir():
+            _snapshot(path, Path(tmp), members)
+        else:
+            _extract(path, Path(tmp), members)
         yield Path(tmp)
 
 
@@ -77,6 +86,26 @@ def _extract(path: Path, target: Path, members: Collection[str] | None) -> None:
         raise
     except _ZIP_ERRORS as exc:
         raise BundleError(f"bundle '{path}': cannot read the zip ({exc})") from None
+
+
+def _snapshot(folder: Path, target: Path, members: Collection[str] | None) -> None:
+    """manifest.json, then the regular files it lists (those of `members`), copied from the folder: what the
+    bundle is read from (a listed file that is missing or not a regular file is left out: its check says so)."""
+    manifest = folder / MANIFEST_FILE
+    if not manifest.exists():
+        return  # reading the manifest says it is missing
+    (target / MANIFEST_FILE).write_bytes(_read_at_most(manifest, MAX_MANIFEST_BYTES, f"bundle '{folder}': "
+                                                                                     f"{MANIFEST_FILE}"))
+    for name in _listed(target, str(folder)):
+        source = folder / name
+        if not is_safe(name) or (members is not None and name not in members) or not source.is_file():
+            continue
+        out = target / name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.copyfile(source, out)
+        except OSError as exc:
+            raise BundleError(f"bundle '{folder}': file '{name}' cannot be read ({exc.strerror or exc})") from None
 
 
 def _infos(zf: zipfile.ZipFile, path: Path) -> dict[str, zipfile.ZipInfo]:
