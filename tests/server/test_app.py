@@ -459,6 +459,7 @@ def test_sigterm_under_load_answers_every_accepted_request_and_exits_0(sorter_bu
     (["--workers", "0"], "error: --workers must be >= 1, got 0"),
     (["--port", "70000"], "error: --port must be in 0..65535, got 70000"),
     (["--max-body-mb", "0"], "error: --max-body-mb must be > 0, got 0"),
+    (["--read-timeout-s", "0"], "error: --read-timeout-s must be > 0, got 0"),
     (["--max-delay-ms", "-1"], "error: --max-delay-ms must be >= 0, got -1"),
     (["--threads", "0"], "error: --threads must be >= 1, got 0"),
     (["--device", "tpu"], "error: "),

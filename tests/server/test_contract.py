@@ -62,6 +62,7 @@ def test_the_document_names_the_served_models_and_every_status_the_server_answer
     document = orjson.loads(reply.body)
     infer = document["paths"]["/v2/models/{name}/infer"]
     assert infer["parameters"][0]["schema"]["enum"] == ["wine"]
-    assert set(infer["post"]["responses"]) == {"200", "400", "401", "404", "405", "413", "415", "500", "503", "504"}
+    assert set(infer["post"]["responses"]) == {"200", "400", "401", "404", "405", "408", "413", "415", "500", "503",
+                                                "504"}
     assert document["paths"]["/v2/health/live"]["get"]["security"] == []  # no token needed
     assert server.request("GET", "/openapi.json", auth=False).status == 401  # the document is behind the token

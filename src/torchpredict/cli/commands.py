@@ -283,6 +283,8 @@ def _add_serve(sub: Any, common: argparse.ArgumentParser) -> None:
                    "(default 64)")
     p.add_argument("--timeout-s", type=float, default=30, help="longest a prediction may take, queue included; 504 "
                    "beyond (default 30)")
+    p.add_argument("--read-timeout-s", type=float, default=30, help="longest a client may take to send a request's "
+                   "headers, and then its body; 408 and the connection closed beyond (default 30)")
     p.add_argument("--token", default=None, help="bearer token every request but the health checks must carry "
                    "(default: the TORCHPREDICT_TOKEN environment variable, else none)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
@@ -567,7 +569,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     check_options(workers=args.workers, port=args.port, max_batch_size=args.max_batch_size,
                   max_delay_ms=args.max_delay_ms, max_body_mb=args.max_body_mb, timeout_s=args.timeout_s,
-                  max_queue_rows=args.max_queue_rows, threads=args.threads)
+                  max_queue_rows=args.max_queue_rows, threads=args.threads, read_timeout_s=args.read_timeout_s)
     _check_device(args.device)
     backend = _backend_options(args)
     backend.pop("atol"), backend.pop("rtol")
@@ -578,7 +580,8 @@ def _run_serve(args: argparse.Namespace) -> int:
     token = args.token if args.token is not None else os.environ.get("TORCHPREDICT_TOKEN") or None
     serve(args.bundle, host=args.host, port=args.port, workers=args.workers, max_batch_size=args.max_batch_size,
           max_delay_ms=args.max_delay_ms, device=args.device, token=token, max_body_mb=args.max_body_mb,
-          timeout_s=args.timeout_s, max_queue_rows=args.max_queue_rows, trust_factory=args.trust_factory,
+          timeout_s=args.timeout_s, read_timeout_s=args.read_timeout_s, max_queue_rows=args.max_queue_rows,
+          trust_factory=args.trust_factory,
           trust_torch_loader=args.trust_torch_loader, quiet=args.quiet, threads=args.threads, **backend)
     return EXIT_OK
 

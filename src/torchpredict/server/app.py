@@ -16,7 +16,8 @@ which joins concurrent requests into model batches; this module only reads reque
 
 Errors are JSON `{"error": "..."}`: 400 for a bad request (the torchpredict message, naming the input and what
 was wrong), 401 without the bearer token, 404 for an unknown model, version or route, 405 for a wrong method,
-413 for a body over the limit, 503 (with Retry-After) when the model's queue is full, 504 past the timeout.
+408 for a body that does not arrive within the read timeout, 413 for a body over the limit, 503 (with
+Retry-After) when the model's queue is full, 504 past the timeout.
 """
 
 from __future__ import annotations
@@ -107,20 +108,23 @@ def _is_bundle(path: Path) -> bool:
 
 
 def create_app(models: Any, *, token: str | None = None, max_body_mb: float = 64, timeout_s: float = 30,
-               max_batch_size: int = 256, max_delay_ms: float = 0.0, max_queue_rows: int = 65536,
-               device: str = "auto", trust_factory: Sequence[str] = (), trust_torch_loader: bool = False,
-               backend: str | None = None, verify_backend: bool = True, threads: int | None = None) -> App:
+               read_timeout_s: float = 30, max_batch_size: int = 256, max_delay_ms: float = 0.0,
+               max_queue_rows: int = 65536, device: str = "auto", trust_factory: Sequence[str] = (),
+               trust_torch_loader: bool = False, backend: str | None = None, verify_backend: bool = True,
+               threads: int | None = None) -> App:
     """An ASGI app serving models: a bundle path, a folder of bundles, a Predictor, or a list of these (or a
     mapping of names to them, to serve under other names than the bundles' own).
 
     token: a bearer token every request but the health checks must carry (`Authorization: Bearer ...`).
     max_body_mb: the largest request body (413 beyond). timeout_s: the longest a prediction may take, queue
-    included (504 beyond). max_batch_size, max_delay_ms, max_queue_rows: the batcher's (503 when the queue is
-    full). device, trust_factory, trust_torch_loader, backend, verify_backend, threads: as for `torchpredict.load`,
-    for the paths.
+    included (504 beyond). read_timeout_s: how long a request's body may take to arrive once its headers have
+    (408 beyond; the headers' own deadline is the protocol's, server.protocol, under `serve`). max_batch_size,
+    max_delay_ms, max_queue_rows: the batcher's (503 when the queue is full). device, trust_factory,
+    trust_torch_loader, backend, verify_backend, threads: as for `torchpredict.load`, for the paths.
     """
-    if max_body_mb <= 0 or timeout_s <= 0:
-        raise InputError(f"max_body_mb and timeout_s must be > 0, got {max_body_mb} and {timeout_s}")
+    if max_body_mb <= 0 or timeout_s <= 0 or read_timeout_s <= 0:
+        raise InputError(f"max_body_mb, timeout_s and read_timeout_s must be > 0, got {max_body_mb}, {timeout_s} "
+                         f"and {read_timeout_s}")
     metrics = Metrics()
     served = []
     loading = {"device": device, "trust_factory": trust_factory, "trust_torch_loader": trust_torch_loader,
@@ -131,7 +135,8 @@ def create_app(models: Any, *, token: str | None = None, max_body_mb: float = 64
         batcher = Batcher(predictor, max_batch_size=max_batch_size, max_delay_ms=max_delay_ms,
                           max_queue_rows=max_queue_rows, observer=metrics.observer(name, version))
         served.append(Served(name, version, predictor, batcher, spec, known))
-    return App(served, metrics, token=token, max_body=int(max_body_mb * MB), timeout_s=timeout_s)
+    return App(served, metrics, token=token, max_body=int(max_body_mb * MB), timeout_s=timeout_s,
+               read_timeout_s=read_timeout_s)
 
 
 def _predictors(models: Any, loading: Mapping[str, Any]) -> list[tuple[str, Any]]:
@@ -195,10 +200,10 @@ class App:
     """The ASGI application; see the module's docstring for its endpoints."""
 
     def __init__(self, served: Sequence[Served], metrics: Metrics, *, token: str | None, max_body: int,
-                 timeout_s: float) -> None:
+                 timeout_s: float, read_timeout_s: float = 30) -> None:
         self.metrics = metrics
         self.token = None if not token else token.encode()
-        self.max_body, self.timeout_s = max_body, timeout_s
+        self.max_body, self.timeout_s, self.read_timeout_s = max_body, timeout_s, read_timeout_s
         self.models: dict[str, dict[str, Served]] = {}
         for model in served:
             self.models.setdefault(model.name, {})[model.version] = model
@@ -353,11 +358,29 @@ class App:
         return versions[version]
 
     async def body(self, headers: Sequence[tuple[bytes, bytes]], receive: Receive) -> bytes:
-        """The request body, within the size limit (413 beyond, before reading it when Content-Length says so);
-        gzip or deflate bodies (Content-Encoding) are decompressed within the same limit."""
+        """The request body, within the size limit (413 beyond, before reading it when Content-Length says so)
+        and the read timeout (408 beyond: a client trickling its body holds no more than that); gzip or deflate
+        bodies (Content-Encoding) are decompressed within the same size limit."""
         length = next((value for name, value in headers if name == b"content-length"), None)
         if length is not None and length.isdigit() and int(length) > self.max_body:
             raise self.too_large(int(length))
+        try:
+            async with asyncio.timeout(self.read_timeout_s):
+                body = await self.read_body(receive)
+        except TimeoutError:
+            raise HTTPError(408, f"the request body did not arrive within {self.read_timeout_s:g} s of its headers "
+                                 "(the server's --read-timeout-s)", [(b"connection", b"close")],
+                            "ReadTimeout") from None
+        encoding = next((value for name, value in headers if name == b"content-encoding"), b"identity").lower()
+        encoding = next((value for name, value in headers if name == b"content-encoding"), b"identity").lower()
+        if encoding in (b"gzip", b"deflate"):
+            body = self.decompressed(body, encoding)
+        elif encoding not in (b"identity", b""):
+            raise HTTPError(415, f"Content-Encoding {shown(encoding.decode(errors='replace'))} is not supported; "
+                                 "send gzip, deflate or none", kind="UnsupportedEncoding")
+        return body
+
+    async def read_body(self, receive: Receive) -> bytes:
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -369,15 +392,7 @@ class App:
                 raise self.too_large(size)
             chunks.append(chunk)
             if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        encoding = next((value for name, value in headers if name == b"content-encoding"), b"identity").lower()
-        if encoding in (b"gzip", b"deflate"):
-            body = self.decompressed(body, encoding)
-        elif encoding not in (b"identity", b""):
-            raise HTTPError(415, f"Content-Encoding {shown(encoding.decode(errors='replace'))} is not supported; "
-                                 "send gzip, deflate or none", kind="UnsupportedEncoding")
-        return body
+                return b"".join(chunks)
 
     def decompressed(self, body: bytes, encoding: bytes) -> bytes:
         inflater = zlib.decompressobj(wbits=31 if encoding == b"gzip" else 15)
@@ -417,6 +432,10 @@ class App:
         except TorchPredictError as exc:  # the model, not the request: a one-line 500
             raise HTTPError(500, f"model {shown(model.name)} failed: {one_line(str(exc))}",
                             kind=type(exc).__name__) from None
+        except Exception as exc:  # the model's own code raised on this request's rows (run alone: only its own)
+            logger.exception("model %s failed on a request of %d rows", shown(model.name), request.rows)
+            raise HTTPError(500, f"model {shown(model.name)} failed on this request's rows: "
+                                 f"{first_line(exc, with_type=True)}", kind=type(exc).__name__) from None
 
     async def infer(self, model: Served, body: bytes,
                     headers: Sequence[tuple[bytes, bytes]]) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:

@@ -21,6 +21,7 @@ _REASONS = {
     "401": "no bearer token, or a wrong one",
     "404": "an unknown model or version",
     "405": "a method the route does not take",
+    "408": "the body did not arrive within the read timeout (--read-timeout-s)",
     "413": "a body over the server's limit (--max-body-mb), inflated or not",
     "415": "a Content-Encoding the server does not read",
     "500": "the model failed on the rows (never the request's fault: logged with its traceback)",
@@ -67,7 +68,7 @@ def openapi_document(models: Mapping[str, Sequence[str]], *, token: bool) -> dic
             "extensions": {"type": "array", "items": {"type": "string"}}}))},
         "/v2/repository/index": {"post": _operation("the served models", None, _json({
             "type": "array", "items": _object({"name": {"type": "string"}, "version": {"type": "string"},
-                                               "state": {"type": "string"}})}), ("400", "413", "415"))},
+                                               "state": {"type": "string"}})}), ("400", "408", "413", "415"))},
         "/metrics": {"get": _get("Prometheus metrics", None, text=True)},
         "/openapi.json": {"get": _get("this document", {"type": "object"})},
     }
@@ -85,14 +86,14 @@ def openapi_document(models: Mapping[str, Sequence[str]], *, token: bool) -> dic
         infer = _operation("Open Inference Protocol inference: JSON tensors, or the binary extension", infer_body,
                            {"application/json": {"schema": _INFER_RESPONSE},
                             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-                           ("400", "404", "413", "415", "500", "503", "504"))
+                           ("400", "404", "408", "413", "415", "500", "503", "504"))
         infer["parameters"] = [{"name": "Inference-Header-Content-Length", "in": "header", "required": False,
                                 "schema": {"type": "integer", "minimum": 0},
                                 "description": "binary extension: the length of the JSON header"}]
         paths[f"{prefix}/infer"] = {"post": infer, "parameters": parameters}
         records = _operation("rows as JSON objects, predicted as Predictor.predict predicts them",
                              {"required": True, "content": {"application/json": {"schema": _RECORDS_REQUEST}}},
-                             _json(_RECORDS_RESPONSE), ("400", "404", "413", "415", "500", "503", "504"))
+                             _json(_RECORDS_RESPONSE), ("400", "404", "408", "413", "415", "500", "503", "504"))
         paths[f"{prefix}/records"] = {"post": records, "parameters": parameters}
         paths[f"{prefix}/predict"] = {"post": {**records, "summary": "the records endpoint, by another name"},
                                       "parameters": parameters}

@@ -40,13 +40,15 @@ STARTUP_FAILURE = 3  # uvicorn's exit code for a worker that could not start: th
 
 def serve(path: str | Path | Sequence[str | Path], *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
           max_batch_size: int = 256, max_delay_ms: float = 0.0, device: str = "auto", token: str | None = None,
-          max_body_mb: float = 64, timeout_s: float = 30, max_queue_rows: int = 65536,
+          max_body_mb: float = 64, timeout_s: float = 30, read_timeout_s: float = 30, max_queue_rows: int = 65536,
           trust_factory: Sequence[str] = (), trust_torch_loader: bool = False, quiet: bool = False,
           threads: int | None = None, backend: str | None = None, verify_backend: bool = True) -> None:
     """Serve a bundle, or every bundle of a folder, over HTTP until SIGTERM or SIGINT (then return).
 
     The options are those of `torchpredict serve` (and of `create_app` for the app's own). host defaults to the
-    loopback interface: pass "0.0.0.0" to be reachable from other machines (and set a token). threads: torch's
+    loopback interface: pass "0.0.0.0" to be reachable from other machines (and set a token). read_timeout_s: a
+    request's headers must arrive within it of the connection (or of the previous answer), its body within it of
+    the headers; 408 and the connection closed beyond (slow clients hold nothing longer). threads: torch's
     intra-op threads per worker (default: the cores this process may use, shared among the workers, less one
     for the worker's HTTP event loop; at least 1).
 
@@ -54,16 +56,22 @@ def serve(path: str | Path | Sequence[str | Path], *, host: str = "127.0.0.1", p
     """
     try:
         import uvicorn
+
+        from torchpredict.server.protocol import TimedHttpToolsProtocol
     except ImportError:
         raise ModelLoadError("serving needs the server extra: pip install 'torchpredict[server]'") from None
     check_options(workers=workers, port=port, max_batch_size=max_batch_size, max_delay_ms=max_delay_ms,
-                  max_body_mb=max_body_mb, timeout_s=timeout_s, max_queue_rows=max_queue_rows, threads=threads)
+                  max_body_mb=max_body_mb, timeout_s=timeout_s, max_queue_rows=max_queue_rows, threads=threads,
+                  read_timeout_s=read_timeout_s)
     paths = [str(path)] if isinstance(path, str | Path) else [str(p) for p in path]
     options = {"models": paths, "token": token, "max_body_mb": max_body_mb, "timeout_s": timeout_s,
+               "read_timeout_s": read_timeout_s,
                "max_batch_size": max_batch_size, "max_delay_ms": max_delay_ms, "max_queue_rows": max_queue_rows,
                "device": device, "trust_factory": list(trust_factory), "trust_torch_loader": trust_torch_loader,
                "backend": backend, "verify_backend": verify_backend}
-    settings: dict[str, Any] = {"host": host, "port": port, "loop": "uvloop", "http": "httptools", "lifespan": "on",
+    TimedHttpToolsProtocol.read_timeout_s = read_timeout_s
+    settings: dict[str, Any] = {"host": host, "port": port, "loop": "uvloop", "http": TimedHttpToolsProtocol,
+                "lifespan": "on",
                 "access_log": not quiet, "log_level": "warning" if quiet else "info",
                 "timeout_graceful_shutdown": int(timeout_s) + 10, "server_header": False}
     if workers == 1:
@@ -90,7 +98,8 @@ def serve(path: str | Path | Sequence[str | Path], *, host: str = "127.0.0.1", p
 
 
 def check_options(*, workers: int, port: int, max_batch_size: int, max_delay_ms: float, max_body_mb: float,
-                  timeout_s: float, max_queue_rows: int, threads: int | None = None) -> None:
+                  timeout_s: float, max_queue_rows: int, threads: int | None = None,
+                  read_timeout_s: float = 30) -> None:
     """Every serve option a user can get wrong, refused in one line before a model loads."""
     for name, value in (("--workers", workers), ("--max-batch-size", max_batch_size),
                         ("--max-queue-rows", max_queue_rows)):
@@ -102,7 +111,8 @@ def check_options(*, workers: int, port: int, max_batch_size: int, max_delay_ms:
         raise InputError(f"--port must be in 0..65535, got {port}")
     if max_delay_ms < 0:
         raise InputError(f"--max-delay-ms must be >= 0, got {max_delay_ms:g}")
-    for name, number in (("--max-body-mb", max_body_mb), ("--timeout-s", timeout_s)):
+    for name, number in (("--max-body-mb", max_body_mb), ("--timeout-s", timeout_s),
+                         ("--read-timeout-s", read_timeout_s)):
         if not number > 0:
             raise InputError(f"{name} must be > 0, got {number:g}")
 
@@ -121,8 +131,11 @@ def worker_app() -> Any:
     """The app of one worker process (an ASGI app factory for uvicorn): the options serve() put in the
     environment. A bundle that fails to load stops the worker with one logged line and uvicorn's startup-failure
     exit code, so that the supervisor stops rather than restarting it forever."""
+    from torchpredict.server.protocol import TimedHttpToolsProtocol
+
     options = json.loads(os.environ[CONFIG_VARIABLE])
     workers, threads = options.pop("workers", 1), options.pop("threads", None)
+    TimedHttpToolsProtocol.read_timeout_s = options["read_timeout_s"]
     try:
         app = _app({**options, "threads": _worker_threads(threads, workers)})
         _set_threads(threads, workers)
