@@ -47,6 +47,7 @@ SCRIPTS = (
     Script("batch", (), ("--reps", "1", "--times", "2"), 3600, needs_peers=True),
     Script("serve", (), ("--quick",), 3600, needs_peers=True),
     Script("ray", (), ("--quick",), 1800),
+    Script("soak", (), ("--quick",), 600),
     Script("gpu_check", (), (), 900),
 )
 VERSIONS = ("torch", "numpy", "pyarrow", "onnxruntime", "uvicorn", "ray", "torchpredict")

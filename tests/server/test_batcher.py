@@ -513,6 +513,8 @@ def test_a_full_queue_is_overloaded_at_once_and_the_queued_requests_are_still_an
 
     def full() -> None:
         assert batcher.queued_rows == 10
+        with pytest.raises(Overloaded, match="10 rows are queued for the model, at most 10 may wait"):
+            batcher.check_room()  # what the app asks before it reads a request's body
         started = time.perf_counter()
         with pytest.raises(Overloaded, match="10 rows are queued for the model, at most 10 may wait"):
             batcher.predict_now(request(rows.slice(11, 1)))
@@ -524,6 +526,7 @@ def test_a_full_queue_is_overloaded_at_once_and_the_queued_requests_are_still_an
     with ThreadPoolExecutor(1) as pool:
         plug = pool.submit(batcher.predict_now, request(rows.slice(0, 1)))  # running: not counted as queued
         assert gate.entered.wait(WAIT)
+        batcher.check_room()  # room while nothing waits
         answers = send(batcher, requests, before=full)
         plug.result(WAIT)
     batcher.close(WAIT)
@@ -545,6 +548,8 @@ def test_close_answers_every_queued_request_then_takes_no_more(predictor, refere
         batcher.close(timeout=0)  # closed: the model thread is still held by the gate
         with pytest.raises(Overloaded, match="shutting down"):
             batcher.predict_now(request(rows.slice(0, 1)))
+        with pytest.raises(Overloaded, match="shutting down"):
+            batcher.check_room()
         gate.opened.set()
         batcher.close(WAIT)
         plug.result(WAIT)

@@ -340,6 +340,10 @@ class App:
             ready = self.started and not self.closed
             return (200 if ready else 503), orjson.dumps({"name": model.name, "version": model.version,
                                                           "ready": ready}), []
+        try:
+            model.batcher.check_room()
+        except Overloaded as exc:
+            raise _overloaded(model, exc) from None
         body = await self.body(headers, receive)
         if endpoint == "infer":
             return await self.infer(model, body, headers)
@@ -425,8 +429,7 @@ class App:
             raise HTTPError(504, f"the prediction took longer than {timeout:g} s (the server's --timeout-s "
                                  f"{self.timeout_s:g}, or the request's timeout parameter)", kind="Timeout") from None
         except Overloaded as exc:
-            raise HTTPError(503, f"model {shown(model.name)} is overloaded: {first_line(exc)}; retry later",
-                            [(b"retry-after", b"1")], "Overloaded") from None
+            raise _overloaded(model, exc) from None
         except BAD_REQUEST as exc:
             raise HTTPError(400, _over_http(one_line(str(exc)), endpoint), kind=type(exc).__name__) from None
         except TorchPredictError as exc:  # the model, not the request: a one-line 500
@@ -484,6 +487,12 @@ _HINTS = {
     "infer": {KEEP_HINT: "drop them (GET /v2/models/{name} lists the model's inputs)",
               REJECTS_HINT: 'send the rows to .../records with "rejects": true to have such rows set aside'},
 }
+
+
+def _overloaded(model: Served, exc: Overloaded) -> HTTPError:
+    """A 503 the client may retry after a second (the queue drains in milliseconds)."""
+    return HTTPError(503, f"model {shown(model.name)} is overloaded: {first_line(exc)}; retry later",
+                     [(b"retry-after", b"1")], "Overloaded")
 
 
 def _over_http(message: str, endpoint: str) -> str:

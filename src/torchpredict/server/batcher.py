@@ -209,6 +209,16 @@ class Batcher:
 
     # -- the queue ------------------------------------------------------------------------------------
 
+    def check_room(self) -> None:
+        """Overloaded when a request could not be taken now (closed, or the queue full): said before its body is
+        read and parsed, so that refusing a request under overload costs next to nothing."""
+        with self._ready:
+            if self._closed:
+                raise Overloaded("the model is shutting down and takes no more requests")
+            if self._queued_rows >= self.max_queue_rows:
+                raise Overloaded(f"{self._queued_rows:,} rows are queued for the model, at most "
+                                 f"{self.max_queue_rows:,} may wait")
+
     def _submit(self, request: Request, deliver: Deliver, wanted: Callable[[], bool],
                 future: tuple[asyncio.AbstractEventLoop, asyncio.Future[Answer]] | None = None) -> None:
         if request.rows > self.max_queue_rows:  # it could never be taken: not a reason to retry
