@@ -369,9 +369,8 @@ class App:
         if length is not None and length.isdigit() and int(length) > self.max_body:
             raise self.too_large(int(length))
         try:
-            async with asyncio.timeout(self.read_timeout_s):
-                body = await self.read_body(receive)
-        except TimeoutError:
+            body = await asyncio.wait_for(self.read_body(receive), self.read_timeout_s)
+        except asyncio.TimeoutError:  # TimeoutError from 3.11 on; its own class on 3.10
             raise HTTPError(408, f"the request body did not arrive within {self.read_timeout_s:g} s of its headers "
                                  "(the server's --read-timeout-s)", [(b"connection", b"close")],
                             "ReadTimeout") from None
