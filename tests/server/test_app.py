@@ -26,7 +26,7 @@ import torch
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from live_server import AUTH, TRUST, Reply, Server, start_server, stop
+from live_server import AUTH, TRUST, Reply, Server, one_torch_thread, start_server, stop
 from seq2seq_model import MAX_DIGITS, digit_strings
 from seq2seq_model import Seq2Seq as Transformer
 from torchpredict.bundle import load, save
@@ -34,6 +34,8 @@ from torchpredict.errors import BackendError, SchemaError
 from torchpredict.heads.sequences import Seq2Seq
 from torchpredict.preprocessing import Preprocessor, TextEncode
 from torchpredict.schema.schema import KEEP_HINT
+
+pytestmark = pytest.mark.usefixtures(one_torch_thread.__name__)  # every module test
 
 
 def auth() -> dict[str, str]:
@@ -70,15 +72,6 @@ def served(wine_bundle: Path, diabetes_bundle: Path, sorter_bundle: Path,
     for bundle in (wine_bundle, diabetes_bundle, sorter_bundle):
         (folder / Path(bundle).name).symlink_to(bundle)
     return folder
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Predict here with the server's one thread (--threads 1): a thread count can change a float's last bit."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

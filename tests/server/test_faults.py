@@ -18,24 +18,16 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-import torch
 
 from fussy_model import fussy_from
-from live_server import TOKEN, Reply, Server, start_server, stop
+from live_server import TOKEN, Reply, Server, one_torch_thread, start_server, stop
 from torchpredict.bundle import load, save
 from torchpredict.bundle.manifest import relative_files
 
+pytestmark = pytest.mark.usefixtures(one_torch_thread.__name__)  # every module test
+
 READ_TIMEOUT_S = 1.0
 FUSSY = "fussy_model"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Predict here with the server's one thread (--threads 1): a thread count can change a float's last bit."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
