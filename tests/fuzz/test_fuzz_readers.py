@@ -7,44 +7,28 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-import pyarrow.csv as pacsv
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fuzzing import FUZZ, corpus
+from fuzzing import FUZZ, corpus, predicted_or_refused
 from torchpredict.bundle import load
-from torchpredict.errors import TorchPredictError
 
 WINE = Path(__file__).parents[1] / "data" / "wine-v1"
+ATHERIS = Path(__file__).with_name("atheris_readers.py")
+ATHERIS_RUNS = int(os.environ.get("TP_ATHERIS_RUNS", "300"))  # scripts/fuzz: -1, bounded by the seconds
+ATHERIS_SECONDS = int(os.environ.get("TP_ATHERIS_SECONDS", "120"))
 NAMES = [name.strip('"') for name in (WINE / "new_wines.csv").read_text().splitlines()[0].split(",")]
 
 
 @pytest.fixture(scope="module")
 def predictor():
     return load(WINE / "wine.tpk", device="cpu", batch_size=16)
-
-
-def predicted_or_refused(predictor, path: Path, fmt: str | None) -> str:
-    """Run the file job with a rejects file; 'refused' when a torchpredict error of one short line said why, else
-    'predicted' after checking that every input row is predicted or rejected."""
-    out, rejects = path.with_name("out.csv"), path.with_name("rejects.csv")
-    for stale in (out, rejects):
-        stale.unlink(missing_ok=True)
-    try:
-        stats = predictor.predict_file(path, out, format=fmt, rejects=rejects, keep=["id"] if b"id" in
-                                       path.read_bytes()[:200] else [])
-    except TorchPredictError as exc:
-        message = str(exc)
-        assert message and len(message) < 1000 and "Traceback" not in message, message
-        return "refused"
-    assert stats.rows_in == stats.rows_predicted + stats.rows_rejected
-    assert pacsv.read_csv(out).num_rows == stats.rows_predicted
-    written = pacsv.read_csv(rejects, read_options=pacsv.ReadOptions(block_size=1 << 26)).num_rows
-    assert written == stats.rows_rejected
-    return "predicted"
 
 
 def _cell() -> st.SearchStrategy[str]:
@@ -123,3 +107,20 @@ def test_the_kept_inputs_are_predicted_or_refused(predictor, tmp_path, path: Pat
     copy = tmp_path / path.name
     copy.write_bytes(path.read_bytes())
     predicted_or_refused(predictor, copy, None)
+
+
+def test_a_coverage_guided_run_over_the_readers_finds_nothing(tmp_path: Path):
+    """atheris (libFuzzer) mutates the kept inputs, keeping those that reach new branches of torchpredict; a
+    finding is an input that is neither predicted nor refused in one line, a crash, a hang or memory past 1.5 GB."""
+    seeds, grown = tmp_path / "seeds", tmp_path / "grown"
+    grown.mkdir()
+    subprocess.run([sys.executable, ATHERIS, "--seeds", seeds], check=True, capture_output=True)
+    run = subprocess.run([sys.executable, ATHERIS, f"-runs={ATHERIS_RUNS}", f"-max_total_time={ATHERIS_SECONDS}",
+                          "-timeout=20", "-rss_limit_mb=1500", "-max_len=4096", f"-artifact_prefix={tmp_path}/",
+                          grown, seeds], capture_output=True, text=True, timeout=ATHERIS_SECONDS + 120)
+    log = "\n".join(line for line in run.stderr.splitlines() if "Instrumenting" not in line)
+    findings = sorted(p.name for p in tmp_path.glob("*-*") if p.name.split("-")[0] in ("crash", "timeout", "oom"))
+    assert run.returncode == 0 and not findings, f"{findings} in {tmp_path}\n{log[-4000:]}"
+    done = [line for line in log.splitlines() if line.startswith("Done ")]
+    assert done and (ATHERIS_RUNS < 0 or done[0].startswith(f"Done {ATHERIS_RUNS} runs")), log[-2000:]
+    print(done[0], f"({len(list(grown.iterdir()))} new inputs kept, in {grown})")

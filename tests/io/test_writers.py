@@ -82,3 +82,18 @@ def test_a_csv_column_of_lists_is_written_as_json_text(tmp_path):
     """A kept input column of lists (JSONL input): CSV has no such cells, and Arrow's CSV writer refuses them."""
     write_table(pa.table({"a": [[1, 2], None, []], "b": [1.5, 2.0, 3.0]}), tmp_path / "out.csv")
     assert (tmp_path / "out.csv").read_text() == '"a","b"\n"[1, 2]",1.5\n,2\n"[]",3\n'
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_column_of_bytes_is_written_as_its_text_or_refused_when_it_is_not_utf8(tmp_path, fmt):
+    """A CSV reader infers bytes for a column that is not valid UTF-8, and a kept column carries them to the
+    output: text formats write UTF-8 bytes as their text (not b'...'), and refuse others, naming the column."""
+    write_table(pa.table({"id": pa.array([b"a1", None, "é".encode()], pa.binary()), "x": [1, 2, 3]}),
+                tmp_path / f"ok.{fmt}")
+    assert read_table(tmp_path / f"ok.{fmt}").column("id").to_pylist() == ["a1", None, "é"]
+    with pytest.raises(InputError, match=r"^column 'id' holds bytes that are not UTF-8 text \(b'15\\xb0'\); a "
+                                         f"{fmt} file holds text only: write parquet"):
+        write_table(pa.table({"id": pa.array([b"ok", b"15\xb0"], pa.binary())}), tmp_path / f"bad.{fmt}")
+    assert not (tmp_path / f"bad.{fmt}").exists()
+    write_table(pa.table({"id": pa.array([b"15\xb0"], pa.binary())}), tmp_path / "kept.parquet")
+    assert read_table(tmp_path / "kept.parquet").column("id").to_pylist() == [b"15\xb0"]

@@ -117,10 +117,34 @@ def _open_sink(fmt: str, target: Any, schema: pa.Schema) -> Any:
         return _NpySink(target, schema)
     options = pacsv.WriteOptions(delimiter="\t" if fmt == "tsv" else ",")
     nested = [i for i, f in enumerate(schema) if pa.types.is_nested(f.type)]
-    if nested:  # a kept column of lists or objects: CSV has no such cells, so each is its JSON text
-        text = pa.schema([pa.field(f.name, pa.string()) if i in nested else f for i, f in enumerate(schema)])
-        return _NestedAsJson(pacsv.CSVWriter(target, text, write_options=options), target, nested)
+    raw = [i for i, f in enumerate(schema) if _is_bytes(f.type)]
+    if nested or raw:  # kept columns of lists or objects (their JSON text) or of bytes (their UTF-8 text)
+        text = pa.schema([pa.field(f.name, pa.string()) if i in nested + raw else f for i, f in enumerate(schema)])
+        return _AsText(pacsv.CSVWriter(target, text, write_options=options), target, nested, raw, fmt)
     return _ArrowSink(pacsv.CSVWriter(target, schema, write_options=options), closes=target)
+
+
+def _is_bytes(t: pa.DataType) -> bool:
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
+
+
+def utf8_text(column: pa.Array | pa.ChunkedArray, name: str, fmt: str) -> pa.Array | pa.ChunkedArray:
+    """A column of bytes as text, for a text format; bytes that are not UTF-8 text are an InputError, never
+    written as something else (a CSV reader infers bytes for a column that is not valid UTF-8)."""
+    try:
+        return column.cast(pa.string())
+    except pa.ArrowInvalid:
+        bad = next(v for v in column.to_pylist() if v is not None and not _decodes(v))
+        raise InputError(f"column {name!r} holds bytes that are not UTF-8 text ({bad[:24]!r}); a {fmt} file holds "
+                         "text only: write parquet to keep them as they are, or fix the input's encoding") from None
+
+
+def _decodes(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class _ArrowSink:
@@ -139,17 +163,20 @@ class _ArrowSink:
             self._closes.close()
 
 
-class _NestedAsJson(_ArrowSink):
-    """A CSV writer whose nested columns (lists, structs) are written as their JSON text."""
+class _AsText(_ArrowSink):
+    """A CSV writer whose nested columns (lists, structs) are written as their JSON text, and whose columns of
+    bytes as the UTF-8 text they hold."""
 
-    def __init__(self, writer: Any, closes: Any, nested: list[int]) -> None:
+    def __init__(self, writer: Any, closes: Any, nested: list[int], raw: list[int], fmt: str) -> None:
         super().__init__(writer, closes)
-        self._nested = nested
+        self._nested, self._raw, self._fmt = nested, raw, fmt
 
     def write(self, data: pa.Table | pa.RecordBatch) -> None:
         columns = list(data.columns)
         for i in self._nested:  # a missing value stays an empty cell, as in every other CSV column
             columns[i] = pc.if_else(pc.is_valid(columns[i]), _json_values(columns[i]), pa.scalar(None, pa.string()))
+        for i in self._raw:
+            columns[i] = utf8_text(columns[i], data.schema.names[i], self._fmt)
         super().write(type(data).from_arrays(columns, names=data.schema.names))
 
 
@@ -172,6 +199,8 @@ def jsonl_bytes(data: pa.Table | pa.RecordBatch) -> bytes:
     """The rows of data as JSON lines: numbers, strings, booleans and null (NaN and infinities as null)."""
     parts: list[Any] = []
     for i, (name, column) in enumerate(zip(data.schema.names, data.columns, strict=True)):
+        if _is_bytes(column.type):  # as their text, not Python's b'...' repr
+            column = utf8_text(column, name, "jsonl")
         parts += [("{" if i == 0 else ",") + json.dumps(name, ensure_ascii=False) + ":", _json_values(column)]
     lines = pc.binary_join_element_wise(*parts, "}\n", "")
     return b"".join(buffer_part.to_pybytes() for buffer_part in _string_data(lines))
