@@ -21,7 +21,7 @@ from torchpredict.stats import RunStats
 __all__ = ["Piece", "Plan", "Result", "check_columns"]
 
 _PARSE_TYPES = {"float32": pa.float64(), "float64": pa.float64(), "int32": pa.int64(), "int64": pa.int64(),
-                "bool": pa.bool_(), "string": pa.string()}
+                "bool": pa.bool_(), "string": pa.string(), "image": pa.string()}  # a CSV image column: paths
 
 
 @dataclass(frozen=True)

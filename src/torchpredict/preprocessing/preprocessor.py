@@ -21,6 +21,7 @@ from torchpredict.messages import described
 from torchpredict.preprocessing import binning, numeric, plans, power  # noqa: F401  # every step type registers on import (from_dict)
 from torchpredict.preprocessing.categorical import IndexEncode, OneHot
 from torchpredict.preprocessing.copying import Copy, copied_from, named_as_copied
+from torchpredict.preprocessing.images import ImageEncode, is_image_tensor
 from torchpredict.preprocessing.missing import Impute
 from torchpredict.preprocessing.plans import TransformPlan
 from torchpredict.preprocessing.steps import Step, float64_values, is_numeric
@@ -73,9 +74,10 @@ class Preprocessor:
         features = self.features or tuple(n for n in table.column_names if n not in self.passthrough)
         nullable = self._nullable(table)
         text = {n for step in self.steps if isinstance(step, TextEncode) for n in step.columns}
+        images = self.image_columns
         _check_training_missing(table, [n for n in features if n not in nullable], text)
         schema = Schema.from_table(table, features=features, passthrough=self.passthrough, nullable=nullable,
-                                   free_text=text)
+                                   free_text=text, images=images)
         frame = schema.validate(table.select(list(features))).table
         lineage = _Lineage(frame.column_names)
         for step in self.steps:
@@ -135,14 +137,44 @@ class Preprocessor:
     def fit_transform(self, data: Any) -> dict[str, np.ndarray]:
         return self.fit(data).transform(data)
 
-    def check_rows(self, table: pa.Table, report: RowReport) -> None:
-        """Report the rows holding a category an encoder refuses (handle_unknown="error"), for Schema.validate's
-        row_check: such rows are then rejected, or named by their input row, before transform runs.
+    @property
+    def image_columns(self) -> tuple[str, ...]:
+        """The input columns of images (ImageEncode's), which the schema holds as bytes or file paths."""
+        return tuple(n for step in self.steps if isinstance(step, ImageEncode) for n in step.columns)
+
+    def check_rows(self, table: pa.Table, report: RowReport) -> pa.Table | None:
+        """Report the rows holding a category an encoder refuses (handle_unknown="error"), or an image that
+        cannot be encoded, for Schema.validate's row_check: such rows are then rejected, or named by their input
+        row, before transform runs. Images are encoded here, once: the table comes back with each image column
+        replaced by its tensors (a bad row's are zeros, and the row leaves), for transform to take as they are.
 
         An encoder sees its columns as the steps before it left them (Impute, then OneHot): those earlier steps
         run here too, on just the columns a refusing encoder after them reads. An encoder of a copy (Copy) is
         reported under the name of the column copied, the one the caller knows.
         """
+        encoded = self._encode_images(table, report)
+        self._check_categories(table, report)
+        return encoded
+
+    def _encode_images(self, table: pa.Table, report: RowReport) -> pa.Table | None:
+        changed = None
+        for step in self.steps:
+            if not isinstance(step, ImageEncode):
+                continue
+            for name in step.columns:
+                if name not in table.column_names or is_image_tensor(table.schema.field(name).type):
+                    continue
+                tensors, bad, reasons = step.encode(table.column(name))
+                if len(bad):
+                    def wording(some: np.ndarray, bad: np.ndarray = bad, reasons: list[str] = reasons,
+                                name: str = name) -> list[str]:
+                        return [f"column {name!r}: {reasons[i]}" for i in np.searchsorted(bad, some)]
+
+                    report(bad, wording, lambda row, w=wording, b=bad: f"{w(b[:1])[0]} at row {row}")
+                changed = (changed or table).set_column(table.column_names.index(name), name, tensors)
+        return changed
+
+    def _check_categories(self, table: pa.Table, report: RowReport) -> None:
         refusing = [i for i, step in enumerate(self.steps) if _refuses_unknown(step)]
         feeding, origin = _feeding(self.steps, refusing), copied_from(self.steps)
         if plans.ENABLED and not feeding and not origin:  # encoders of input columns: nothing to report if none refuses
@@ -458,7 +490,14 @@ def _apply(step: Step, frame: pa.Table, counts: TextCounts | None) -> pa.Table:
 
 
 def _input_dtype(frame: pa.Table, input_name: str, columns: Sequence[str], lineage: _Lineage) -> str:
-    """int64 for IndexEncode codes or one column of token ids, float32 otherwise; lists mix with nothing."""
+    """int64 for IndexEncode codes or one column of token ids, float32 otherwise; lists and images mix with
+    nothing."""
+    images = [c for c in columns if is_image_tensor(frame.schema.field(c).type)]
+    if images and len(columns) > 1:
+        raise PreprocessingError(
+            f"inputs[{input_name!r}] mixes image column(s) {_shown(images)} with other columns "
+            f"({_shown([c for c in columns if c not in images])}); give each image column a model input of its own"
+        )
     lists = [c for c in columns if _is_ids(frame.schema.field(c).type)]
     if lists and len(columns) > 1:
         raise PreprocessingError(
@@ -510,7 +549,7 @@ def _check_model_ready(frame: pa.Table) -> None:
                 f"column {name!r} holds strings and no step encodes it; add OneHot([{name!r}]) or "
                 f"IndexEncode([{name!r}]) to the steps"
             )
-        if not is_numeric(col.type) and not _is_ids(col.type):
+        if not is_numeric(col.type) and not _is_ids(col.type) and not is_image_tensor(col.type):
             raise PreprocessingError(
                 f"column {name!r} holds {col.type} values; the model input needs one number per column"
             )
@@ -520,6 +559,8 @@ def _matrix(frame: pa.Table, names: Sequence[str], dtype: str) -> np.ndarray:
     """[rows, columns], filled a block of rows at a time so that each block is written while it is in cache
     (whole strided columns, or filling the transpose and copying it, cost 2-5x more on 1M rows);
     for a column of token ids, its [rows, max_length] ids."""
+    if is_image_tensor(frame.schema.field(names[0]).type):  # [rows, C, H, W] (or [rows, H, W, C])
+        return np.array(frame.column(names[0]).combine_chunks().to_numpy_ndarray())  # a writable copy
     if _is_ids(frame.schema.field(names[0]).type):
         ids = frame.column(names[0]).combine_chunks()
         return np.array(ids.flatten(), dtype=np.int64).reshape(len(ids), ids.type.list_size)  # a writable copy

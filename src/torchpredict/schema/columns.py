@@ -25,8 +25,10 @@ DTYPES = {
     "int64": pa.int64(),
     "bool": pa.bool_(),
     "string": pa.string(),
+    "image": pa.binary(),
 }
-"""The dtypes a feature column can have, and the Arrow type each is read as."""
+"""The dtypes a feature column can have, and the Arrow type each is read as (an image column holds encoded
+images, bytes, or file paths, strings: validation keeps either as it is)."""
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ _DTYPE = attrgetter("dtype")
 _STR, _FLOAT, _FLOAT64 = {str}, {float}, {np.dtype(np.float64)}
 _COLUMNS, _LIST, _ARRAY = set(_COLUMN_TYPES), {list}, {np.ndarray}
 
-RowCheck = Callable[[pa.Table, Any], None]
+RowCheck = Callable[[pa.Table, Any], pa.Table | None]
 Accepts = Callable[[Mapping[str, list[str]]], bool]  # whether a RowCheck refuses none of the rows of these strings
 
 
@@ -408,9 +408,11 @@ class ValidationPlan:
             listed = {self.features[j].name: col.to_pylist() for j, col in strings.items()}
         if row_check is not None and (listed is None or not accepts(listed)):  # type: ignore[misc]
             problems = RowProblems(collect=collect, first_row=first_row)
-            flagged = forward_reports(lambda report: row_check(typed, report), problems.add, np.arange(n))
-            if flagged.any():
-                return None  # rejected rows: the column-by-column path words them
+            replaced: list[pa.Table | None] = []
+            flagged = forward_reports(lambda report: replaced.append(row_check(typed, report)), problems.add,
+                                      np.arange(n))
+            if flagged.any() or replaced[0] is not None:
+                return None  # rejected rows (or columns row_check replaces): the column-by-column path takes them
         # drift as arrays over the features (rows, out of range, unseen categories, unexpected nulls per column)
         counts = np.zeros((4, len(self.features)), dtype=np.int64)
         counts[0] = n

@@ -34,6 +34,8 @@ from torchpredict.schema.validation import (
     decoded,
     dtype_name,
     forward_reports,
+    image_values,
+    is_image_values,
     is_list,
     leaves,
     read_input,
@@ -41,8 +43,9 @@ from torchpredict.schema.validation import (
     target_type,
 )
 
-RowCheck = Callable[[pa.Table, RowReport], None]
-"""A per-row check on typed rows: calls report(rows, reasons, message) for the rows it refuses."""
+RowCheck = Callable[[pa.Table, RowReport], pa.Table | None]
+"""A per-row check on typed rows: calls report(rows, reasons, message) for the rows it refuses, and returns the
+rows with columns it read into another form (images into tensors), or None."""
 
 __all__ = ["MAX_CATEGORIES", "Column", "ColumnStats", "Schema", "Validated"]
 
@@ -152,16 +155,19 @@ class Schema:
         passthrough: Sequence[str] = (),
         nullable: Iterable[str] = frozenset(),
         free_text: Iterable[str] = frozenset(),
+        images: Iterable[str] = frozenset(),
     ) -> Schema:
         """Record dtypes, shapes and statistics of `features` (and `passthrough`) from training data.
 
         free_text: string columns of free text (tokenized, not categorical): no categories are recorded,
         so new texts are not counted as unseen categories.
+        images: columns of images (encoded bytes or file paths), of dtype "image".
         """
         table = as_table(table)
         _check_names(table, features, passthrough)
-        nullable, free_text = frozenset(nullable), frozenset(free_text)
-        cols = [_feature_column(table.column(n), n, n in nullable, n in free_text) for n in features]
+        nullable, free_text, images = frozenset(nullable), frozenset(free_text), frozenset(images)
+        cols = [_image_column(table.column(n), n, n in nullable) if n in images else
+                _feature_column(table.column(n), n, n in nullable, n in free_text) for n in features]
         cols += [_passthrough_column(table.column(n), n) for n in passthrough]
         return cls(tuple(cols))
 
@@ -232,7 +238,8 @@ class Schema:
         """The accepted rows, features cast to their dtypes, then passthrough and kept columns as they are."""
         if not accepted.all():
             table = table.filter(pa.array(accepted))
-        arrays = [cast_accepted(decoded(table.column(c.name)), target_type(c)) for c in self.features]
+        arrays = [image_values(table.column(c.name)) if c.dtype == "image" else
+                  cast_accepted(decoded(table.column(c.name)), target_type(c)) for c in self.features]
         arrays += [table.column(n) for n in names[len(arrays):]]
         return pa.Table.from_arrays(arrays, names=names)
 
@@ -310,8 +317,11 @@ def _close_pairs(unexpected: Sequence[str], missing: Sequence[str]) -> list[tupl
 
 
 def _checked(typed: pa.Table, row_check: RowCheck, problems: RowProblems, positions: np.ndarray) -> pa.Table:
-    """typed without the rows row_check reports, which join problems; positions: each typed row's input row."""
-    flagged = forward_reports(lambda report: row_check(typed, report), problems.add, positions)
+    """typed (or what row_check made of it) without the rows row_check reports, which join problems; positions:
+    each typed row's input row."""
+    replaced: list[pa.Table | None] = []
+    flagged = forward_reports(lambda report: replaced.append(row_check(typed, report)), problems.add, positions)
+    typed = typed if replaced[0] is None else replaced[0]
     return typed.filter(pa.array(~flagged)) if flagged.any() else typed
 
 
@@ -384,6 +394,16 @@ def _feature_column(col: pa.ChunkedArray, name: str, nullable: bool, free_text: 
         hint = " in the training data; list it in nullable=[...]"
         check_nulls(name, found, RowProblems(collect=False), hint)
     return column
+
+
+def _image_column(col: pa.ChunkedArray, name: str, nullable: bool) -> Column:
+    if not is_image_values(col.type):
+        raise SchemaError(f"column {name!r}: an image column holds encoded images (bytes) or file paths "
+                          f"(strings), got {show_type(col.type)}")
+    if not nullable:
+        check_nulls(name, leaves(col, ()), RowProblems(collect=False), " in the training data; list it in "
+                    "nullable=[...]")
+    return Column(name, "image", (), nullable, "feature", None)
 
 
 def _passthrough_column(col: pa.ChunkedArray, name: str) -> Column:

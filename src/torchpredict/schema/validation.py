@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from torchpredict.errors import SchemaError
 from torchpredict.messages import shown
 from torchpredict.schema.columns import DTYPES, Column
+from torchpredict.schema.images import python_images
 from torchpredict.schema.tables import as_table, is_record, kind_group, past_int64, value_kind
 
 __all__ = ["DTYPES", "Leaves", "RowProblems", "RowReport", "cast_accepted", "check_column", "forward_reports",
@@ -158,6 +159,14 @@ def read_input(data: Any, columns: Sequence[Column], problems: RowProblems) -> p
     """as_table, but a column of mixed Python values reports its odd rows to problems: rejected when collecting,
     else the first is the error, named by its input row (as_table's own error counts rows from 0)."""
     expected = {c.name: c.dtype for c in columns}
+    images = [c.name for c in columns if c.dtype == "image"]
+    if images:
+        data, odd = python_images(data, images)
+        for name, found in odd.items():
+            found.sort()
+            rows, why = np.asarray([r for r, _ in found]), [w for _, w in found]
+
+            _report_values(problems, name, rows, why)
     try:
         return as_table(data, expected=expected)
     except SchemaError:
@@ -165,6 +174,15 @@ def read_input(data: Any, columns: Sequence[Column], problems: RowProblems) -> p
         if table is None:
             raise
         return table
+
+
+def _report_values(problems: RowProblems, name: str, rows: np.ndarray, why: list[str]) -> None:
+    """Report rows (sorted) of column name, each with its reason."""
+
+    def reasons(some: np.ndarray) -> list[str]:
+        return [f"column {shown(name)}: {why[i]}" for i in np.searchsorted(rows, some)]
+
+    problems.add(rows, reasons, lambda row: f"{reasons(rows[:1])[0]} at row {row}")
 
 
 def _read_mixed(data: Any, columns: Mapping[str, Column], problems: RowProblems) -> pa.Table | None:
@@ -263,6 +281,24 @@ def show_type(t: pa.DataType) -> str:
 
 def decoded(col: pa.ChunkedArray) -> pa.ChunkedArray:
     return col.cast(col.type.value_type) if pa.types.is_dictionary(col.type) else col
+
+
+def is_image_values(t: pa.DataType) -> bool:
+    """What an image column may hold: encoded images (bytes) or file paths (strings)."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_string(t)
+            or pa.types.is_large_string(t))
+
+
+def image_values(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """An image column's accepted values as binary (bytes) or string (paths), as they came."""
+    col = decoded(col)
+    if pa.types.is_large_binary(col.type) or pa.types.is_large_string(col.type):
+        return col.cast(pa.binary() if pa.types.is_large_binary(col.type) else pa.string())
+    if pa.types.is_null(col.type):
+        return col.cast(pa.binary())
+    return col
 
 
 def target_type(column: Column) -> pa.DataType:
@@ -393,6 +429,9 @@ def _infinite(values: pa.ChunkedArray) -> np.ndarray:
 
 def _bad_values(values: pa.ChunkedArray, dtype: str) -> np.ndarray:
     """A mask of the values that cannot become `dtype` losslessly."""
+    if dtype == "image":
+        return np.zeros(len(values), dtype=bool) if is_image_values(values.type) or pa.types.is_null(
+            values.type) else as_mask(pc.is_valid(values))
     source = dtype_name(values.type)
     target = DTYPES[dtype]
     if values.type == target or source == dtype == "string" or pa.types.is_null(values.type):
