@@ -78,8 +78,8 @@ def test_modes_are_converted_to_the_trained_one_or_refused_with_convert_off():
     assert pre.transform({"image": [encoded(rgba)]})["x"].shape == (1, 1, 10, 10)
     assert np.array_equal(pre.transform({"image": [encoded(rgba)]})["x"][0], pixels(rgba.convert("L")))
     strict = fitted([Decode(mode="RGB", convert=False)], [encoded(photo(10, 10))])
-    with pytest.raises(PreprocessingError, match=r"^column 'image': the image has mode RGBA \(4 channels\); the "
-                                                 r"model takes RGB and Decode\(convert=False\) refuses others at row 0"):
+    with pytest.raises(PreprocessingError, match=r"^column 'image': the image has mode RGBA \(4 channels\); "
+                                                 r"the model takes RGB and Decode\(convert=False\) refuses others"):
         strict.transform({"image": [encoded(rgba)]})
 
 

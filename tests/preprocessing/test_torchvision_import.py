@@ -130,7 +130,8 @@ def test_nested_composes_and_identity_are_unrolled():
     (v2.Compose([v2.Grayscale(3), v2.ToTensor()]), r"^Grayscale at position 0: num_output_channels=3 is not converted"),
     (v2.Compose([v2.ToImage(), v2.ToDtype(torch.float64, scale=True)]),
      r"^ToDtype at position 1: dtype torch\.float64 is not converted \(only torch\.float32\)"),
-    (v2.Compose([v2.ToImage(), v2.Normalize(MEAN, STD)]), r"^Normalize at position 1 comes before the images are float"),
+    (v2.Compose([v2.ToImage(), v2.Normalize(MEAN, STD)]),
+     r"^Normalize at position 1 comes before the images are float"),
 ])
 def test_what_cannot_be_converted_is_refused_with_its_name_and_position(transform, message):
     with pytest.raises(PreprocessingError, match=message):
