@@ -9,6 +9,7 @@ import torch
 
 from torchpredict.bundle import save
 from torchpredict.cli.demo import train_wine
+from torchpredict.cli.digits_demo import train_digits
 from torchpredict.heads.regression import Regression
 from torchpredict.preprocessing import Preprocessor, Standardize
 
@@ -25,6 +26,21 @@ def wine_bundle(wine: dict, tmp_path_factory: pytest.TempPathFactory):
     return save(
         path, wine["model"], preprocessor=wine["preprocessor"], heads=wine["head"], examples=wine["train"]
     )
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A CNN on scikit-learn's digits written as PNG files (folder: train/<label>/*.png and new/*.png), with
+    its image steps fitted on the training files."""
+    folder = tmp_path_factory.mktemp("digits")
+    return {**train_digits(folder, epochs=4), "folder": folder}
+
+
+@pytest.fixture(scope="session")
+def digits_bundle(digits: dict, tmp_path_factory: pytest.TempPathFactory):
+    path = tmp_path_factory.mktemp("digits-bundle") / "digits.tpk"
+    return save(path, digits["model"], preprocessor=digits["preprocessor"], heads=digits["head"],
+                examples=digits["train"])
 
 
 @pytest.fixture(scope="session")

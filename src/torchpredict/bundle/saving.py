@@ -39,6 +39,7 @@ from torchpredict.model.factories import trust_hint
 from torchpredict.model.storage import store_model
 from torchpredict.predictor import read_heads
 from torchpredict.preprocessing import Preprocessor
+from torchpredict.schema.images import embedded
 from torchpredict.schema.tables import as_table
 
 CPU = torch.device("cpu")
@@ -96,6 +97,11 @@ def _golden_inputs(preprocessor: Preprocessor, examples: Any, rows: int) -> pa.T
     table = table.select(wanted).slice(0, rows)
     if table.num_rows == 0:
         raise BundleError("examples must hold at least one row")
+    images = [c.name for c in preprocessor.schema_.features if c.dtype == "image"]
+    try:
+        table = embedded(table, images)  # image paths as the bytes of their files: the bundle carries them
+    except OSError as exc:
+        raise BundleError(f"cannot read an example image: {exc}") from None
     return preprocessor.schema_.validate(table).table
 
 

@@ -297,13 +297,20 @@ def _add_serve(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _add_demo(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("demo", parents=[common], help="train a small model on scikit-learn's wine data, "
-                       "save it as a bundle and predict a file",
-                       description="Train a small MLP on scikit-learn's wine data with standardization fitted at "
-                       "training time, save OUTPUT/wine.tpk (with 'id' as a passthrough column), write 40 held-out "
-                       "rows to OUTPUT/new_wines.csv, predict them into OUTPUT/predictions.csv and print the "
-                       "accuracy and the command that does the same from the shell.")
-    p.add_argument("--output", default="demo-output", help="folder for the bundle and files (default demo-output)")
+    p = sub.add_parser("demo", parents=[common], help="train a small model on scikit-learn data (wine, or digits "
+                       "as PNG files), save it as a bundle and predict new data",
+                       description="wine (the default): train a small MLP on scikit-learn's wine data with "
+                       "standardization fitted at training time, save OUTPUT/wine.tpk (with 'id' as a passthrough "
+                       "column), write 40 held-out rows to OUTPUT/new_wines.csv, predict them into "
+                       "OUTPUT/predictions.csv and print the accuracy and the command that does the same from the "
+                       "shell. digits: write scikit-learn's digits as PNG files under OUTPUT/train and OUTPUT/new, "
+                       "train a small CNN with its image steps (grayscale, resize, rescale, normalise) fitted at "
+                       "training time, save OUTPUT/digits.tpk, predict the folder OUTPUT/new into "
+                       "OUTPUT/predictions.csv and print the accuracy.")
+    p.add_argument("which", nargs="?", choices=["wine", "digits"], default="wine",
+                   help="which demo (default wine)")
+    p.add_argument("--output", default=None, help="folder for the bundle and files (default demo-output, or "
+                   "demo-digits for digits)")
     p.set_defaults(run=_run_demo)
 
 
@@ -608,9 +615,14 @@ def _run_optimize(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    if args.which == "digits":
+        from torchpredict.cli.digits_demo import run_digits_demo
+
+        run_digits_demo(Path(args.output or "demo-digits"))
+        return EXIT_OK
     from torchpredict.cli.demo import run_demo
 
-    run_demo(Path(args.output))
+    run_demo(Path(args.output or "demo-output"))
     return EXIT_OK
 
 

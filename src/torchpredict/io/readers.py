@@ -25,13 +25,14 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from torchpredict.errors import InputError, SchemaError, TorchPredictError
-from torchpredict.io.formats import STDIO, detect_format
+from torchpredict.io.formats import STDIO, detect_format, image_files
 from torchpredict.messages import described, first_line
 
 __all__ = ["DEFAULT_BATCH_ROWS", "DEFAULT_BLOCK_BYTES", "MAX_LINE_BYTES", "Chunk", "read_chunks",
            "read_table"]
 
 DEFAULT_BATCH_ROWS = 65536
+IMAGE_BATCH_ROWS = 64  # image files per chunk: decoded, 64 RGB images of 224x224 are 38 MB of float32
 DEFAULT_BLOCK_BYTES = 8 << 20  # CSV/JSONL text parsed per chunk (multi-threaded inside pyarrow)
 MAX_JSONL_DEPTH = 1_000  # nesting a JSONL block may have before Arrow's recursive parser is not trusted with it
 _DEPTH_SEGMENT = 4096  # bytes per segment of the depth bound
@@ -75,13 +76,17 @@ def read_chunks(path: str | Path, *, format: str | None = None,
 
     column_types pins the Arrow type CSV text is parsed to (e.g. strings that look numeric, like zip
     codes; numbers for numeric columns) and JSON numbers are cast to when a string is wanted. names are
-    the column names of a plain 2-D .npy array. CSV and JSONL come in chunks of about block_bytes of
+    the column names of a plain 2-D .npy array, or those a folder or glob of images fills with each file's path.
+    CSV and JSONL come in chunks of about block_bytes of
     text, Parquet and .npy in chunks of batch_rows rows. threads: parse with pyarrow's thread pool.
     """
     if batch_rows < 1:
         raise InputError(f"batch_rows must be >= 1, got {batch_rows}")
     fmt = detect_format(path, format)
     types = dict(column_types or {})
+    if fmt == "images":
+        yield from _image_chunks(str(path), names, min(batch_rows, IMAGE_BATCH_ROWS))
+        return
     with _Input(str(path)) as source:
         try:
             if fmt in ("csv", "tsv"):
@@ -96,6 +101,19 @@ def read_chunks(path: str | Path, *, format: str | None = None,
             if isinstance(exc, TorchPredictError):
                 raise
             raise InputError(f"file '{source.name}': cannot read it as {fmt}: {first_line(exc)}") from None
+
+
+def _image_chunks(source: str, names: Sequence[str] | None, batch_rows: int) -> Iterator[Chunk]:
+    """A folder or glob of images as rows of file paths, under each of names (default: one column, "path");
+    the images are decoded by the image step that reads the column."""
+    files = image_files(source)
+    if not files:
+        raise InputError(f"'{source}' holds no images")
+    columns = list(dict.fromkeys(names or ["path"]))
+    for start in range(0, len(files), batch_rows):
+        paths = pa.array(files[start:start + batch_rows], pa.string())
+        yield Chunk(pa.table([paths] * len(columns), names=columns), len(paths), start,
+                    min(1.0, (start + len(paths)) / len(files)))
 
 
 def read_table(path: str | Path, *, format: str | None = None,

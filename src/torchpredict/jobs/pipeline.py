@@ -101,7 +101,7 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 def _pieces(plan: Plan, start_row: int, splits: bool) -> Iterator[Piece]:
     """Chunks of every input in order, cut at part boundaries, skipping rows before start_row."""
-    sizes = [None if s == STDIO else os.path.getsize(s) for s in plan.sources]
+    sizes = [None if s == STDIO or not os.path.isfile(s) else os.path.getsize(s) for s in plan.sources]
     total_bytes = None if None in sizes else sum(sizes)  # type: ignore[arg-type]
     offset, bytes_before = 0, 0
     for source, size in zip(plan.sources, sizes, strict=True):
@@ -113,6 +113,8 @@ def _pieces(plan: Plan, start_row: int, splits: bool) -> Iterator[Piece]:
             estimate = None
             if total_bytes and chunk.done:
                 estimate = round((offset + rows) * total_bytes / (bytes_before + chunk.done * (size or 0)))
+            elif size is None and chunk.done and len(plan.sources) == 1:  # images: the share of the files read
+                estimate = round(rows / chunk.done)
             for piece, part, ends in _split(chunk, offset, plan.part_rows if splits else None, start_row):
                 yield Piece(source, piece, part, ends, offset + piece.first_row + piece.rows, estimate)
         offset += rows

@@ -57,6 +57,9 @@ class Plan:
         types = {c.name: _PARSE_TYPES[c.dtype] for c in features if not c.shape}
         types.update({c.name: pa.string() for c in predictor.schema.passthrough if c.dtype == "string"})
         names = [c.name for c in features] if all(not c.shape for c in features) else None
+        images = [detect_format(source, format) == "images" for source in sources]
+        if any(images):
+            names, keep = _image_names(predictor, sources, images, keep)
         return cls(sources, format, tuple(dict.fromkeys(keep)), None if columns is None else tuple(columns),
                    "raise" if rejects is None else "reject", types, names, part_rows, batch_rows, block_bytes,
                    getattr(predictor.device, "type", str(predictor.device)) == "cpu")
@@ -64,6 +67,25 @@ class Plan:
     @property
     def many(self) -> bool:
         return len(self.sources) > 1
+
+
+def _image_names(predictor: Any, sources: list[str], images: list[bool], keep: Sequence[str]
+                 ) -> tuple[list[str], list[str]]:
+    """A folder or glob of images fills the bundle's one image column and a path column, kept first."""
+    features = predictor.schema.features
+    wanted = [c.name for c in features if c.dtype == "image"]
+    if not all(images):
+        raise InputError(f"'{sources[images.index(True)]}' is a folder or glob of images; it cannot be read with "
+                         "data files in one job")
+    takes = ", ".join(f"{c.name!r} ({c.dtype})" for c in features)
+    if not wanted:
+        raise InputError(f"'{sources[0]}' is a folder or glob of images, and this bundle takes no images ({takes}); "
+                         "predict a data file")
+    if len(wanted) != 1 or len(features) != 1:
+        raise InputError(f"a folder or glob of images fills one image column, and this bundle takes {takes}: "
+                         "predict a table (CSV, Parquet) holding them, with image paths or bytes in its image column")
+    path = "path" if wanted[0] != "path" else "file"
+    return [path, wanted[0]], [path, *(k for k in keep if k != path)]
 
 
 @dataclass

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from torchpredict.errors import PreprocessingError
-from torchpredict.messages import described
+from torchpredict.messages import described, first_line
 from torchpredict.preprocessing.steps import Step, register_step, state_rules
 
 __all__ = ["FORMATS", "IMAGE_OPS", "INTERPOLATIONS", "LAYOUTS", "MAX_PIXELS", "MODES", "CenterCrop", "Crop",
@@ -76,7 +76,7 @@ class Resize:
     short), capped by max_size) or [height, width]."""
 
     op: ClassVar[str] = "resize"
-    size: int | tuple[int, int]
+    size: int | Sequence[int]
     interpolation: str = "bilinear"
     max_size: int | None = None
 
@@ -89,7 +89,7 @@ class Resize:
                 "null, or a size > size (with an int size)", self.max_size)
 
     def apply(self, image: Any) -> Any:
-        height, width = resized_size(image.height, image.width, self.size, self.max_size)
+        height, width = resized_size(image.height, image.width, self.size, self.max_size)  # type: ignore[arg-type]
         if (height, width) == (image.height, image.width):
             return image
         return image.resize((width, height), resample=INTERPOLATIONS[self.interpolation])
@@ -101,13 +101,13 @@ class CenterCrop:
     does), zero-padded first where the image is smaller."""
 
     op: ClassVar[str] = "center_crop"
-    size: tuple[int, int]
+    size: int | Sequence[int]
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "size", _size(self, "size", self.size, allow_int=True, square=True))
 
     def apply(self, pixels: np.ndarray) -> np.ndarray:
-        crop_h, crop_w = self.size
+        crop_h, crop_w = self.size  # type: ignore[misc]  # [height, width], from __post_init__
         h, w = pixels.shape[:2]
         if crop_h > h or crop_w > w:
             left, top = (crop_w - w) // 2 if crop_w > w else 0, (crop_h - h) // 2 if crop_h > h else 0
@@ -149,7 +149,7 @@ class Pad:
     """torchvision's Pad with padding_mode='constant': [left, top, right, bottom] pixels of `fill`."""
 
     op: ClassVar[str] = "pad"
-    padding: tuple[int, int, int, int]
+    padding: int | Sequence[int]
     fill: int = 0
 
     def __post_init__(self) -> None:
@@ -161,11 +161,11 @@ class Pad:
         _expect(isinstance(padding, (list, tuple)) and len(padding) == 4
                 and all(_count(p) and p >= 0 for p in padding), self, "padding",
                 "a count, [left/right, top/bottom] or [left, top, right, bottom] of counts >= 0", self.padding)
-        object.__setattr__(self, "padding", tuple(padding))
+        object.__setattr__(self, "padding", tuple(padding))  # type: ignore[arg-type]
         _expect(_count(self.fill) and 0 <= self.fill <= 255, self, "fill", "an integer in 0..255", self.fill)
 
     def apply(self, pixels: np.ndarray) -> np.ndarray:
-        return _padded(pixels, self.padding, self.fill)
+        return _padded(pixels, self.padding, self.fill)  # type: ignore[arg-type]  # 4 counts, from __post_init__
 
 
 @dataclass(frozen=True)
@@ -189,8 +189,8 @@ class Normalize:
     """(x - mean[c]) / std[c] in float32; mean and std null: fitted from the training images."""
 
     op: ClassVar[str] = "normalize"
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
 
     def __post_init__(self) -> None:
         for name in ("mean", "std"):
@@ -448,8 +448,8 @@ def open_image(value: Any, decode: Decode) -> Any:
             image = ImageOps.exif_transpose(opened) if decode.exif else opened.copy()
     except BadImage:
         raise
-    except Image.DecompressionBombError:
-        raise BadImage(f"{where}the image is over Pillow's decompression-bomb limit") from None
+    except Image.DecompressionBombError as exc:
+        raise BadImage(f"{where}the image is over the decompression-bomb limit: {first_line(exc)}") from None
     except UnidentifiedImageError:
         raise BadImage(f"{where}not an image in a known format ({', '.join(FORMATS)})") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated, corrupt, or unreadable

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ImageValueError", "image_value", "python_images"]
+__all__ = ["ImageValueError", "embedded", "image_value", "python_images"]
 
 
 class ImageValueError(ValueError):
@@ -94,3 +94,21 @@ def _single(value: Any) -> bool:
     if isinstance(value, np.ndarray):
         return value.ndim <= 3 and value.dtype == np.uint8 and not (value.ndim == 3 and value.shape[2] > 4)
     return not isinstance(value, (list, tuple)) and not type(value).__module__.startswith(("pandas", "pyarrow"))
+
+
+def embedded(table: Any, names: list[str]) -> Any:
+    """table (Arrow) with its image columns of file paths read into bytes, so that it travels without the files
+    (the golden examples a bundle keeps); an unreadable file is an OSError of the caller's."""
+    import pyarrow as pa
+
+    for name in names:
+        if name in table.column_names and pa.types.is_string(table.schema.field(name).type):
+            data: list[bytes | None] = []
+            for path in table.column(name).to_pylist():
+                if path is None:
+                    data.append(None)
+                    continue
+                with open(path, "rb") as file:
+                    data.append(file.read())
+            table = table.set_column(table.column_names.index(name), name, pa.array(data, pa.binary()))
+    return table
