@@ -111,10 +111,10 @@ def test_nested_composes_and_identity_are_unrolled():
 
 
 @pytest.mark.parametrize(("transform", "message"), [
-    (v2.Compose([v2.Resize(30), v2.RandomHorizontalFlip(), v2.ToTensor()]),
+    (v2.Compose([v2.Resize(30), v2.RandomHorizontalFlip(), T.ToTensor()]),
      r"^RandomHorizontalFlip at position 1 is a random augmentation: prediction runs the same arithmetic"),
     (T.Compose([T.RandomResizedCrop(24), T.ToTensor()]), r"^RandomResizedCrop at position 0 is a random augmentation"),
-    (v2.Compose([v2.Compose([v2.Resize(30), v2.ColorJitter(0.2)]), v2.ToTensor()]),
+    (v2.Compose([v2.Compose([v2.Resize(30), v2.ColorJitter(0.2)]), T.ToTensor()]),
      r"^ColorJitter at position 0\.1 is a random augmentation"),
     (T.Compose([T.Resize(30), T.Lambda(lambda x: x), T.ToTensor()]),
      r"^cannot convert Lambda at position 1 \(torchvision\.transforms\.transforms\.Lambda\); torchpredict converts "
@@ -126,8 +126,8 @@ def test_nested_composes_and_identity_are_unrolled():
      r"^Pad at position 0: padding_mode='reflect' is not converted \(only 'constant'\)"),
     (T.Compose([T.Pad(2, fill=(1, 2, 3)), T.ToTensor()]), r"^Pad at position 0: fill=\(1, 2, 3\) is not converted"),
     (v2.Compose([v2.Resize(30), v2.PILToTensor()]), r"^the transform leaves the images as uint8"),
-    (v2.Compose([v2.Resize(30), v2.Grayscale(), v2.ToTensor()]), r"^Grayscale at position 1: a Grayscale after other"),
-    (v2.Compose([v2.Grayscale(3), v2.ToTensor()]), r"^Grayscale at position 0: num_output_channels=3 is not converted"),
+    (v2.Compose([v2.Resize(30), v2.Grayscale(), T.ToTensor()]), r"^Grayscale at position 1: a Grayscale after other"),
+    (v2.Compose([v2.Grayscale(3), T.ToTensor()]), r"^Grayscale at position 0: num_output_channels=3 is not converted"),
     (v2.Compose([v2.ToImage(), v2.ToDtype(torch.float64, scale=True)]),
      r"^ToDtype at position 1: dtype torch\.float64 is not converted \(only torch\.float32\)"),
     (v2.Compose([v2.ToImage(), v2.Normalize(MEAN, STD)]),

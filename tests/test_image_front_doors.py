@@ -1,6 +1,6 @@
 """Images on every front door of one bundle: the Python API (PIL images, arrays, bytes, paths), the CLI over a
 folder, a glob, a CSV of paths and a Parquet of bytes, with bad images as bad rows; predictions identical
-everywhere and equal to the training script's own. The server's BYTES inputs are in tests/server/test_images.py.
+everywhere and equal to the training script's own. The server's BYTES inputs are in tests/server/test_image_inputs.py.
 
 Labels are compared exactly, probabilities to 1e-5: a convolution's float32 sums differ in their last bit with
 the batch it runs in (oneDNN picks its kernel by shape), so rows batched differently differ by about 1e-7."""
