@@ -7,6 +7,8 @@ the batch it runs in (oneDNN picks its kernel by shape), so rows batched differe
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import struct
 import zlib
@@ -142,3 +144,34 @@ def test_a_missing_or_odd_image_value_is_named_with_its_row(predictor, digits):
         predictor.predict({"image": [digits["new_paths"][0], 2.5]})
     with pytest.raises(SchemaError, match=r"^column 'image': 'nowhere\.png': no such image file at row 0$"):
         predictor.predict({"image": ["nowhere.png"]})
+
+
+def test_drift_counts_images_of_other_sizes_and_shifted_channel_means(predictor, digits, digits_bundle, tmp_path):
+    folder = tmp_path / "inverted"
+    folder.mkdir()
+    for path in digits["new_paths"][:20]:
+        inverted = 255 - np.asarray(Image.open(path))
+        Image.fromarray(inverted).resize((12, 12)).save(folder / Path(path).name)
+    result = run_cli("predict", digits_bundle, folder, "-o", tmp_path / "out.csv", "--report",
+                     tmp_path / "drift.json")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"drift: 1 column drifted in 20 rows: 'image' 20 images of a size outside training's and "
+                     r"channel means 0\.\d\d \(training 0\.3\d\)", result.stderr), result.stderr
+    image = json.loads((tmp_path / "drift.json").read_text())["drift"]["columns"]["image"]
+    assert image["image_rows"] == 20 and image["out_of_range"] == 20 and image["pixel_mean"][0] > 0.6
+    same = predictor.predict_file(digits["folder"] / "new", tmp_path / "same.csv")
+    assert not same.drift and same.drift.columns["image"].image_rows == len(digits["new_paths"])
+    assert abs(same.drift.columns["image"].pixel_mean[0] - same.drift.columns["image"].training_pixel_mean[0]) < 0.05
+
+
+def test_a_bad_image_of_a_parquet_of_bytes_is_a_rejected_row_that_shows_its_size(digits, digits_bundle, tmp_path):
+    good = Path(digits["new_paths"][0]).read_bytes()
+    pq.write_table(pa.table({"id": ["a", "b"], "image": pa.array([good, b"\x00" * 100], pa.binary())}),
+                   tmp_path / "in.parquet")
+    result = run_cli("predict", digits_bundle, tmp_path / "in.parquet", "-o", tmp_path / "out.csv", "--keep", "id",
+                     "--rejects", tmp_path / "rejects.csv")
+    assert result.returncode == 0, result.stderr
+    assert read_table(tmp_path / "rejects.csv").to_pylist() == [
+        {"row": 1, "reason": "column 'image': not an image in a known format (PNG, JPEG, WEBP, BMP, GIF)",
+         "image": "<100 bytes>", "id": "b"}]
+    assert read_table(tmp_path / "out.csv").column("id").to_pylist() == ["a"]

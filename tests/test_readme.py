@@ -72,6 +72,8 @@ def _check_what_the_blocks_left(folder: Path, namespace: dict) -> None:
     assert fast.column("cultivar").to_pylist() == predictions.column("cultivar").to_pylist()
     np.testing.assert_allclose(fast.column("cultivar_probability").to_numpy(),
                                predictions.column("cultivar_probability").to_numpy(), atol=1e-5)
+    again = read_table(folder / "digits" / "again.csv")  # the digits demo's folder, predicted again from the shell
+    assert again.num_rows == 360 and again.column_names[:2] == ["path", "digit"]
     parts = sorted(p.name for p in (folder / "out").glob("part-*.parquet"))
     assert parts == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
     assert sum(pq.read_metadata(folder / "out" / p).num_rows for p in parts) == 10_000

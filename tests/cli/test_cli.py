@@ -360,7 +360,7 @@ def test_importing_the_cli_sets_up_no_logging():
     (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
     (["--threads", "-1"], "--threads must be >= 1, got -1"),
     (["--part-rows", "0", "-o", "out/"], "--part-rows must be >= 1, got 0"),
-    (["--format", "xls"], "--format must be one of csv, tsv, parquet, jsonl, npy, got 'xls'"),
+    (["--format", "xls"], "--format must be one of csv, tsv, parquet, jsonl, npy, images, got 'xls'"),
     (["--output-format", "xlsx"], "--output-format must be one of csv, tsv, parquet, jsonl, npy, got 'xlsx'"),
     (["--columns", ","], "--columns must name at least one prediction column"),
     (["--device", "cuda:x"], "device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got 'cuda:x'"),
@@ -445,3 +445,22 @@ def test_optimize_then_predict_runs_the_stored_backend_without_a_flag(wine, wine
     assert bad.returncode == 2
     assert bad.stderr.strip() == ("error: --backends must name some of onnxruntime, compile, int8, channels_last, got "
                                   "'tensorrt'")
+
+
+def test_the_digits_demo_predicts_a_folder_of_pngs_from_its_bundle(tmp_path):
+    result = run_cli("demo", "digits", "--output", tmp_path / "d")
+    assert result.returncode == 0, result.stderr
+    accuracy = float(result.stdout.split("(accuracy ")[1].split("%")[0])
+    assert accuracy > 90, result.stdout
+    predictions = read_table(tmp_path / "d" / "predictions.csv")
+    assert predictions.num_rows == 360 and predictions.column_names[:2] == ["path", "digit"]
+    assert sorted(predictions.column("path").to_pylist()) == predictions.column("path").to_pylist()
+    assert f"torchpredict predict {tmp_path / 'd' / 'digits.tpk'} {tmp_path / 'd' / 'new'}" in result.stdout
+
+
+def test_inspect_shows_an_image_steps_operations(digits_bundle):
+    result = run_cli("inspect", digits_bundle)
+    assert result.returncode == 0, result.stderr
+    assert "    image: image [feature]" in result.stdout
+    assert ("image_encode column(s) 'image': decode mode 'L' -> resize size [16, 16] interpolation 'bilinear' -> "
+            "rescale method 'multiply' -> normalize; shape_ [1, 16, 16], mean_ ") in result.stdout

@@ -197,3 +197,14 @@ def test_an_empty_npy_file_is_an_input_error(tmp_path):
     (tmp_path / "empty.npy").write_bytes(b"")
     with pytest.raises(InputError, match=r"file '.*empty.npy': cannot read it as npy: No data left in file"):
         list(read_chunks(tmp_path / "empty.npy"))
+
+
+def test_a_folder_of_images_reads_as_chunks_of_paths_in_path_order(tmp_path):
+    for i in range(150):
+        (tmp_path / f"{i:03d}.png").write_bytes(b"x")
+    chunks = list(read_chunks(tmp_path, names=["path", "image"]))
+    assert [c.rows for c in chunks] == [64, 64, 22] and [c.first_row for c in chunks] == [0, 64, 128]
+    assert chunks[-1].done == 1.0 and chunks[0].data.column_names == ["path", "image"]
+    assert chunks[1].data.column("image")[0].as_py() == str(tmp_path / "064.png")
+    with pytest.raises(InputError, match="holds no images"):
+        list(read_chunks(tmp_path / "*.jpg", format="images"))

@@ -72,7 +72,27 @@ def _step_text(step: dict) -> str:
         k: v for k, v in (params if isinstance(params, dict) else {}).items() if v is not None}
     learned = ", ".join(f"{key} {_short(value)}" for key, value in settings.items())
     columns = counted("column", columns) if isinstance(columns, list) else f"columns {_short(columns)}"
+    if step.get("type") == "image_encode" and isinstance(params, dict):
+        learned = f"{_image_ops_text(params.get('ops'))}; {learned}"
     return one_line(f"{_name(step.get('type'))} {columns}" + (f": {learned}" if learned else ""))
+
+
+def _image_ops_text(ops: Any) -> str:
+    """"decode mode 'L' -> resize size [16, 16] -> rescale -> normalize": an image step's operations in short."""
+    if not isinstance(ops, list):
+        return f"ops {_short(ops)}"
+    texts = []
+    for op in ops[:12]:
+        if not isinstance(op, dict):
+            texts.append(_short(op))
+            continue
+        shown_params = {k: v for k, v in op.items() if k in _IMAGE_OP_SHOWN and v is not None}
+        texts.append(" ".join([_name(op.get("op")), *(f"{k} {_short(v)}" for k, v in shown_params.items())]))
+    return " -> ".join(texts) + (f" -> … {len(ops):,} operations" if len(ops) > 12 else "")
+
+
+_IMAGE_OP_SHOWN = ("mode", "size", "interpolation", "padding", "method", "mean", "std", "top", "left", "height",
+                   "width")
 
 
 def _head_text(head: dict) -> str:

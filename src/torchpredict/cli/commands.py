@@ -321,10 +321,11 @@ def _at_least_one(flag: str, value: int | None) -> None:
 
 
 def _known_format(flag: str, value: str | None) -> None:
-    from torchpredict.io.formats import FORMATS
+    from torchpredict.io.formats import FORMATS, INPUT_FORMATS
 
-    if value is not None and value not in FORMATS:
-        raise InputError(f"{flag} must be one of {', '.join(FORMATS)}, got {shown(value)}")
+    known = INPUT_FORMATS if flag == "--format" else FORMATS
+    if value is not None and value not in known:
+        raise InputError(f"{flag} must be one of {', '.join(known)}, got {shown(value)}")
 
 
 def _check_device(value: str) -> None:

@@ -15,10 +15,11 @@ from pathlib import Path
 
 from torchpredict.errors import InputError
 
-__all__ = ["CODECS", "FORMATS", "IMAGE_SUFFIXES", "STDIO", "SUFFIXES", "detect_format", "expand_inputs",
-           "image_files", "split_suffix"]
+__all__ = ["CODECS", "FORMATS", "IMAGE_SUFFIXES", "INPUT_FORMATS", "STDIO", "SUFFIXES", "detect_format",
+           "expand_inputs", "image_files", "split_suffix"]
 
-FORMATS = ("csv", "tsv", "parquet", "jsonl", "npy", "images")
+FORMATS = ("csv", "tsv", "parquet", "jsonl", "npy")  # read and written
+INPUT_FORMATS = (*FORMATS, "images")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 STDIO = "-"
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
@@ -29,8 +30,8 @@ CODECS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2", ".lz4":
 def detect_format(path: str | Path, format: str | None = None) -> str:
     """The file format: the explicit one when given, else from the extension (after any .gz/.zst)."""
     if format is not None:
-        if format not in FORMATS:
-            raise InputError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+        if format not in INPUT_FORMATS:
+            raise InputError(f"format must be one of {', '.join(INPUT_FORMATS)}, got {format!r}")
         return format
     if str(path) == STDIO:
         raise InputError("cannot tell the format of '-' (stdin/stdout); pass format=... (CLI --format)")

@@ -63,7 +63,7 @@ def open_sink(predictor: Any, plan: Plan, output: str, output_format: str | None
         fmt = detect_format(output, output_format or "parquet")
         return _Parts(predictor, plan, Path(output), fmt, rejects_path, resume)
     if output == STDIO:
-        fmt = detect_format(output, output_format or plan.format or "csv")
+        fmt = detect_format(output, output_format or (plan.format if plan.format != "images" else None) or "csv")
     else:
         try:
             fmt = detect_format(output, output_format)

@@ -287,6 +287,7 @@ class ImageEncode(Step):
     def fit(self, frame: pa.Table) -> ImageEncode:
         pixel_sum = np.zeros(self.channels)
         pixel_sq = np.zeros(self.channels)
+        image_means = []  # per image, its channels' mean on the 0..1 scale, for drift
         count, sizes, shapes = 0, [], set()
         for name in self.columns:
             values = self._column(frame, name)
@@ -301,6 +302,7 @@ class ImageEncode(Step):
                     pixel_sum += x.sum(axis=0)
                     pixel_sq += (x**2).sum(axis=0)
                     count += len(x)
+                    image_means.append(_channel_means(result))
                     sizes.append(size)
                     shapes.add(self._after_normalize(scaled).shape)
         if not count:
@@ -323,7 +325,7 @@ class ImageEncode(Step):
         else:
             self.mean_ = normalize.mean if normalize is not None else None  # type: ignore[assignment]
             self.std_ = normalize.std if normalize is not None else None  # type: ignore[assignment]
-        self.pixel_mean_ = tuple(mean.tolist())
+        self.pixel_mean_ = tuple(np.mean(image_means, axis=0).tolist())
         arr = np.asarray(sizes, dtype=np.float64)
         self.sizes_ = {"height": _summary(arr[:, 0]), "width": _summary(arr[:, 1])}
         return self
@@ -336,16 +338,17 @@ class ImageEncode(Step):
             col = self._column(frame, name)
             if is_image_tensor(col.type):
                 continue
-            encoded, bad, reasons = self.encode(col)
+            encoded, bad, reasons, _ = self.encode(col)
             if len(bad):
                 raise PreprocessingError(f"column {name!r}: {reasons[0]} at row {bad[0]}")
             frame = frame.set_column(frame.column_names.index(name), name, encoded)
         return frame
 
-    def encode(self, values: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarray, list[str]]:
-        """(the tensor column, its bad rows, their reasons): bad rows hold zeros."""
+    def encode(self, values: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarray, list[str], ImageStats]:
+        """(the tensor column, its bad rows, their reasons, what the good ones looked like): bad rows hold zeros."""
         self._check_fitted()
         out = np.zeros((len(values), *self.shape_), dtype=np.float32)
+        stats = ImageStats(np.full((len(values), 2), np.nan), np.full((len(values), self.channels), np.nan))
         bad: list[int] = []
         reasons: list[str] = []
         lock = threading.Lock()
@@ -353,7 +356,9 @@ class ImageEncode(Step):
         def one(row_value: tuple[int, Any]) -> None:
             row, value = row_value
             try:
-                out[row] = self._finish(self._uint8_stage(value)[0])
+                pixels, size = self._uint8_stage(value)
+                out[row] = self._finish(pixels)
+                stats.sizes[row], stats.means[row] = size, _channel_means(pixels)
             except BadImage as exc:
                 with lock:
                     bad.append(row)
@@ -362,7 +367,18 @@ class ImageEncode(Step):
         _pool_run(one, list(enumerate(values.to_pylist())))
         order = np.argsort(bad, kind="stable")
         return (pa.FixedShapeTensorArray.from_numpy_ndarray(out), np.asarray(bad, dtype=np.int64)[order],
-                [reasons[i] for i in order])
+                [reasons[i] for i in order], stats)
+
+    def drift(self, stats: ImageStats) -> dict[str, Any]:
+        """The drift of encoded images against the training ones (ColumnDrift's image fields, as a dict): rows
+        whose decoded size lies outside the training sizes, and the channels' summed means with the training
+        means (on the 0..1 scale of the decoded pixels)."""
+        good = ~np.isnan(stats.sizes[:, 0])
+        sizes, limits = stats.sizes[good], self.sizes_
+        outside = ((sizes[:, 0] < limits["height"]["min"]) | (sizes[:, 0] > limits["height"]["max"])
+                   | (sizes[:, 1] < limits["width"]["min"]) | (sizes[:, 1] > limits["width"]["max"]))
+        return {"rows": int(good.sum()), "out_of_range": int(outside.sum()), "image_rows": int(good.sum()),
+                "pixel_sum": stats.means[good].sum(axis=0).tolist(), "training_pixel_mean": list(self.pixel_mean_)}
 
     # -- one image --------------------------------------------------------------------------------------
 
@@ -422,6 +438,19 @@ class ImageEncode(Step):
             raise BadImage(f"the image comes out {_shape_text(x.shape, self.params['layout'])}, the model takes "
                            f"{_shape_text(self.shape_, self.params['layout'])}")
         return x
+
+
+@dataclass(frozen=True)
+class ImageStats:
+    """Per encoded row: its decoded (height, width) and its channels' mean on the 0..1 scale (NaN for bad rows)."""
+
+    sizes: np.ndarray
+    means: np.ndarray
+
+
+def _channel_means(pixels: np.ndarray) -> np.ndarray:
+    """An uint8 [H, W, C] image's per-channel mean on the 0..1 scale."""
+    return pixels.reshape(-1, pixels.shape[-1]).mean(axis=0) / 255.0
 
 
 # -- decoding -------------------------------------------------------------------------------------------------

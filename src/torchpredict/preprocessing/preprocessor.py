@@ -26,6 +26,7 @@ from torchpredict.preprocessing.missing import Impute
 from torchpredict.preprocessing.plans import TransformPlan
 from torchpredict.preprocessing.steps import Step, float64_values, is_numeric
 from torchpredict.preprocessing.text import TextCounts, TextEncode
+from torchpredict.schema.drift import with_image_drift
 from torchpredict.schema.schema import Schema, Validated
 from torchpredict.schema.tables import as_table
 from torchpredict.schema.validation import RowReport, forward_reports
@@ -157,14 +158,15 @@ class Preprocessor:
         return encoded
 
     def _encode_images(self, table: pa.Table, report: RowReport) -> pa.Table | None:
-        changed = None
+        changed, drift = None, {}
         for step in self.steps:
             if not isinstance(step, ImageEncode):
                 continue
             for name in step.columns:
                 if name not in table.column_names or is_image_tensor(table.schema.field(name).type):
                     continue
-                tensors, bad, reasons = step.encode(table.column(name))
+                tensors, bad, reasons, stats = step.encode(table.column(name))
+                drift[name] = step.drift(stats)
                 if len(bad):
                     def wording(some: np.ndarray, bad: np.ndarray = bad, reasons: list[str] = reasons,
                                 name: str = name) -> list[str]:
@@ -172,7 +174,7 @@ class Preprocessor:
 
                     report(bad, wording, lambda row, w=wording, b=bad: f"{w(b[:1])[0]} at row {row}")
                 changed = (changed or table).set_column(table.column_names.index(name), name, tensors)
-        return changed
+        return None if changed is None else with_image_drift(changed, drift)
 
     def _check_categories(self, table: pa.Table, report: RowReport) -> None:
         refusing = [i for i, step in enumerate(self.steps) if _refuses_unknown(step)]

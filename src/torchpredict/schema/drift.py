@@ -3,11 +3,14 @@
 Predictions on such rows are extrapolations; the report says where they happened, it refuses nothing.
 One DriftReport accumulates over a run (batch by batch, or merged from workers): per column, the rows
 checked, rows with a value outside the training [min, max], rows with a string outside the training
-categories (and the most frequent such strings), and nulls in columns that had none in training.
+categories (and the most frequent such strings), and nulls in columns that had none in training. For an image
+column: images whose decoded size lies outside the training sizes, and the channels' mean over the run beside the
+training images' (a shift of more than PIXEL_SHIFT, on the 0..1 scale, counts as drift).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -19,11 +22,13 @@ import pyarrow.compute as pc
 from torchpredict.schema.columns import Column
 from torchpredict.schema.validation import Leaves, as_mask, cast_accepted, missing
 
-__all__ = ["ColumnDrift", "DriftReport", "column_drift", "count_drift"]
+__all__ = ["ColumnDrift", "DriftReport", "column_drift", "count_drift", "image_drift_of", "with_image_drift"]
 
 TOP_UNSEEN = 20  # unseen strings tracked per column: exact counts while a run sees at most this many
 SUMMARY_COLUMNS = 5  # drifted columns named in summary()
 SUMMARY_VALUES = 3  # unseen strings named per column in summary()
+PIXEL_SHIFT = 0.1  # an image column's channel mean this far from training's (0..1 scale) has drifted
+IMAGE_DRIFT = b"torchpredict.image_drift"  # the schema metadata key under which the row check hands it over
 
 
 @dataclass
@@ -35,9 +40,23 @@ class ColumnDrift:
     unseen_categories: int = 0
     unexpected_nulls: int = 0
     unseen_values: dict[str, int] = field(default_factory=dict)  # most frequent unseen strings -> count
+    image_rows: int = 0  # images: how many were decoded, their channels' summed means, the training means
+    pixel_sum: list[float] = field(default_factory=list)
+    training_pixel_mean: list[float] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.out_of_range or self.unseen_categories or self.unexpected_nulls)
+        return bool(self.out_of_range or self.unseen_categories or self.unexpected_nulls or self.pixel_shifted)
+
+    @property
+    def pixel_mean(self) -> list[float]:
+        """An image column's channel means over the run (0..1 scale); [] for other columns."""
+        return [s / self.image_rows for s in self.pixel_sum] if self.image_rows else []
+
+    @property
+    def pixel_shifted(self) -> bool:
+        means, trained = self.pixel_mean, self.training_pixel_mean
+        return bool(means and len(trained) == len(means)
+                    and max(abs(a - b) for a, b in zip(means, trained, strict=True)) > PIXEL_SHIFT)
 
     @property
     def drifted_rows(self) -> int:
@@ -48,6 +67,11 @@ class ColumnDrift:
         self.out_of_range += other.out_of_range
         self.unseen_categories += other.unseen_categories
         self.unexpected_nulls += other.unexpected_nulls
+        if other.image_rows:
+            self.pixel_sum = [a + b for a, b in zip(self.pixel_sum, other.pixel_sum, strict=True)] \
+                if self.image_rows else list(other.pixel_sum)
+            self.image_rows += other.image_rows
+            self.training_pixel_mean = self.training_pixel_mean or list(other.training_pixel_mean)
         if not other.unseen_values and not self.unseen_values:
             return
         merged = dict(self.unseen_values)
@@ -58,8 +82,12 @@ class ColumnDrift:
     def describe(self) -> str:
         """'12 out of range and 4 unseen categories ('Oslo' 3, 'Rome' 1)'; '' when nothing drifted."""
         parts = []
-        if self.out_of_range:
+        if self.out_of_range and self.image_rows:
+            parts.append(f"{_plural(self.out_of_range, 'image', 'images')} of a size outside training's")
+        elif self.out_of_range:
             parts.append(f"{self.out_of_range:,} out of range")
+        if self.pixel_shifted:
+            parts.append(f"channel means {_numbers(self.pixel_mean)} (training {_numbers(self.training_pixel_mean)})")
         if self.unseen_categories:
             parts.append(f"{_plural(self.unseen_categories, 'unseen category', 'unseen categories')} "
                          f"({self._top_values()})")
@@ -74,7 +102,13 @@ class ColumnDrift:
         return f"{text}, ..." if more else text
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "unseen_values": dict(self.unseen_values)}
+        d = {**self.__dict__, "unseen_values": dict(self.unseen_values)}
+        if not self.image_rows:  # image fields only for image columns
+            for key in ("image_rows", "pixel_sum", "training_pixel_mean"):
+                d.pop(key)
+        else:
+            d["pixel_mean"] = self.pixel_mean
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ColumnDrift:
@@ -256,3 +290,21 @@ def _plural(n: int, one: str, many: str) -> str:
 
 def _short(value: str, limit: int = 40) -> str:
     return repr(value if len(value) <= limit else value[: limit - 1] + "…")
+
+
+def with_image_drift(table: pa.Table, drift: Mapping[str, Mapping[str, Any]]) -> pa.Table:
+    """table carrying the drift of its image columns (ColumnDrift fields per column) for count_drift's caller to
+    fold in (image_drift_of): the row check that encodes the images is the one place their sizes are seen."""
+    metadata = dict(table.schema.metadata or {})
+    metadata[IMAGE_DRIFT] = json.dumps(drift).encode()
+    return table.replace_schema_metadata(metadata)
+
+
+def image_drift_of(table: pa.Table) -> dict[str, ColumnDrift]:
+    """The image columns' drift a row check left on table (with_image_drift), or {}."""
+    raw = (table.schema.metadata or {}).get(IMAGE_DRIFT)
+    return {} if raw is None else {name: ColumnDrift.from_dict(d) for name, d in json.loads(raw).items()}
+
+
+def _numbers(values: Sequence[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from torchpredict.errors import InputError, SchemaError
 from torchpredict.messages import MAX_VALUE, counted, quoted, shown
 from torchpredict.schema.columns import DTYPES, Column, ColumnStats
-from torchpredict.schema.drift import DriftReport, count_drift
+from torchpredict.schema.drift import DriftReport, count_drift, image_drift_of
 from torchpredict.schema.plans import Accepts, SmallRows, ValidationPlan
 from torchpredict.schema.tables import as_table
 from torchpredict.schema.validation import (
@@ -232,6 +232,8 @@ class Schema:
             table = table.filter(pa.array(problems.accepted(table.num_rows)))
             found = {c.name: leaves(decoded(table.column(c.name)), c.shape) for c in self.features}
         drift = count_drift(self.features, found, table.num_rows)
+        for name, images in image_drift_of(typed).items():  # what the row check saw of the images it encoded
+            drift.columns[name] = images
         return Validated(typed, drift, rejected)
 
     def _typed(self, table: pa.Table, accepted: np.ndarray, names: list[str]) -> pa.Table:

@@ -138,6 +138,9 @@ def _as_text(values: pa.ChunkedArray) -> pa.Array:
                               ("-Infinity", pc.equal(values, -np.inf))):
             text = pc.if_else(mask, pa.scalar(spelled, pa.string()), text)
         return text
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):  # short bytes as text; an encoded image as its size
+        return pa.array([None if v is None else v.decode("utf-8", "backslashreplace") if len(v) <= 64 else
+                         f"<{len(v):,} bytes>" for v in values.to_pylist()], pa.string())
     if not pa.types.is_nested(t):
         try:
             return values.cast(pa.string())  # strings as they are; ints, bools, dates: their JSON-like text

@@ -50,7 +50,7 @@ from torchpredict.server import oip
 from torchpredict.server.batcher import Batcher, Overloaded, Request
 from torchpredict.server.metrics import Metrics
 from torchpredict.server.openapi import openapi_document
-from torchpredict.server.records import encode_records, parse_records
+from torchpredict.server.records import encode_records, parse_form, parse_records, with_images
 from torchpredict.version import __version__
 
 __all__ = ["App", "create_app", "find_bundles"]
@@ -347,7 +347,7 @@ class App:
         body = await self.body(headers, receive)
         if endpoint == "infer":
             return await self.infer(model, body, headers)
-        return await self.records(model, body)
+        return await self.records(model, body, headers)
 
     def model(self, target: list[str]) -> Served:
         name, version = target[0], (target[1] if len(target) > 1 else None)
@@ -460,9 +460,15 @@ class App:
         return 200, payload, [(b"content-type", b"application/octet-stream"),
                               (b"inference-header-content-length", str(json_length).encode())]
 
-    async def records(self, model: Served, body: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    async def records(self, model: Served, body: bytes,
+                      headers: Sequence[tuple[bytes, bytes]]) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        content_type = next((value for name, value in headers if name == b"content-type"), b"").decode("latin-1")
+        images = [i.name for i in model.spec.inputs if i.dtype == "image"]
         try:
-            parsed = parse_records(body)
+            if content_type.lower().startswith("multipart/form-data"):
+                parsed = parse_form(body, content_type, images)
+            else:
+                parsed = with_images(parse_records(body), images)
         except oip.RequestError as exc:
             raise HTTPError(400, one_line(str(exc)), kind="RequestError") from None
         request = Request(parsed.columns, parsed.rows, rejects=parsed.rejects, keep=parsed.keep)

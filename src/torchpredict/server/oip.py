@@ -11,6 +11,8 @@ RequestError (HTTP 400) whose message names the input or output and what was wro
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import struct
 from collections.abc import Iterator, Mapping, Sequence
@@ -67,6 +69,7 @@ ACCEPTED: dict[str, tuple[str, ...]] = {
     "int32": ("INT32", "INT64", *_INTS[2:]),
     "bool": ("BOOL",),
     "string": ("BYTES",),
+    "image": ("BYTES",),  # each element an encoded image: raw in binary data, base64 in JSON
 }
 
 
@@ -666,14 +669,22 @@ def _binary_values(name: str, datatype: str, shape: tuple[int, ...], data: memor
     return values.astype(layout.newbyteorder("="), copy=False)
 
 
-def _binary_strings(name: str, shape: tuple[int, ...], data: memoryview, count: int) -> list[str]:
+class RawElements(list):
+    """BYTES elements of which some are not UTF-8 text, kept as bytes (images); columns_of refuses them for any
+    input but an image column's, with the error the reader would have given."""
+
+    first_raw: int = 0
+
+
+def _binary_strings(name: str, shape: tuple[int, ...], data: memoryview, count: int) -> list[Any]:
     read = _uniform_strings(data, count)
     if read is None:
         read = _varied_strings(data, count)
     if read is not None:
         return read
     raw, at = bytes(data), 0
-    found: list[str] = []
+    found: list[Any] = []
+    first_raw = None
     while at < len(raw):
         if at + 4 > len(raw):
             raise RequestError(f"input {shown(name)}: BYTES element {len(found)} has a cut length prefix "
@@ -686,11 +697,16 @@ def _binary_strings(name: str, shape: tuple[int, ...], data: memoryview, count: 
         try:
             found.append(raw[at:at + size].decode("utf-8"))
         except UnicodeDecodeError:
-            raise RequestError(f"input {shown(name)}: BYTES element {len(found)} is not UTF-8 text") from None
+            first_raw = len(found) if first_raw is None else first_raw
+            found.append(raw[at:at + size])  # an image, or an error once the input's column is known
         at += size
     if len(found) != count:
         raise RequestError(f"input {shown(name)}: shape {list(shape)} holds {count:,} element(s) but its binary "
                            f"data has {len(found):,}")
+    if first_raw is not None:
+        kept = RawElements(found)
+        kept.first_raw = first_raw
+        return kept
     return found
 
 
@@ -796,13 +812,19 @@ def columns_of(spec: ModelSpec, request: InferRequest) -> tuple[Mapping[str, np.
     hold shape values; its datatype must be one the column's dtype accepts. An input the schema does not know is
     passed on as it is, for validation to refuse with its usual message.
     """
-    fast = _fast_columns(spec, request.inputs)
+    images = {i.name for i in spec.inputs if i.dtype == "image"}
+    fast = None if images else _fast_columns(spec, request.inputs)
     if fast is not None:
         return fast
     columns: dict[str, np.ndarray | list[Any]] = {}
     rows: dict[str, int] = {}
     for tensor in request.inputs:
         column = spec.input(tensor.name)
+        values = tensor.values
+        if tensor.name in images and tensor.datatype == "BYTES":
+            values = image_elements(tensor.name, values)
+        elif isinstance(values, RawElements):
+            raise RequestError(f"input {shown(tensor.name)}: BYTES element {values.first_raw} is not UTF-8 text")
         if column is not None and column.dtype in ACCEPTED and tensor.datatype not in ACCEPTED[column.dtype]:
             raise RequestError(_wrong_datatype(tensor, column))
         shape = tensor.shape
@@ -815,7 +837,7 @@ def columns_of(spec: ModelSpec, request: InferRequest) -> tuple[Mapping[str, np.
                                f"whose rows hold {list(per_row) or 'one value'}: send shape {rows_of}"
                                + (" or [rows, 1]" if not per_row else ""))
         rows[tensor.name] = shape[0]
-        columns[tensor.name] = _column_values(tensor.values, shape)
+        columns[tensor.name] = _column_values(values, shape)
     counts = set(rows.values())
     if len(counts) > 1:
         first, *others = rows.items()
@@ -826,6 +848,21 @@ def columns_of(spec: ModelSpec, request: InferRequest) -> tuple[Mapping[str, np.
     if not n:
         raise RequestError("the inputs hold no rows")
     return columns, n
+
+
+def image_elements(name: str, values: Any) -> list[Any]:
+    """An image input's BYTES elements as the encoded images: bytes as they came in binary data, text as the base64
+    of the file (JSON), or, where it is no base64, as its UTF-8 bytes (binary data that happened to be text); a
+    client's text is never read as a path on the server."""
+    out: list[Any] = []
+    for value in values:
+        if isinstance(value, str):
+            try:
+                value = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                value = value.encode("utf-8")
+        out.append(value)
+    return out
 
 
 def _fast_columns(spec: ModelSpec, inputs: Inputs) -> tuple[Mapping[str, np.ndarray | list[Any]], int] | None:
