@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -237,3 +239,20 @@ def test_an_image_column_of_another_type_is_refused():
     with pytest.raises(SchemaError, match=r"column 'image': an image column holds encoded images \(bytes\) or file "
                                           r"paths \(strings\), got float64"):
         Preprocessor([ImageEncode(["image"])]).fit(pa.table({"image": [1.0, 2.0]}))
+
+
+def test_without_pillow_an_image_step_says_how_to_install_it(tmp_path):
+    pre = fitted([Resize([4, 4])], [encoded(photo(6, 6))])
+    (tmp_path / "pre.json").write_text(json.dumps(pre.to_dict()))
+    (tmp_path / "img.png").write_bytes(encoded(photo(6, 6)))
+    code = ("import sys, json; sys.modules['PIL'] = None\n"
+            "from torchpredict.errors import PreprocessingError\n"
+            "from torchpredict.preprocessing import Preprocessor\n"
+            f"pre = Preprocessor.from_dict(json.load(open({str(tmp_path / 'pre.json')!r})))\n"
+            "try:\n"
+            f"    pre.transform({{'image': [{str(tmp_path / 'img.png')!r}]}})\n"
+            "except PreprocessingError as exc:\n"
+            "    print(exc)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == ("image steps decode with Pillow, which is not installed: pip install "
+                                     "'torchpredict[images]'"), result.stderr

@@ -144,7 +144,7 @@ def test_predict_gives_a_dataset_of_the_same_predictions_from_files_or_from_a_da
         tpray.predict(ray.data.from_arrow(table), BUNDLE, columns=["score"])
 
 
-def test_output_and_input_mistakes_are_refused_before_the_job(wines, tmp_path):
+def test_output_and_input_mistakes_are_refused_before_the_job(wines, digits, digits_bundle, tmp_path):
     names = _inputs(wines, tmp_path / "in")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "mine.txt").write_text("keep me")
@@ -153,6 +153,8 @@ def test_output_and_input_mistakes_are_refused_before_the_job(wines, tmp_path):
     assert (tmp_path / "full" / "mine.txt").read_text() == "keep me"
     with pytest.raises(InputError, match="reads files, not stdin"):
         tpray.predict_files("-", BUNDLE, tmp_path / "out", format="csv")
+    with pytest.raises(InputError, match="the Ray engine predicts data files, not a folder or glob of images"):
+        tpray.predict_files(digits["folder"] / "new", digits_bundle, tmp_path / "out")
     with pytest.raises(InputError, match="holds the input file .*a.csv'; write the parts to a folder without inputs"):
         tpray.predict_files(names, BUNDLE, tmp_path / "in")
     with pytest.raises(EngineError, match=r"2 actors x 1 CPU leave 0 of the cluster's 2 CPU\(s\) for reading.*"

@@ -458,7 +458,7 @@ def _channel_means(pixels: np.ndarray) -> np.ndarray:
 
 def open_image(value: Any, decode: Decode) -> Any:
     """A decoded PIL image in decode's mode; raises BadImage with the reason (naming the file, for a path)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    Image, ImageOps, UnidentifiedImageError = pillow()
 
     where = f"{value!r}: " if isinstance(value, str) else ""
     if value is None:
@@ -490,6 +490,16 @@ def open_image(value: Any, decode: Decode) -> Any:
                            f"the model takes {decode.mode} and Decode(convert=False) refuses others")
         image = image.convert(decode.mode)
     return image
+
+
+def pillow() -> tuple[Any, Any, Any]:
+    """Pillow's Image, ImageOps and UnidentifiedImageError; a PreprocessingError saying how to install it."""
+    try:
+        from PIL import Image, ImageOps, UnidentifiedImageError
+    except ImportError:
+        raise PreprocessingError("image steps decode with Pillow, which is not installed: pip install "
+                                 "'torchpredict[images]'") from None
+    return Image, ImageOps, UnidentifiedImageError
 
 
 def is_image_tensor(t: pa.DataType) -> bool:
@@ -544,9 +554,7 @@ def _array(image: Any) -> np.ndarray:
 
 
 def _pil(pixels: np.ndarray) -> Any:
-    from PIL import Image
-
-    return Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+    return pillow()[0].fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
 
 
 def _padded(pixels: np.ndarray, ltrb: Sequence[int], fill: float) -> np.ndarray:

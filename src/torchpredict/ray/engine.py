@@ -297,6 +297,9 @@ def predict_files(input: str | Path | Sequence[str | Path], bundle: str | Path, 
     plan = Plan.make(predictor, input, format, keep, columns, rejects, 1 << 62, batch_rows, block_bytes)
     if STDIO in plan.sources:
         raise InputError("the Ray engine reads files, not stdin; use the local engine for '-'")
+    if any(detect_format(source, plan.format) == "images" for source in plan.sources):
+        raise InputError("the Ray engine predicts data files, not a folder or glob of images (their paths would "
+                         "be read by workers elsewhere); use the local engine, or a Parquet file of the images' bytes")
     folder = Path(output)
     fmt = output_format or "parquet"
     detect_format(f"part.{fmt}", output_format)

@@ -34,8 +34,11 @@ def image_value(value: Any) -> bytes | str | None:
         if value.dtype != np.uint8 or value.ndim not in (2, 3) or (value.ndim == 3 and value.shape[2] not in (1, 3, 4)):
             raise ImageValueError(f"an image array must be uint8 [height, width] or [height, width, channels] with "
                                   f"1, 3 or 4 channels, got {value.dtype} {list(value.shape)}")
-        from PIL import Image
-
+        try:
+            from PIL import Image
+        except ImportError:
+            raise ImageValueError("an image array is encoded with Pillow, which is not installed: pip install "
+                                  "'torchpredict[images]'") from None
         value = Image.fromarray(value[:, :, 0] if value.ndim == 3 and value.shape[2] == 1 else value)
     if type(value).__module__.startswith("PIL."):
         buffer = io.BytesIO()

@@ -813,6 +813,10 @@ def columns_of(spec: ModelSpec, request: InferRequest) -> tuple[Mapping[str, np.
     passed on as it is, for validation to refuse with its usual message.
     """
     images = {i.name for i in spec.inputs if i.dtype == "image"}
+    if not images and request.inputs.columns is None:  # the general reader's inputs: it keeps bytes not UTF-8
+        for name, values in zip(request.inputs.names, request.inputs.values, strict=True):
+            if isinstance(values, RawElements):  # bytes only an image column takes
+                raise RequestError(f"input {shown(name)}: BYTES element {values.first_raw} is not UTF-8 text")
     fast = None if images else _fast_columns(spec, request.inputs)
     if fast is not None:
         return fast

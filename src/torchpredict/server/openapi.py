@@ -48,6 +48,10 @@ _RECORDS_REQUEST = {"oneOf": [
     {"type": "object", "required": ["rows"], "additionalProperties": False, "properties": {
         "rows": {"type": "array", "items": _ROW, "minItems": 1}, "rejects": {"type": "boolean"},
         "keep": {"type": "array", "items": {"type": "string"}}}}]}
+_RECORDS_FORM = {"type": "object", "description": "image files, one row each, in a file field named after the "
+                 "model's image column; their names come back in the column 'file'",
+                 "properties": {"rejects": {"type": "string", "enum": ["true", "false"]}},
+                 "additionalProperties": {"type": "string", "format": "binary"}}
 _RECORDS_RESPONSE = {"type": "object", "required": ["model_name", "predictions"], "properties": {
     "model_name": {"type": "string"}, "model_version": {"type": "string"},
     "predictions": {"type": "array", "items": {"type": "object"}},
@@ -91,8 +95,10 @@ def openapi_document(models: Mapping[str, Sequence[str]], *, token: bool) -> dic
                                 "schema": {"type": "integer", "minimum": 0},
                                 "description": "binary extension: the length of the JSON header"}]
         paths[f"{prefix}/infer"] = {"post": infer, "parameters": parameters}
-        records = _operation("rows as JSON objects, predicted as Predictor.predict predicts them",
-                             {"required": True, "content": {"application/json": {"schema": _RECORDS_REQUEST}}},
+        records = _operation("rows as JSON objects (or a form of image files), predicted as Predictor.predict "
+                             "predicts them",
+                             {"required": True, "content": {"application/json": {"schema": _RECORDS_REQUEST},
+                                                            "multipart/form-data": {"schema": _RECORDS_FORM}}},
                              _json(_RECORDS_RESPONSE), ("400", "404", "408", "413", "415", "500", "503", "504"))
         paths[f"{prefix}/records"] = {"post": records, "parameters": parameters}
         paths[f"{prefix}/predict"] = {"post": {**records, "summary": "the records endpoint, by another name"},
