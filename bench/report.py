@@ -48,6 +48,7 @@ SCRIPTS = (
     Script("serve", (), ("--quick",), 3600, needs_peers=True),
     Script("ray", (), ("--quick",), 1800),
     Script("soak", (), ("--quick",), 600),
+    Script("images", (), ("--quick",), 900),
     Script("gpu_check", (), (), 900),
 )
 VERSIONS = ("torch", "numpy", "pyarrow", "onnxruntime", "uvicorn", "ray", "torchpredict")

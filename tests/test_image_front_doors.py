@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import struct
+import types
 import zlib
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from torchpredict.bundle import load
 from torchpredict.errors import SchemaError
 from torchpredict.io.readers import read_table
 from torchpredict.io.writers import write_table
+from torchpredict.jobs.plan import Plan, image_chunk_rows
 
 
 def close(got: pa.Table, want: pa.Table) -> bool:
@@ -175,3 +177,12 @@ def test_a_bad_image_of_a_parquet_of_bytes_is_a_rejected_row_that_shows_its_size
         {"row": 1, "reason": "column 'image': not an image in a known format (PNG, JPEG, WEBP, BMP, GIF)",
          "image": "<100 bytes>", "id": "b"}]
     assert read_table(tmp_path / "out.csv").column("id").to_pylist() == ["a"]
+
+
+def test_a_folder_is_read_in_chunks_of_whole_model_batches_of_about_32_mb(predictor, digits):
+    """Small images in chunks of 1,024 files (a chunk's own cost paid rarely), big ones in one model batch."""
+    assert predictor.batch_size == 64  # a model of images: its activations are held whole per batch
+    plan = Plan.make(predictor, digits["folder"] / "new", None, (), None, None, 1 << 20, 1 << 16, 1 << 20)
+    assert plan.batch_rows == 1024 and plan.keep == ("path",) and plan.npy_names == ["path", "image"]
+    big = types.SimpleNamespace(steps=[types.SimpleNamespace(shape_=(3, 224, 224))])  # 602 KB a row: 55 rows
+    assert image_chunk_rows(big, 64) == 64 and image_chunk_rows(big, 16) == 48 and image_chunk_rows(big, 100) == 100

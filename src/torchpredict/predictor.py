@@ -41,6 +41,7 @@ __all__ = ["Assembled", "Predictor", "RunStats", "input_rows", "read_heads", "se
 REJECTS_HINT = "pass rejects=... (CLI --rejects FILE) to set such rows aside"  # the server words it its way
 
 DEFAULT_BATCH_SIZE = 1024
+IMAGE_BATCH_SIZE = 64  # a model of images: a ResNet-18 forward of 64 rows holds about 600 MB; 4,096 would hold 38 GB
 _LAYOUTS = 16  # input layouts whose model-input check is remembered per predictor
 Rejects = Callable[[pa.Table], Any]  # receives the rejected rows of each batch
 
@@ -64,8 +65,10 @@ class Predictor:
 
     def __init__(self, *, model: Any, preprocessor: Preprocessor, heads: Sequence[Any],
                  model_entry: ModelEntry | Mapping[str, Any],
-                 device: torch.device | Any, batch_size: int = DEFAULT_BATCH_SIZE, manifest: Any = None,
+                 device: torch.device | Any, batch_size: int | None = None, manifest: Any = None,
                  golden: GoldenExamples | None = None) -> None:
+        if batch_size is None:
+            batch_size = default_batch_size(preprocessor)
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
@@ -294,6 +297,12 @@ class Predictor:
         name = getattr(self.manifest, "name", "?")
         backend = "" if self.backend == "eager" else f", backend={self.backend!r}"
         return f"Predictor(bundle={name!r}, device='{self.device}'{backend}, heads={len(self.heads)})"
+
+
+def default_batch_size(preprocessor: Preprocessor, rows: int = DEFAULT_BATCH_SIZE) -> int:
+    """Rows per forward pass when none is asked for: rows, or IMAGE_BATCH_SIZE for a model of images, whose
+    activations per row are megabytes (a batch is held whole while the model runs)."""
+    return IMAGE_BATCH_SIZE if preprocessor.image_columns else rows
 
 
 def read_heads(heads: Sequence[Any], batch: ModelBatch) -> dict[str, pa.Array]:

@@ -26,7 +26,7 @@ from torchpredict.errors import BackendError, BackendWarning, BundleError, Model
 from torchpredict.golden import GoldenExamples
 from torchpredict.heads.registry import head_from_dict
 from torchpredict.model.entry import ModelEntry
-from torchpredict.predictor import DEFAULT_BATCH_SIZE, Predictor
+from torchpredict.predictor import Predictor
 from torchpredict.preprocessing import Preprocessor
 
 if TYPE_CHECKING:
@@ -36,13 +36,14 @@ __all__ = ["load", "needs_torch"]
 
 T = TypeVar("T")
 
-def load(path: str | Path, *, device: str | torch.device = "auto", batch_size: int = DEFAULT_BATCH_SIZE,
+def load(path: str | Path, *, device: str | torch.device = "auto", batch_size: int | None = None,
          verify: bool = False, trust_factory: Sequence[str] = (), trust_torch_loader: bool = False,
          backend: str | None = None, verify_backend: bool = True, atol: float | None = None,
          rtol: float | None = None, threads: int | None = None) -> Predictor:
     """Load a bundle as a Predictor on a device ("auto", "cpu", "cuda", "cuda:N", "mps"), running no code from it.
 
-    Every file's sha256 is checked; the model is in eval mode and runs under inference_mode.
+    Every file's sha256 is checked; the model is in eval mode and runs under inference_mode. batch_size: rows per
+    forward pass (default 1,024; 64 for a model of images).
     verify=True re-runs the golden examples and raises BundleError if they deviate.
     trust_factory: modules you vouch for ("mypkg" covers mypkg.nets), from which a weights bundle's factory
     may be imported and called (installed packages may declare theirs under the "torchpredict.factories"

@@ -118,7 +118,8 @@ def _add_predict(sub: Any, common: argparse.ArgumentParser) -> None:
                    "committed")
     p.add_argument("--part-rows", type=int, default=None, help="input rows per part of a folder output "
                    "(default 1,000,000)")
-    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"rows per forward pass (default {BATCH_SIZE})")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"rows per forward pass (default {BATCH_SIZE:,}; 64 for a model of images)")
     p.add_argument("--threads", type=int, default=None, help="torch threads for the model (default: CPU cores "
                    "minus one, leaving one for reading and writing)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
@@ -391,6 +392,10 @@ def _run_predict(args: argparse.Namespace) -> int:
         predictor = load(args.bundle, device=args.device, batch_size=args.batch_size,
                          trust_factory=args.trust_factory, trust_torch_loader=args.trust_torch_loader,
                          threads=args.threads or max(1, cpu_cores() - 1), **backend)  # the job's threads
+    if args.batch_size is None:
+        from torchpredict.predictor import default_batch_size
+
+        predictor.batch_size = default_batch_size(predictor.preprocessor, BATCH_SIZE)
     if not args.quiet:
         _say_backend(predictor)
     gc.collect()
@@ -426,7 +431,7 @@ def _run_ray_predict(args: argparse.Namespace, backend: dict[str, Any]) -> int:
         warnings.simplefilter("ignore")  # drift is reported in the summary
         run = predict_files(_inputs(args), args.bundle, args.output, format=args.format,
                             output_format=args.output_format, keep=args.keep, columns=args.columns,
-                            rejects=args.rejects, report=args.report, batch_size=args.batch_size,
+                            rejects=args.rejects, report=args.report, batch_size=args.batch_size or BATCH_SIZE,
                             actors=args.actors, cpus_per_actor=args.cpus_per_actor,
                             gpus_per_actor=args.gpus_per_actor, device=None if args.device == "auto" else args.device,
                             address=args.ray_address, trust_factory=args.trust_factory,

@@ -32,7 +32,7 @@ __all__ = ["DEFAULT_BATCH_ROWS", "DEFAULT_BLOCK_BYTES", "MAX_LINE_BYTES", "Chunk
            "read_table"]
 
 DEFAULT_BATCH_ROWS = 65536
-IMAGE_BATCH_ROWS = 64  # image files per chunk: decoded, 64 RGB images of 224x224 are 38 MB of float32
+IMAGE_BATCH_ROWS = 64  # image files per chunk unless batch_rows says (64 RGB images of 224x224: 38 MB decoded)
 DEFAULT_BLOCK_BYTES = 8 << 20  # CSV/JSONL text parsed per chunk (multi-threaded inside pyarrow)
 MAX_JSONL_DEPTH = 1_000  # nesting a JSONL block may have before Arrow's recursive parser is not trusted with it
 _DEPTH_SEGMENT = 4096  # bytes per segment of the depth bound
@@ -85,7 +85,7 @@ def read_chunks(path: str | Path, *, format: str | None = None,
     fmt = detect_format(path, format)
     types = dict(column_types or {})
     if fmt == "images":
-        yield from _image_chunks(str(path), names, min(batch_rows, IMAGE_BATCH_ROWS))
+        yield from _image_chunks(str(path), names, IMAGE_BATCH_ROWS if batch_rows == DEFAULT_BATCH_ROWS else batch_rows)
         return
     with _Input(str(path)) as source:
         try:

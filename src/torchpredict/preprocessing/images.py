@@ -364,7 +364,15 @@ class ImageEncode(Step):
                     bad.append(row)
                     reasons.append(str(exc))
 
-        _pool_run(one, list(enumerate(values.to_pylist())))
+        items = list(enumerate(values.to_pylist()))
+        for item in items[:1]:
+            one(item)
+        decoded = stats.sizes[0, 0] * stats.sizes[0, 1] if len(items) else 0.0
+        if decoded >= POOL_PIXELS:  # large images: decoding and resizing release the GIL, so threads gain
+            _pool_run(one, items[1:])
+        else:  # small ones (or a bad first one): threads would spend more on the GIL than they save
+            for item in items[1:]:
+                one(item)
         order = np.argsort(bad, kind="stable")
         return (pa.FixedShapeTensorArray.from_numpy_ndarray(out), np.asarray(bad, dtype=np.int64)[order],
                 [reasons[i] for i in order], stats)
@@ -521,6 +529,8 @@ def resized_size(height: int, width: int, size: int | tuple[int, int], max_size:
 # -- helpers -----------------------------------------------------------------------------------------------------
 
 _FIT_BATCH = 256
+POOL_PIXELS = 32_768  # decoded pixels from which an image batch is decoded on the thread pool (about 181 x 181)
+_WORKERS = min(8, os.cpu_count() or 1)
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
@@ -529,16 +539,25 @@ def _pool() -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="tp-images")
+            _POOL = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="tp-images")
         return _POOL
 
 
 def _pool_run(fn: Callable[[Any], None], items: list[Any]) -> None:
-    if len(items) <= 1:
+    """fn on every item, on the pool, a few contiguous runs of items per worker (a task per item costs more than
+    a small image's decoding)."""
+    workers = _WORKERS
+    if len(items) <= 1 or workers <= 1:
         for item in items:
             fn(item)
         return
-    for _ in _pool().map(fn, items):
+    size = max(1, -(-len(items) // (workers * 4)))
+
+    def run(start: int) -> None:
+        for item in items[start:start + size]:
+            fn(item)
+
+    for _ in _pool().map(run, range(0, len(items), size)):
         pass
 
 
