@@ -256,3 +256,12 @@ def test_without_pillow_an_image_step_says_how_to_install_it(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == ("image steps decode with Pillow, which is not installed: pip install "
                                      "'torchpredict[images]'"), result.stderr
+
+
+def test_bgr_channels_reverse_an_rgb_image_as_opencv_reads_it():
+    image = photo(9, 7)
+    rgb = fitted([Resize([5, 5])], [encoded(image)]).transform({"image": [encoded(image)]})["x"][0]
+    bgr = fitted([Decode(channels="BGR"), Resize([5, 5])], [encoded(image)]).transform({"image": [encoded(image)]})
+    assert np.array_equal(bgr["x"][0], rgb[::-1])
+    with pytest.raises(PreprocessingError, match=r"channels must be 'RGB', or 'BGR' with mode 'RGB', got 'BGR'"):
+        Decode(mode="L", channels="BGR")

@@ -55,16 +55,20 @@ class BadImage(ValueError):
 @dataclass(frozen=True)
 class Decode:
     """Decode the bytes (or the file) with Pillow; mode: the trained one, converted to unless convert=False,
-    which refuses images of another mode instead."""
+    which refuses images of another mode instead. channels="BGR": an RGB image's channels reversed, as OpenCV
+    reads them, for a model trained on cv2.imread's arrays (Normalize's mean and std then in BGR order too)."""
 
     op: ClassVar[str] = "decode"
     mode: str = "RGB"
     exif: bool = True
     convert: bool = True
     max_pixels: int = MAX_PIXELS
+    channels: str = "RGB"
 
     def __post_init__(self) -> None:
         _expect(self.mode in MODES, self, "mode", f"one of {', '.join(map(repr, MODES))}", self.mode)
+        _expect(self.channels == "RGB" or (self.channels == "BGR" and self.mode == "RGB"), self, "channels",
+                "'RGB', or 'BGR' with mode 'RGB'", self.channels)
         _expect(_count(self.max_pixels) and self.max_pixels >= 1, self, "max_pixels", "a count >= 1", self.max_pixels)
         for name in ("exif", "convert"):
             _expect(isinstance(getattr(self, name), bool), self, name, "true or false", getattr(self, name))
@@ -409,7 +413,8 @@ class ImageEncode(Step):
                     pixels = None
                 else:
                     pixels = op.apply(_array(image) if pixels is None else pixels)  # type: ignore[union-attr]
-            return (_array(image) if pixels is None else pixels), size
+            pixels = _array(image) if pixels is None else pixels
+            return (pixels[:, :, ::-1] if self.decode.channels == "BGR" else pixels), size
         except BadImage as exc:
             if sizes_out:
                 return exc, None
