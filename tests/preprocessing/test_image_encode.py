@@ -171,7 +171,10 @@ def test_the_step_round_trips_through_json_and_its_state_is_checked():
     ([Decode(), Decode()], "Decode must come once, first"),
     ([Rescale(), Rescale()], "rescale may come at most once"),
     ([{"op": "blur"}], "an image operation must be an object whose 'op' is one of 'decode', 'resize'"),
-    ([{"op": "resize", "size": 0}], "image operation 'resize': size must be a size >= 1"),
+    ([{"op": "resize", "size": 0}], r"image operation 'resize': size must be a size in 1\.\.16,384"),
+    ([{"op": "resize", "size": [10, 10**9]}], r"size must be a size in 1\.\.16,384 or \[height, width\] of them"),
+    ([{"op": "crop", "top": 0, "left": 0, "height": 5, "width": 10**6}], r"width must be a size in 1\.\.16,384"),
+    ([{"op": "pad", "padding": 10**6}], r"padding must be a count, .* of counts in 0\.\.16,384"),
     ([{"op": "resize", "size": 8, "interpolation": "cubic"}], "interpolation must be one of 'nearest'"),
     ([{"op": "pad", "padding": [1, 2, 3]}], "image operation 'pad': padding must be a count"),
     ([{"op": "normalize", "mean": [0.5], "std": [0.0]}], "std must be numbers > 0"),
@@ -265,3 +268,10 @@ def test_bgr_channels_reverse_an_rgb_image_as_opencv_reads_it():
     assert np.array_equal(bgr["x"][0], rgb[::-1])
     with pytest.raises(PreprocessingError, match=r"channels must be 'RGB', or 'BGR' with mode 'RGB', got 'BGR'"):
         Decode(mode="L", channels="BGR")
+
+
+def test_a_resize_that_would_make_a_huge_image_is_a_bad_row():
+    pre = fitted([Resize(5000), CenterCrop(4)], [encoded(photo(10, 10))])
+    with pytest.raises(PreprocessingError, match=r"resizing the 4000x2 image to 10000000x5000 would make "
+                                                 r"50,000,000,000 pixels, over the limit of 89,478,485 at row 0"):
+        pre.transform({"image": [encoded(photo(2, 4000))]})

@@ -43,6 +43,7 @@ MODES = {"RGB": 3, "L": 1}
 INTERPOLATIONS = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}  # PIL codes
 LAYOUTS = ("CHW", "HWC")
 MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold (a 9459 x 9459 image)
+MAX_SIDE = 16_384  # the largest side an operation may make (or crop, or pad by): bounds what a bundle can ask for
 
 
 class BadImage(ValueError):
@@ -89,11 +90,14 @@ class Resize:
         _expect(self.interpolation in INTERPOLATIONS, self, "interpolation",
                 f"one of {', '.join(map(repr, INTERPOLATIONS))}", self.interpolation)
         _expect(self.max_size is None or (_count(self.max_size) and isinstance(self.size, int)
-                                          and self.max_size > self.size), self, "max_size",
-                "null, or a size > size (with an int size)", self.max_size)
+                                          and self.size < self.max_size <= MAX_SIDE), self, "max_size",
+                f"null, or a size > size (with an int size), at most {MAX_SIDE:,}", self.max_size)
 
     def apply(self, image: Any) -> Any:
         height, width = resized_size(image.height, image.width, self.size, self.max_size)  # type: ignore[arg-type]
+        if height * width > MAX_PIXELS:
+            raise BadImage(f"resizing the {image.width}x{image.height} image to {width}x{height} would make "
+                           f"{width * height:,} pixels, over the limit of {MAX_PIXELS:,}")
         if (height, width) == (image.height, image.width):
             return image
         return image.resize((width, height), resample=INTERPOLATIONS[self.interpolation])
@@ -134,11 +138,11 @@ class Crop:
 
     def __post_init__(self) -> None:
         for name in ("top", "left"):
-            _expect(_count(getattr(self, name)) and getattr(self, name) >= 0, self, name, "a count >= 0",
-                    getattr(self, name))
+            _expect(_count(getattr(self, name)) and 0 <= getattr(self, name) <= MAX_SIDE, self, name,
+                    f"a count in 0..{MAX_SIDE:,}", getattr(self, name))
         for name in ("height", "width"):
-            _expect(_count(getattr(self, name)) and getattr(self, name) >= 1, self, name, "a size >= 1",
-                    getattr(self, name))
+            _expect(_count(getattr(self, name)) and 1 <= getattr(self, name) <= MAX_SIDE, self, name,
+                    f"a size in 1..{MAX_SIDE:,}", getattr(self, name))
 
     def apply(self, pixels: np.ndarray) -> np.ndarray:
         h, w = pixels.shape[:2]
@@ -163,8 +167,9 @@ class Pad:
         elif isinstance(padding, (list, tuple)) and len(padding) == 2:
             padding = (padding[0], padding[1], padding[0], padding[1])
         _expect(isinstance(padding, (list, tuple)) and len(padding) == 4
-                and all(_count(p) and p >= 0 for p in padding), self, "padding",
-                "a count, [left/right, top/bottom] or [left, top, right, bottom] of counts >= 0", self.padding)
+                and all(_count(p) and 0 <= p <= MAX_SIDE for p in padding), self, "padding",
+                f"a count, [left/right, top/bottom] or [left, top, right, bottom] of counts in 0..{MAX_SIDE:,}",
+                self.padding)
         object.__setattr__(self, "padding", tuple(padding))  # type: ignore[arg-type]
         _expect(_count(self.fill) and 0 <= self.fill <= 255, self, "fill", "an integer in 0..255", self.fill)
 
@@ -627,19 +632,24 @@ def _number(value: Any) -> bool:
 
 
 def _size(op: Any, name: str, value: Any, *, allow_int: bool, square: bool = False) -> Any:
+    """A size >= 1 (or [height, width] of them), at most MAX_SIDE a side: a bundle cannot ask for an image of
+    gigabytes."""
     if isinstance(value, (list, tuple)) and len(value) == 1:
         value = value[0]
     if _count(value) and allow_int:
-        _expect(value >= 1, op, name, "a size >= 1", value)
+        _expect(1 <= value <= MAX_SIDE, op, name, f"a size in 1..{MAX_SIDE:,}", value)
         return (value, value) if square else value
-    _expect(isinstance(value, (list, tuple)) and len(value) == 2 and all(_count(v) and v >= 1 for v in value), op,
-            name, "a size >= 1 or [height, width]", value)
+    _expect(isinstance(value, (list, tuple)) and len(value) == 2 and all(_count(v) and 1 <= v <= MAX_SIDE
+                                                                          for v in value), op,
+            name, f"a size in 1..{MAX_SIDE:,} or [height, width] of them", value)
     return tuple(value)
 
 
 def _state_shape(step: Step, name: str, value: Any) -> tuple[int, ...]:
-    if not isinstance(value, list) or len(value) != 3 or not all(_count(v) and v >= 1 for v in value):
-        raise step.bad_state(name, "3 sizes >= 1", described(value))
+    if (not isinstance(value, list) or len(value) != 3 or not all(_count(v) and v >= 1 for v in value)
+            or math.prod(value) > MAX_SIDE * MAX_SIDE * 4):
+        raise step.bad_state(name, f"3 sizes >= 1 (at most {MAX_SIDE:,} x {MAX_SIDE:,} x 4 in all)",
+                             described(value))
     return tuple(value)
 
 
