@@ -181,7 +181,7 @@ def test_a_bad_image_of_a_parquet_of_bytes_is_a_rejected_row_that_shows_its_size
 
 def test_a_folder_is_read_in_chunks_of_whole_model_batches_of_about_32_mb(predictor, digits):
     """Small images in chunks of 1,024 files (a chunk's own cost paid rarely), big ones in one model batch."""
-    assert predictor.batch_size == 64  # a model of images: its activations are held whole per batch
+    assert predictor.batch_size == 1024  # 8 MB of 1 x 16 x 16 float32 inputs is 8,192: capped at 1,024
     plan = Plan.make(predictor, digits["folder"] / "new", None, (), None, None, 1 << 20, 1 << 16, 1 << 20)
     assert plan.batch_rows == 1024 and plan.keep == ("path",) and plan.npy_names == ["path", "image"]
     big = types.SimpleNamespace(steps=[types.SimpleNamespace(shape_=(3, 224, 224))])  # 602 KB a row: 55 rows

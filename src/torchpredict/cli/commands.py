@@ -119,7 +119,8 @@ def _add_predict(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--part-rows", type=int, default=None, help="input rows per part of a folder output "
                    "(default 1,000,000)")
     p.add_argument("--batch-size", type=int, default=None,
-                   help=f"rows per forward pass (default {BATCH_SIZE:,}; 64 for a model of images)")
+                   help=f"rows per forward pass (default {BATCH_SIZE:,}; for a model of images, as many as fit 8 MB "
+                   "of input: 13 of 3x224x224)")
     p.add_argument("--threads", type=int, default=None, help="torch threads for the model (default: CPU cores "
                    "minus one, leaving one for reading and writing)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
