@@ -184,5 +184,5 @@ def test_a_folder_is_read_in_chunks_of_whole_model_batches_of_about_32_mb(predic
     assert predictor.batch_size == 1024  # 8 MB of 1 x 16 x 16 float32 inputs is 8,192: capped at 1,024
     plan = Plan.make(predictor, digits["folder"] / "new", None, (), None, None, 1 << 20, 1 << 16, 1 << 20)
     assert plan.batch_rows == 1024 and plan.keep == ("path",) and plan.npy_names == ["path", "image"]
-    big = types.SimpleNamespace(steps=[types.SimpleNamespace(shape_=(3, 224, 224))])  # 602 KB a row: 55 rows
+    big = types.SimpleNamespace(image_row_bytes=4 * 3 * 224 * 224)  # 602 KB a row: 55 rows
     assert image_chunk_rows(big, 64) == 64 and image_chunk_rows(big, 16) == 48 and image_chunk_rows(big, 100) == 100

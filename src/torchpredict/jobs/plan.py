@@ -6,7 +6,6 @@ internals; it knows the predictor only by the attributes it reads.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -78,8 +77,7 @@ def image_chunk_rows(preprocessor: Any, batch_size: int) -> int:
     """Image files per chunk of a folder: about IMAGE_CHUNK_BYTES of decoded tensors (at most 1,024 files), in
     whole model batches (at least one), so that small images are decoded in chunks large enough to pay for a
     chunk's own cost, large ones in few, and no model batch waits on two chunks."""
-    row_bytes = sum(4 * math.prod(step.shape_) for step in preprocessor.steps if hasattr(step, "shape_"))
-    rows = min(1024, IMAGE_CHUNK_BYTES // max(1, row_bytes))
+    rows = min(1024, IMAGE_CHUNK_BYTES // max(1, preprocessor.image_row_bytes))
     return max(1, rows // batch_size) * batch_size
 
 

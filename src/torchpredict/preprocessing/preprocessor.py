@@ -9,6 +9,7 @@ registers them all. `torchpredict.preprocessing` is the public face of all of th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,7 +30,7 @@ from torchpredict.preprocessing.text import TextCounts, TextEncode
 from torchpredict.schema.drift import with_image_drift
 from torchpredict.schema.schema import Schema, Validated
 from torchpredict.schema.tables import as_table
-from torchpredict.schema.validation import RowReport, forward_reports
+from torchpredict.schema.validation import RowReport, forward_reports, report_values
 
 __all__ = ["FLOAT32", "INT64", "Preprocessor"]
 
@@ -143,6 +144,11 @@ class Preprocessor:
         """The input columns of images (ImageEncode's), which the schema holds as bytes or file paths."""
         return tuple(n for step in self.steps if isinstance(step, ImageEncode) for n in step.columns)
 
+    @property
+    def image_row_bytes(self) -> int:
+        """Bytes of model input a row's images make (float32 tensors of the fitted shapes); 0 without images."""
+        return sum(4 * math.prod(step.shape_) for step in self.steps if isinstance(step, ImageEncode))
+
     def check_rows(self, table: pa.Table, report: RowReport) -> pa.Table | None:
         """Report the rows holding a category an encoder refuses (handle_unknown="error"), or an image that
         cannot be encoded, for Schema.validate's row_check: such rows are then rejected, or named by their input
@@ -168,11 +174,7 @@ class Preprocessor:
                 tensors, bad, reasons, stats = step.encode(table.column(name))
                 drift[name] = step.drift(stats)
                 if len(bad):
-                    def wording(some: np.ndarray, bad: np.ndarray = bad, reasons: list[str] = reasons,
-                                name: str = name) -> list[str]:
-                        return [f"column {name!r}: {reasons[i]}" for i in np.searchsorted(bad, some)]
-
-                    report(bad, wording, lambda row, w=wording, b=bad: f"{w(b[:1])[0]} at row {row}")
+                    report_values(report, name, bad, reasons)
                 changed = (changed or table).set_column(table.column_names.index(name), name, tensors)
         return None if changed is None else with_image_drift(changed, drift)
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 __all__ = ["ImageValueError", "embedded", "image_value", "python_images"]
 
@@ -102,8 +103,6 @@ def _single(value: Any) -> bool:
 def embedded(table: Any, names: list[str]) -> Any:
     """table (Arrow) with its image columns of file paths read into bytes, so that it travels without the files
     (the golden examples a bundle keeps); an unreadable file is an OSError of the caller's."""
-    import pyarrow as pa
-
     for name in names:
         if name in table.column_names and pa.types.is_string(table.schema.field(name).type):
             data: list[bytes | None] = []

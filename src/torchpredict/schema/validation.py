@@ -24,7 +24,7 @@ from torchpredict.schema.images import python_images
 from torchpredict.schema.tables import as_table, is_record, kind_group, past_int64, value_kind
 
 __all__ = ["DTYPES", "Leaves", "RowProblems", "RowReport", "cast_accepted", "check_column", "forward_reports",
-           "free_name", "leaves", "read_input"]
+           "free_name", "leaves", "read_input", "report_values"]
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -169,7 +169,7 @@ def read_input(data: Any, columns: Sequence[Column], problems: RowProblems) -> p
             found.sort()
             rows, why = np.asarray([r for r, _ in found]), [w for _, w in found]
 
-            _report_values(problems, name, rows, why)
+            report_values(problems.add, name, rows, why)
     try:
         return as_table(data, expected=expected)
     except SchemaError:
@@ -179,13 +179,13 @@ def read_input(data: Any, columns: Sequence[Column], problems: RowProblems) -> p
         return table
 
 
-def _report_values(problems: RowProblems, name: str, rows: np.ndarray, why: list[str]) -> None:
-    """Report rows (sorted) of column name, each with its reason."""
+def report_values(report: RowReport, name: str, rows: np.ndarray, why: list[str]) -> None:
+    """Report rows (sorted) of column name, each with its reason (report: RowProblems.add, or a row check's)."""
 
     def reasons(some: np.ndarray) -> list[str]:
         return [f"column {shown(name)}: {why[i]}" for i in np.searchsorted(rows, some)]
 
-    problems.add(rows, reasons, lambda row: f"{reasons(rows[:1])[0]} at row {row}")
+    report(rows, reasons, lambda row: f"{reasons(rows[:1])[0]} at row {row}")
 
 
 def _read_mixed(data: Any, columns: Mapping[str, Column], problems: RowProblems) -> pa.Table | None:
